@@ -1,0 +1,42 @@
+"""Typed callback data, all prefixes in one place. Ids in scripts are short ASCII, so a
+packed value stays far below Telegram's 64 bytes (the script loader checks it)."""
+
+from __future__ import annotations
+
+from aiogram.filters.callback_data import CallbackData
+
+from funnel.replies import Btn
+
+
+class AnswerCb(CallbackData, prefix="a"):
+    """An answer button: which question it answers and with which option."""
+
+    q: str
+    o: str
+
+
+class ButtonCb(CallbackData, prefix="b"):
+    """A call-to-action button of the script (book, stop, NPS score...)."""
+
+    id: str
+
+
+class SystemCb(CallbackData, prefix="s"):
+    """The dialogue's own operations: continue, restart, forget_yes, forget_no."""
+
+    op: str
+
+
+class CardCb(CallbackData, prefix="m"):
+    """A button on a hot-lead card in the managers' chat: take, paid, unfit."""
+
+    act: str
+    lead: int
+
+
+def pack(button: Btn) -> str:
+    if button.kind == "answer":
+        return AnswerCb(q=button.key, o=button.value).pack()
+    if button.kind == "button":
+        return ButtonCb(id=button.key).pack()
+    return SystemCb(op=button.key).pack()
