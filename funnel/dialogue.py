@@ -113,12 +113,13 @@ class Dialogue:
         return result
 
     async def system(self, profile: Profile, operation: str) -> Result:
-        """The dialogue's own buttons: continue, restart, forget (yes/no)."""
+        """The dialogue's own buttons: continue, restart, stop, forget (yes/no)."""
         handlers = {
             "continue": self.resume,
             "restart": self.restart,
             "forget_yes": self.forget,
             "forget_no": self.keep,
+            "stop": self.stop,
         }
         handler = handlers.get(operation)
         if handler is None:
