@@ -254,7 +254,10 @@ class Dialogue:
         text = verdict.outcome.text
         if verdict.disqualifier is not None and verdict.disqualifier.text:
             text = verdict.disqualifier.text
-        handoff = lead.id if verdict.outcome.notify_managers else None
+        handoff = None
+        if verdict.outcome.notify_managers:
+            handoff = lead.id
+            text += "\n\n" + self.script.texts.manager_will_write
         return Result([self._outcome_reply(lead, text)], handoff=handoff, lead_id=lead.id)
 
     # -- replies --------------------------------------------------------------------------

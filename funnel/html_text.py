@@ -78,3 +78,12 @@ def plain_to_html(text: str) -> str:
 def cut_plain(text: str, limit: int, ellipsis: str = "…") -> str:
     """A plain (not yet escaped) text cut to `limit` characters."""
     return text if len(text) <= limit else text[: max(0, limit - len(ellipsis))] + ellipsis
+
+
+def fit_html(text: str, limit: int = 4096) -> str:
+    """`text` if Telegram accepts its length; else its visible text, cut and re-escaped
+    (formatting is lost, the message is not)."""
+    if 1 <= visible_length(text) <= limit:
+        return text
+    plain = visible_text(text).strip() or "…"
+    return plain_to_html(cut_plain(plain, limit))

@@ -97,6 +97,10 @@ class Lead(Base):
     opted_out_at: Mapped[datetime | None]
     blocked_at: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]
+    # The sales manager who took the lead from the managers' chat.
+    manager_id: Mapped[int | None] = mapped_column(BigInteger)
+    manager_name: Mapped[str | None] = mapped_column(String(128))
+    taken_at: Mapped[datetime | None]
     # Optimistic lock: two instances (or two fast taps) never both advance one lead.
     version: Mapped[int] = mapped_column(Integer, default=1)
 

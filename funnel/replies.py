@@ -28,5 +28,9 @@ class Reply:
     buttons: tuple[tuple[Btn, ...], ...] = ()
 
 
-def rows(buttons: list[Btn], columns: int = 1) -> tuple[tuple[Btn, ...], ...]:
+def rows(buttons: list[Btn], columns: int | None = None) -> tuple[tuple[Btn, ...], ...]:
+    """Buttons laid out in rows; by default one a row, or six a row when every label is
+    as short as a score (an NPS scale of 0–10 fits a phone in two rows)."""
+    if columns is None:
+        columns = 6 if buttons and all(len(b.label) <= 3 for b in buttons) else 1
     return tuple(tuple(buttons[i : i + columns]) for i in range(0, len(buttons), columns))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.models import Answer, Lead, StageEvent, Touch
@@ -145,3 +145,14 @@ async def forget_lead(session: AsyncSession, lead: Lead, at: datetime) -> None:
     lead.first_name = lead.last_name = lead.username = lead.language = None
     lead.position = None
     lead.deleted_at = at
+
+
+async def lead_by_reference(session: AsyncSession, reference: str) -> Lead | None:
+    """A lead named by an admin: its number (#12 or 12) or the Telegram @username."""
+    reference = reference.strip()
+    if reference.lstrip("#").isdigit():
+        return await session.get(Lead, int(reference.lstrip("#")))
+    if reference.startswith("@") and len(reference) > 1:
+        query = select(Lead).where(func.lower(Lead.username) == reference[1:].lower())
+        return (await session.scalars(query)).first()
+    return None

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 14:15:20.450034
+Create Date: 2026-11-23 14:21:20.616820
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from alembic import op
 
 import funnel.models
-
 
 revision = "0001"
 down_revision = None
@@ -66,6 +65,9 @@ def upgrade() -> None:
         sa.Column("opted_out_at", funnel.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("blocked_at", funnel.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("deleted_at", funnel.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("manager_id", sa.BigInteger(), nullable=True),
+        sa.Column("manager_name", sa.String(length=128), nullable=True),
+        sa.Column("taken_at", funnel.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_leads")),
         sa.UniqueConstraint("user_id", name=op.f("uq_leads_user_id")),

@@ -1,0 +1,183 @@
+"""The command line: `python -m bot run | demo | chat | check | stats | export | emulator`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from bot.settings import Settings, SettingsError, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="run the bot (long polling) with BOT_TOKEN")
+    demo = commands.add_parser("demo", help="offline demo: emulator, 200 simulated prospects")
+    demo.add_argument("--prospects", type=int, default=200)
+    demo.add_argument("--seed", type=int, default=7)
+    commands.add_parser("chat", help="talk to the bot yourself, offline, in this terminal")
+    check = commands.add_parser("check", help="validate the settings and the script")
+    check.add_argument("script", nargs="?", type=Path, help="a script file (default SCRIPT_PATH)")
+    stats = commands.add_parser("stats", help="print the funnel report")
+    stats.add_argument("--period", default="all", help="7d, 30d, all, or 2026-01-01..2026-01-31")
+    stats.add_argument("--source", default=None)
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+    export = commands.add_parser("export", help="write the leads as CSV (Excel, Google Sheets)")
+    export.add_argument("--period", default="all")
+    export.add_argument("--output", type=Path, default=Path("leads.csv"))
+    emulator = commands.add_parser("emulator", help="run the local Telegram Bot API emulator")
+    emulator.add_argument("--port", type=int, default=8081)
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except SettingsError as e:
+        for line in e.lines:
+            print(f"settings: {line}", file=sys.stderr)
+        return 2
+
+    from bot.logs import configure
+
+    configure(settings.log_level)
+    handlers: dict[str, Any] = {
+        "run": lambda: _run(settings),
+        "demo": lambda: _demo(settings, args.prospects, args.seed),
+        "chat": lambda: _chat(settings),
+        "check": lambda: _check(settings, args.script),
+        "stats": lambda: _stats(settings, args.period, args.source, args.json),
+        "export": lambda: _export(settings, args.period, args.output),
+        "emulator": lambda: _emulator(args.port),
+    }
+    try:
+        return int(asyncio.run(handlers[args.command]()) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _script_problems(path: Path) -> list[str]:
+    from funnel.script import ScriptError, load_script
+
+    try:
+        load_script(path)
+    except ScriptError as e:
+        return e.problems
+    return []
+
+
+async def _check(settings: Settings, script: Path | None) -> int:
+    problems = _script_problems(script or settings.script_path)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        print(f"ok: settings and {script or settings.script_path}")
+    return 1 if problems else 0
+
+
+async def _run(settings: Settings) -> int:
+    from bot.app import App
+
+    if settings.bot_token is None:
+        print("settings: BOT_TOKEN: required to run; get one from @BotFather", file=sys.stderr)
+        return 2
+    problems = _script_problems(settings.script_path)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    app = App(settings, token=settings.bot_token.get_secret_value())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    waiting = asyncio.create_task(stop.wait())
+    await asyncio.wait([waiting, asyncio.ensure_future(app.wait())], return_when="FIRST_COMPLETED")
+    waiting.cancel()
+    await app.stop()
+    return 0
+
+
+async def _stats(settings: Settings, period_text: str, source: str | None, as_json: bool) -> int:
+    from bot import db
+    from funnel.analytics import format_report_text, funnel_report, parse_period
+    from funnel.clock import SystemClock
+    from funnel.script import load_script
+
+    now = SystemClock().now()
+    try:
+        period = parse_period(period_text, now)
+    except ValueError as e:
+        print(f"--period: {e}", file=sys.stderr)
+        return 2
+    script = load_script(settings.script_path)
+    engine = db.create_engine(settings.database_url)
+    try:
+        await db.migrate(engine)
+        async with db.sessionmaker(engine)() as session:
+            report = await funnel_report(session, script, now=now, period=period, source=source)
+    finally:
+        await engine.dispose()
+    if as_json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+    else:
+        print(format_report_text(report))
+    return 0
+
+
+async def _export(settings: Settings, period_text: str, output: Path) -> int:
+    from bot import db
+    from funnel.analytics import parse_period
+    from funnel.clock import SystemClock
+    from funnel.export import export_leads_csv
+    from funnel.script import load_script
+
+    now = SystemClock().now()
+    try:
+        period = parse_period(period_text, now)
+    except ValueError as e:
+        print(f"--period: {e}", file=sys.stderr)
+        return 2
+    script = load_script(settings.script_path)
+    engine = db.create_engine(settings.database_url)
+    try:
+        await db.migrate(engine)
+        async with db.sessionmaker(engine)() as session:
+            data = await export_leads_csv(session, script, period, now)
+    finally:
+        await engine.dispose()
+    output.write_bytes(data)
+    print(f"wrote {output}")
+    return 0
+
+
+async def _demo(settings: Settings, prospects: int, seed: int) -> int:
+    from bot.demo import run_demo
+
+    return await run_demo(settings, prospects=prospects, seed=seed)
+
+
+async def _chat(settings: Settings) -> int:
+    from bot.chat import run_chat
+
+    return await run_chat(settings)
+
+
+async def _emulator(port: int) -> int:
+    from bot.emulator.server import TelegramEmulator
+
+    emu = TelegramEmulator()
+    await emu.start(port=port)
+    print(f"Telegram Bot API emulator at {emu.base_url} (control API under /_emulator/)")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await emu.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

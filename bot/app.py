@@ -1,0 +1,110 @@
+"""The running application: database, script, Telegram client with the rate limiter,
+dispatcher, the outbox and its scheduler; started and stopped as one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiogram import Bot
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.types import BotCommand
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot import db
+from bot.delivery_middleware import RateLimitMiddleware
+from bot.dispatcher import create_dispatcher
+from bot.handoff import HandOff
+from bot.outbox import Outbox
+from bot.ratelimit import RateLimiter
+from bot.scheduler import create_scheduler
+from bot.scripts import ScriptHolder
+from bot.settings import Settings
+from funnel.clock import Clock, ScaledClock, SystemClock
+
+log = logging.getLogger("leadbot.app")
+PROSPECT_COMMANDS = [
+    BotCommand(command="start", description="Начать или продолжить"),
+    BotCommand(command="help", description="Помощь"),
+    BotCommand(command="stop", description="Не присылать сообщения"),
+    BotCommand(command="forget", description="Удалить мои данные"),
+]
+PAID_BROADCAST_RATE = 1000.0
+
+
+def make_clock(settings: Settings) -> Clock:
+    return SystemClock() if settings.time_scale == 1 else ScaledClock(settings.time_scale)
+
+
+def make_bot(settings: Settings, token: str, limiter: RateLimiter) -> Bot:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    session.middleware(RateLimitMiddleware(limiter))
+    return Bot(
+        token,
+        session=session,
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
+    )
+
+
+class App:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, token: str) -> None:
+        self.settings = settings
+        self.clock = clock or make_clock(settings)
+        self.scripts = ScriptHolder(settings.script_path)
+        self.engine: AsyncEngine = db.create_engine(settings.database_url)
+        self.sessions = db.sessionmaker(self.engine)
+        rate = PAID_BROADCAST_RATE if settings.paid_broadcast else settings.rate_per_second
+        self.limiter = RateLimiter(rate_per_second=rate)
+        self.bot = make_bot(settings, token, self.limiter)
+        self.handoff = HandOff(self.bot, self.sessions, self.scripts, settings.manager_chat_id)
+        self.outbox = Outbox(
+            sessions=self.sessions,
+            bot=self.bot,
+            script=self.scripts,
+            clock=self.clock,
+            zone=settings.zone,
+            manager_chat_id=settings.manager_chat_id,
+        )
+        self.dispatcher = create_dispatcher(
+            settings, self.sessions, self.scripts, self.clock, self.handoff
+        )
+        self.scheduler = create_scheduler(self.outbox.tick, settings.tick_seconds)
+        self._polling: asyncio.Task[Any] | None = None
+
+    async def prepare(self) -> None:
+        """Schema up to date; touches a crash left half-sent are settled, never resent."""
+        await db.migrate(self.engine)
+        recovered = await self.outbox.recover()
+        if recovered:
+            log.warning("outbox.recovered", extra={"touches": recovered})
+
+    async def start(self, *, scheduler: bool = True) -> None:
+        await self.prepare()
+        await self.bot.delete_webhook(drop_pending_updates=False)
+        await self.bot.set_my_commands(PROSPECT_COMMANDS)
+        if scheduler:
+            self.scheduler.start()
+        self._polling = asyncio.create_task(
+            self.dispatcher.start_polling(self.bot, handle_signals=False, close_bot_session=False)
+        )
+
+    async def wait(self) -> None:
+        if self._polling is not None:
+            await self._polling
+
+    async def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if self._polling is not None:
+            try:
+                await self.dispatcher.stop_polling()
+            except RuntimeError:
+                pass  # polling had not started yet
+            await asyncio.gather(self._polling, return_exceptions=True)
+            self._polling = None
+        await self.bot.session.close()
+        await self.engine.dispose()

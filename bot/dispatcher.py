@@ -1,0 +1,57 @@
+"""The dispatcher factory: middlewares, dependencies by name, and the routers in order
+(admins first, then the managers' chat, then prospects)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import Dispatcher
+from aiogram.types import ErrorEvent, TelegramObject
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.handoff import HandOff
+from bot.middlewares import DbSession, PerUserOrder
+from bot.scripts import ScriptHolder
+from bot.settings import Settings
+from funnel.clock import Clock
+from handlers import admin, managers, prospect
+
+log = logging.getLogger("leadbot.dispatcher")
+
+
+def create_dispatcher(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    scripts: ScriptHolder,
+    clock: Clock,
+    handoff: HandOff,
+    **extra: Any,
+) -> Dispatcher:
+    dp = Dispatcher(settings=settings, scripts=scripts, clock=clock, handoff=handoff, **extra)
+    dp.update.outer_middleware(PerUserOrder())
+    dp.update.outer_middleware(DbSession(sessions))
+
+    @dp.update.outer_middleware()
+    async def current_script(
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        # Read per update, so a reload applies from the next update on.
+        data["script"] = scripts.current
+        return await handler(event, data)
+
+    dp.include_routers(admin.router(settings), managers.router(settings), prospect.router())
+
+    @dp.errors()
+    async def on_error(event: ErrorEvent) -> bool:
+        log.exception(
+            "update.failed: the update was dropped; the lead's data is as before it",
+            exc_info=event.exception,
+            extra={"update_id": event.update.update_id},
+        )
+        return True
+
+    return dp

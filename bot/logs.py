@@ -1,0 +1,32 @@
+"""Structured logs: one event name and key=value fields per line. Handlers put ids and
+counts in `extra`, never message texts or phone numbers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class FieldsFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {
+            k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")
+        }
+        line = f"{self.formatTime(record)} {record.levelname} {record.name} {record.getMessage()}"
+        if fields:
+            line += " " + " ".join(f"{k}={v}" for k, v in sorted(fields.items()))
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure(level: str = "INFO") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(FieldsFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # aiogram logs every handled update at INFO; that is noise for an operator.
+    logging.getLogger("aiogram.event").setLevel(logging.WARNING)

@@ -1,0 +1,67 @@
+"""Money in and out: purchases that make a lead a customer (or loyal when they buy again),
+and ad spend per source for cost per lead and return on spend."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from funnel import store
+from funnel.models import AdSpend, Lead, Purchase
+from funnel.script import Script
+from funnel.stages import can_move
+
+MAX_AMOUNT = Decimal("1000000000")
+CURRENCY = re.compile(r"^[A-Za-z]{3}$")
+
+
+def parse_amount(text: str) -> Decimal:
+    """'6900', '6 900', '6900,50' → Decimal; ValueError with a readable reason otherwise."""
+    cleaned = text.replace("\u00a0", "").replace(" ", "").replace(",", ".")
+    try:
+        amount = Decimal(cleaned)
+    except InvalidOperation:
+        raise ValueError(f"'{text[:20]}' is not an amount (e.g. 6900 or 6900.50)") from None
+    if not amount.is_finite() or amount <= 0 or amount >= MAX_AMOUNT:
+        raise ValueError("the amount must be above 0 and below 1,000,000,000")
+    return amount.quantize(Decimal("0.01"))
+
+
+def parse_currency(text: str | None, default: str = "RUB") -> str:
+    if text is None:
+        return default
+    if not CURRENCY.match(text):
+        raise ValueError(f"'{text[:10]}' is not a currency code (e.g. RUB, USD)")
+    return text.upper()
+
+
+async def record_purchase(
+    session: AsyncSession, script: Script, lead: Lead, amount: Decimal, currency: str,
+    recorded_by: int | None, at: datetime,
+) -> str:  # fmt: skip
+    """Records the payment and moves the lead on; returns the stage the lead is in after."""
+    earlier = await session.scalar(
+        select(func.count()).select_from(Purchase).where(Purchase.lead_id == lead.id)
+    )
+    session.add(
+        Purchase(lead_id=lead.id, amount=amount, currency=currency, at=at, recorded_by=recorded_by)
+    )
+    target = script.roles.loyal if earlier else script.roles.customer
+    if can_move(script, lead.stage, target):
+        store.log_stage(session, lead, target, "paid", at)
+    elif can_move(script, lead.stage, script.roles.customer):
+        store.log_stage(session, lead, script.roles.customer, "paid", at)
+    return lead.stage
+
+
+async def record_spend(
+    session: AsyncSession, source: str, amount: Decimal, currency: str,
+    recorded_by: int | None, at: datetime,
+) -> None:  # fmt: skip
+    session.add(
+        AdSpend(source=source, amount=amount, currency=currency, at=at, recorded_by=recorded_by)
+    )

@@ -1,0 +1,152 @@
+"""The prospect's side of the chat: /start, answers by button or text, /help, /stop,
+/forget, unsupported content, stale or forged buttons, and blocking the bot."""
+
+from __future__ import annotations
+
+from aiogram import Bot, F, Router
+from aiogram.enums import ChatType
+from aiogram.filters import (
+    KICKED,
+    MEMBER,
+    ChatMemberUpdatedFilter,
+    Command,
+    CommandObject,
+    CommandStart,
+)
+from aiogram.types import CallbackQuery, ChatMemberUpdated, Message, User
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.handoff import HandOff
+from funnel.clock import Clock
+from funnel.dialogue import Dialogue, Result
+from funnel.script import Script
+from funnel.store import Profile
+from handlers.callbacks import AnswerCb, ButtonCb, SystemCb
+from handlers.respond import respond
+
+
+def profile_of(user: User, chat_id: int) -> Profile:
+    return Profile(
+        user_id=user.id,
+        chat_id=chat_id,
+        first_name=user.first_name,
+        last_name=user.last_name,
+        username=user.username,
+        language=user.language_code,
+    )
+
+
+async def _finish(
+    dialogue: Dialogue, bot: Bot, chat_id: int, result: Result, handoff: HandOff,
+    callback: CallbackQuery | None = None,
+) -> None:  # fmt: skip
+    await respond(dialogue, bot, chat_id, result, callback)
+    if result.handoff is not None:
+        await handoff.lead_is_hot(result.handoff)
+
+
+def router() -> Router:
+    r = Router(name="prospect")
+    private = F.chat.type == ChatType.PRIVATE
+    r.message.filter(private)
+    r.callback_query.filter(F.message.chat.type == ChatType.PRIVATE)
+    r.my_chat_member.filter(F.chat.type == ChatType.PRIVATE)
+
+    @r.message(CommandStart())
+    async def on_start(message: Message, command: CommandObject, bot: Bot,
+                       session: AsyncSession, script: Script, clock: Clock,
+                       handoff: HandOff) -> None:  # fmt: skip
+        if message.from_user is None:
+            return
+        dialogue = Dialogue(session, script, clock)
+        result = await dialogue.start(profile_of(message.from_user, message.chat.id), command.args)
+        await _finish(dialogue, bot, message.chat.id, result, handoff)
+
+    @r.message(Command("help", "stop", "forget"))
+    async def on_command(message: Message, command: CommandObject, bot: Bot,
+                         session: AsyncSession, script: Script, clock: Clock,
+                         handoff: HandOff) -> None:  # fmt: skip
+        if message.from_user is None:
+            return
+        dialogue = Dialogue(session, script, clock)
+        profile = profile_of(message.from_user, message.chat.id)
+        actions = {"help": dialogue.help, "stop": dialogue.stop, "forget": dialogue.forget_request}
+        result = await actions[command.command](profile)
+        await _finish(dialogue, bot, message.chat.id, result, handoff)
+
+    @r.message(F.text)
+    async def on_text(message: Message, bot: Bot, session: AsyncSession, script: Script,
+                      clock: Clock, handoff: HandOff) -> None:  # fmt: skip
+        if message.from_user is None or message.text is None:
+            return
+        dialogue = Dialogue(session, script, clock)
+        profile = profile_of(message.from_user, message.chat.id)
+        result = await dialogue.answer(profile, None, text=message.text)
+        await _finish(dialogue, bot, message.chat.id, result, handoff)
+
+    @r.message()
+    async def on_unsupported(message: Message, bot: Bot, session: AsyncSession,
+                             script: Script, clock: Clock, handoff: HandOff) -> None:  # fmt: skip
+        """Stickers, photos, voice, contacts...: never stored as an answer."""
+        if message.from_user is None:
+            return
+        dialogue = Dialogue(session, script, clock)
+        result = await dialogue.unsupported(profile_of(message.from_user, message.chat.id))
+        await _finish(dialogue, bot, message.chat.id, result, handoff)
+
+    @r.callback_query(AnswerCb.filter())
+    async def on_answer(query: CallbackQuery, callback_data: AnswerCb, bot: Bot,
+                        session: AsyncSession, script: Script, clock: Clock,
+                        handoff: HandOff) -> None:  # fmt: skip
+        dialogue = Dialogue(session, script, clock)
+        chat_id = _chat_id(query)
+        result = await dialogue.answer(
+            profile_of(query.from_user, chat_id), callback_data.q, option_id=callback_data.o
+        )
+        await _finish(dialogue, bot, chat_id, result, handoff, query)
+
+    @r.callback_query(ButtonCb.filter())
+    async def on_button(query: CallbackQuery, callback_data: ButtonCb, bot: Bot,
+                        session: AsyncSession, script: Script, clock: Clock,
+                        handoff: HandOff) -> None:  # fmt: skip
+        dialogue = Dialogue(session, script, clock)
+        chat_id = _chat_id(query)
+        result = await dialogue.press(profile_of(query.from_user, chat_id), callback_data.id)
+        await _finish(dialogue, bot, chat_id, result, handoff, query)
+
+    @r.callback_query(SystemCb.filter())
+    async def on_system(query: CallbackQuery, callback_data: SystemCb, bot: Bot,
+                        session: AsyncSession, script: Script, clock: Clock,
+                        handoff: HandOff) -> None:  # fmt: skip
+        dialogue = Dialogue(session, script, clock)
+        chat_id = _chat_id(query)
+        result = await dialogue.system(profile_of(query.from_user, chat_id), callback_data.op)
+        await _finish(dialogue, bot, chat_id, result, handoff, query)
+
+    @r.callback_query()
+    async def on_forged(query: CallbackQuery, bot: Bot, session: AsyncSession, script: Script,
+                        clock: Clock, handoff: HandOff) -> None:  # fmt: skip
+        """Data we never issued (forged, or from a much older bot): the current question."""
+        dialogue = Dialogue(session, script, clock)
+        chat_id = _chat_id(query)
+        result = await dialogue.system(profile_of(query.from_user, chat_id), "stale")
+        await _finish(dialogue, bot, chat_id, result, handoff, query)
+
+    @r.my_chat_member(ChatMemberUpdatedFilter(member_status_changed=KICKED))
+    async def on_blocked(event: ChatMemberUpdated, session: AsyncSession, script: Script,
+                         clock: Clock) -> None:  # fmt: skip
+        await Dialogue(session, script, clock).blocked(event.from_user.id, True)
+        await session.commit()
+
+    @r.my_chat_member(ChatMemberUpdatedFilter(member_status_changed=MEMBER))
+    async def on_unblocked(event: ChatMemberUpdated, session: AsyncSession, script: Script,
+                           clock: Clock) -> None:  # fmt: skip
+        await Dialogue(session, script, clock).blocked(event.from_user.id, False)
+        await session.commit()
+
+    return r
+
+
+def _chat_id(query: CallbackQuery) -> int:
+    # A tap on a message too old for Telegram to include still comes from the user's chat.
+    return query.message.chat.id if query.message is not None else query.from_user.id
