@@ -12,7 +12,7 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.types import BotCommand
+from aiogram.types import BotCommand, LinkPreviewOptions
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import db
@@ -46,19 +46,28 @@ def make_bot(settings: Settings, token: str, limiter: RateLimiter) -> Bot:
     return Bot(
         token,
         session=session,
-        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
+        default=DefaultBotProperties(
+            parse_mode=ParseMode.HTML, link_preview=LinkPreviewOptions(is_disabled=True)
+        ),
     )
 
 
 class App:
-    def __init__(self, settings: Settings, *, clock: Clock | None = None, token: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        token: str,
+        clock: Clock | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock or make_clock(settings)
         self.scripts = ScriptHolder(settings.script_path)
         self.engine: AsyncEngine = db.create_engine(settings.database_url)
         self.sessions = db.sessionmaker(self.engine)
         rate = PAID_BROADCAST_RATE if settings.paid_broadcast else settings.rate_per_second
-        self.limiter = RateLimiter(rate_per_second=rate)
+        self.limiter = limiter or RateLimiter(rate_per_second=rate)
         self.bot = make_bot(settings, token, self.limiter)
         self.handoff = HandOff(self.bot, self.sessions, self.scripts, settings.manager_chat_id)
         self.outbox = Outbox(

@@ -176,15 +176,20 @@ class Dialogue:
 
     async def unsupported(self, profile: Profile) -> Result:
         """A sticker, photo, voice...: say what we understand and repeat the question."""
+        return await self._hint(profile, self.script.texts.unsupported)
+
+    async def unknown_command(self, profile: Profile) -> Result:
+        """A command we do not offer (never stored as a typed answer)."""
+        return await self._hint(profile, self.script.texts.use_buttons)
+
+    async def _hint(self, profile: Profile, hint: str) -> Result:
         lead = await self._lead(profile)
         if lead is None:
             return await self._create(profile, None)
         question = self.script.question(lead.position)
         if question is None:
             return Result([self._finished(lead)], lead_id=lead.id)
-        return Result(
-            [self._ask(lead, question, intro=self.script.texts.unsupported)], lead_id=lead.id
-        )
+        return Result([self._ask(lead, question, intro=hint)], lead_id=lead.id)
 
     async def help(self, profile: Profile) -> Result:
         lead = await self._lead(profile)

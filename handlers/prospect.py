@@ -81,7 +81,10 @@ def router() -> Router:
             return
         dialogue = Dialogue(session, script, clock)
         profile = profile_of(message.from_user, message.chat.id)
-        result = await dialogue.answer(profile, None, text=message.text)
+        if message.text.startswith("/"):
+            result = await dialogue.unknown_command(profile)
+        else:
+            result = await dialogue.answer(profile, None, text=message.text)
         await _finish(dialogue, bot, message.chat.id, result, handoff)
 
     @r.message()

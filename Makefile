@@ -1,0 +1,56 @@
+# The map of every task. Each target sets up what it needs by itself.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup demo test lint typecheck check bench bench-report bench-tick bench-delivery run chat emulator clean
+
+help:  ## list the tasks
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create the virtual environment with every dependency
+
+demo: $(STAMP)  ## run the bot offline on the emulator with 200 simulated prospects
+	$(BIN)/python -m bot demo
+
+test: $(STAMP)  ## run the whole test suite
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)  ## formatting and lint
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)  ## mypy on the application packages
+	$(BIN)/mypy bot funnel handlers
+
+check: lint typecheck test  ## everything CI should be happy with
+
+bench: bench-report bench-tick bench-delivery  ## the performance targets, with figures
+
+bench-report: $(STAMP)  ## funnel report on 1,000,000 leads / 5,000,000 events (target <= 1 s)
+	$(BIN)/python -m bench.bench_report
+
+bench-tick: $(STAMP)  ## a scheduler tick with nothing due at 1,000,000 leads (target <= 50 ms)
+	$(BIN)/python -m bench.bench_tick
+
+bench-delivery: $(STAMP)  ## a 2,000-touch wave at >= 95% of the rate, zero 429s
+	$(BIN)/python -m bench.bench_delivery
+
+run: $(STAMP)  ## run the bot on Telegram (needs BOT_TOKEN)
+	$(BIN)/python -m bot run
+
+chat: $(STAMP)  ## talk to the bot yourself, offline
+	$(BIN)/python -m bot chat
+
+emulator: $(STAMP)  ## run the local Telegram Bot API emulator on port 8081
+	$(BIN)/python -m bot emulator
+
+clean:  ## remove the environment and local data
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,80 @@
+"""End-to-end harness: the real bot (App: aiogram over HTTP, SQLite, the dispatcher) talks
+to the local Telegram emulator; tests act as users and read what the bot sent. Every
+request the bot made is checked against the Bot API spec at the end of each test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.app import App
+from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
+from bot.emulator.users import SimGroup, SimUser
+from bot.ratelimit import RateLimiter
+from bot.settings import Settings
+from funnel.clock import FakeClock
+from tests.botapi_spec import assert_requests_valid
+
+
+@dataclass
+class World:
+    emu: TelegramEmulator
+    app: App
+    admin: SimUser
+    manager: SimUser
+    managers: SimGroup
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        return self.app.sessions
+
+    def user(self, first_name: str = "Мария", username: str | None = None) -> SimUser:
+        return self.emu.add_user(first_name, username=username)
+
+
+def fast_limiter() -> RateLimiter:
+    """Generous limits: most tests are about the dialogue, not Telegram's pace."""
+    return RateLimiter(rate_per_second=1000, chat_rate_per_second=200, chat_burst=50)
+
+
+def settings_for(emu: TelegramEmulator, tmp_path: Path, **extra: object) -> Settings:
+    values: dict[str, object] = {
+        "bot_token": DEFAULT_TOKEN,
+        "telegram_api_url": emu.base_url,
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'bot.sqlite3'}",
+        "tick_seconds": 3600,
+        **extra,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[TelegramEmulator]:
+    emulator = TelegramEmulator(rate_per_second=1000, chat_rate_per_second=200, chat_burst=50)
+    await emulator.start()
+    try:
+        yield emulator
+        assert_requests_valid(emulator.requests)
+    finally:
+        await emulator.stop()
+
+
+@pytest.fixture
+async def world(emu: TelegramEmulator, tmp_path: Path, clock: FakeClock) -> AsyncIterator[World]:
+    admin = emu.add_user("Owner", username="owner")
+    manager = emu.add_user("Менеджер Олег", username="oleg")
+    managers = emu.add_group("Отдел продаж", members=[manager])
+    settings = settings_for(
+        emu, tmp_path, admin_ids=str(admin.id), manager_chat_id=managers.id
+    )
+    app = App(settings, token=DEFAULT_TOKEN, clock=clock, limiter=fast_limiter())
+    await app.start(scheduler=False)
+    await managers.add_bot(by=manager)
+    try:
+        yield World(emu, app, admin, manager, managers)
+    finally:
+        await app.stop()
