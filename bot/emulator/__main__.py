@@ -1,0 +1,40 @@
+"""Run the emulator on its own: `python -m bot.emulator --port 8081`, then start the bot with
+TELEGRAM_API_URL=http://127.0.0.1:8081 and drive it through the control API (`/_emulator/`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+
+from .server import DEFAULT_TOKEN, TelegramEmulator
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    emu = TelegramEmulator(
+        token=args.token,
+        rate_limits=not args.no_rate_limits,
+        latency=args.latency,
+    )
+    base_url = await emu.start(host=args.host, port=args.port)
+    print(f"Telegram Bot API emulator on {base_url} (token {emu.token})", flush=True)
+    try:
+        await asyncio.Event().wait()  # until Ctrl+C
+    finally:
+        await emu.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bot.emulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--token", default=DEFAULT_TOKEN, help="the token getMe reports on")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
+    parser.add_argument("--no-rate-limits", action="store_true", help="never answer 429")
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()
