@@ -307,7 +307,17 @@ class Dialogue:
         lead = await store.lead_by_user(self.session, profile.user_id)
         if lead is not None:
             store.refresh_profile(lead, profile)
+            await self._repair_position(lead)
         return lead
+
+    async def _repair_position(self, lead: Lead) -> None:
+        """A marketer removed or renamed the question this lead stood at: go on from the
+        first question of the current script the lead has not answered yet."""
+        if lead.position is None or self.script.question(lead.position) is not None:
+            return
+        answered = {a.question for a in await store.current_answers(self.session, lead.id)}
+        pending = [q for q in self.script.questions if q.id not in answered]
+        lead.position = pending[0].id if pending else qualification.first_question(self.script).id
 
     async def _inbound(self, lead: Lead) -> None:
         """The lead wrote to us: campaigns for the old cycle are over, and the touches sent

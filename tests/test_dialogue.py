@@ -255,3 +255,20 @@ async def test_the_log_always_explains_the_lead(sessions, script, clock, actions
     assert all(prev[1] == cur[0] for prev, cur in zip(log, log[1:], strict=False))
     assert log[-1][1] == lead.stage
     assert lead.score == counted
+
+
+async def test_a_removed_question_continues_at_the_next_unanswered(
+    sessions, script, clock
+) -> None:
+    await run(sessions, script, clock, lambda d: d.start(ANN, None))
+    await run(sessions, script, clock, lambda d: d.answer(ANN, "need", option_id="career"))
+    # The marketer drops the "timing" question while Ann stands at it.
+    data = script.model_dump()
+    data["questions"] = [q for q in data["questions"] if q["id"] != "timing"]
+    data["disqualifiers"], data["campaigns"] = [], []
+    edited = Script.model_validate(data)
+    result = await run(sessions, edited, clock,
+                       lambda d: d.answer(ANN, "timing", option_id="now"))  # fmt: skip
+    assert "устарела" in result.replies[0].text
+    assert "бюджет" in result.replies[0].text
+    assert (await lead_of(sessions)).position == "budget"
