@@ -50,7 +50,7 @@ chat: $(STAMP)  ## talk to the bot yourself, offline
 	$(BIN)/python -m bot chat
 
 emulator: $(STAMP)  ## run the local Telegram Bot API emulator on port 8081
-	$(BIN)/python -m bot emulator
+	$(BIN)/python -m bot.emulator --port 8081
 
 clean:  ## remove the environment and local data
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,4 +1,6 @@
-"""The command line: `python -m bot run | demo | chat | check | stats | export | emulator`."""
+"""The command line: `python -m bot run | demo | chat | check | stats | export`.
+
+The local Telegram emulator runs on its own with `python -m bot.emulator`."""
 
 from __future__ import annotations
 
@@ -30,8 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     export = commands.add_parser("export", help="write the leads as CSV (Excel, Google Sheets)")
     export.add_argument("--period", default="all")
     export.add_argument("--output", type=Path, default=Path("leads.csv"))
-    emulator = commands.add_parser("emulator", help="run the local Telegram Bot API emulator")
-    emulator.add_argument("--port", type=int, default=8081)
     args = parser.parse_args(argv)
 
     try:
@@ -51,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
         "check": lambda: _check(settings, args.script),
         "stats": lambda: _stats(settings, args.period, args.source, args.json),
         "export": lambda: _export(settings, args.period, args.output),
-        "emulator": lambda: _emulator(args.port),
     }
     try:
         return int(asyncio.run(handlers[args.command]()) or 0)
@@ -164,19 +163,6 @@ async def _chat(settings: Settings) -> int:
     from bot.chat import run_chat
 
     return await run_chat(settings)
-
-
-async def _emulator(port: int) -> int:
-    from bot.emulator.server import TelegramEmulator
-
-    emu = TelegramEmulator()
-    await emu.start(port=port)
-    print(f"Telegram Bot API emulator at {emu.base_url} (control API under /_emulator/)")
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await emu.stop()
-    return 0
 
 
 if __name__ == "__main__":
