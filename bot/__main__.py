@@ -102,13 +102,15 @@ async def _run(settings: Settings) -> int:
 
 async def _stats(settings: Settings, period_text: str, source: str | None, as_json: bool) -> int:
     from bot import db
-    from funnel.analytics import format_report_text, funnel_report, parse_period
+    from funnel.analytics import funnel_report
+    from funnel.periods import parse_period
+    from funnel.report_text import format_report_text
     from funnel.clock import SystemClock
     from funnel.script import load_script
 
     now = SystemClock().now()
     try:
-        period = parse_period(period_text, now)
+        period = parse_period(period_text, now, tz=settings.zone)
     except ValueError as e:
         print(f"--period: {e}", file=sys.stderr)
         return 2
@@ -129,14 +131,14 @@ async def _stats(settings: Settings, period_text: str, source: str | None, as_js
 
 async def _export(settings: Settings, period_text: str, output: Path) -> int:
     from bot import db
-    from funnel.analytics import parse_period
+    from funnel.periods import parse_period
     from funnel.clock import SystemClock
     from funnel.export import export_leads_csv
     from funnel.script import load_script
 
     now = SystemClock().now()
     try:
-        period = parse_period(period_text, now)
+        period = parse_period(period_text, now, tz=settings.zone)
     except ValueError as e:
         print(f"--period: {e}", file=sys.stderr)
         return 2

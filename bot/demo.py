@@ -252,7 +252,9 @@ async def _school_work(app: App, emu: TelegramEmulator, owner: SimUser, managers
 async def _print_results(settings: Settings, clock: DemoClock) -> None:
     from bot import db
     from bot.chart import render_funnel_png
-    from funnel.analytics import format_report_text, funnel_report, parse_period
+    from funnel.analytics import funnel_report
+    from funnel.periods import parse_period
+    from funnel.report_text import format_report_text
     from funnel.campaign_report import campaign_report, format_campaign_report_text
     from funnel.script import load_script
 

@@ -18,12 +18,9 @@ from bot.chart import render_funnel_png
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
 from funnel import store
-from funnel.analytics import (
-    format_report_html,
-    format_sources_html,
-    funnel_report,
-    parse_period,
-)
+from funnel.analytics import funnel_report
+from funnel.periods import parse_period
+from funnel.report_text import format_report_html, format_sources_html
 from funnel.campaign_report import campaign_report, format_campaign_report_html
 from funnel.clock import Clock
 from funnel.export import export_leads_csv
@@ -52,7 +49,7 @@ def router(settings: Settings) -> Router:
                         script: Script, clock: Clock) -> None:  # fmt: skip
         args = _args(command)
         try:
-            period = parse_period(args[0] if args else None, clock.now())
+            period = parse_period(args[0] if args else None, clock.now(), tz=settings.zone)
         except ValueError as e:
             await message.answer(f"{escape(str(e))}\n{escape(USAGE['stats'])}")
             return
@@ -67,7 +64,7 @@ def router(settings: Settings) -> Router:
                          script: Script, clock: Clock, bot: Bot) -> None:  # fmt: skip
         args = _args(command)
         try:
-            period = parse_period(args[0] if args else None, clock.now())
+            period = parse_period(args[0] if args else None, clock.now(), tz=settings.zone)
         except ValueError as e:
             await message.answer(escape(str(e)))
             return
@@ -80,7 +77,7 @@ def router(settings: Settings) -> Router:
                           script: Script, clock: Clock) -> None:  # fmt: skip
         args = _args(command)
         try:
-            period = parse_period(args[0] if args else None, clock.now())
+            period = parse_period(args[0] if args else None, clock.now(), tz=settings.zone)
         except ValueError as e:
             await message.answer(escape(str(e)))
             return
@@ -147,7 +144,7 @@ def router(settings: Settings) -> Router:
                          script: Script, clock: Clock) -> None:  # fmt: skip
         args = _args(command)
         try:
-            period = parse_period(args[0] if args else None, clock.now())
+            period = parse_period(args[0] if args else None, clock.now(), tz=settings.zone)
         except ValueError as e:
             await message.answer(escape(str(e)))
             return
