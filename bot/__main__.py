@@ -103,9 +103,9 @@ async def _run(settings: Settings) -> int:
 async def _stats(settings: Settings, period_text: str, source: str | None, as_json: bool) -> int:
     from bot import db
     from funnel.analytics import funnel_report
+    from funnel.clock import SystemClock
     from funnel.periods import parse_period
     from funnel.report_text import format_report_text
-    from funnel.clock import SystemClock
     from funnel.script import load_script
 
     now = SystemClock().now()
@@ -131,9 +131,9 @@ async def _stats(settings: Settings, period_text: str, source: str | None, as_js
 
 async def _export(settings: Settings, period_text: str, output: Path) -> int:
     from bot import db
-    from funnel.periods import parse_period
     from funnel.clock import SystemClock
     from funnel.export import export_leads_csv
+    from funnel.periods import parse_period
     from funnel.script import load_script
 
     now = SystemClock().now()

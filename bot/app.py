@@ -4,6 +4,7 @@ dispatcher, the outbox and its scheduler; started and stopped as one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -109,10 +110,8 @@ class App:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self._polling is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # polling had not started yet
                 await self.dispatcher.stop_polling()
-            except RuntimeError:
-                pass  # polling had not started yet
             await asyncio.gather(self._polling, return_exceptions=True)
             self._polling = None
         await self.bot.session.close()

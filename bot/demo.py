@@ -153,7 +153,11 @@ async def _run_phase(label: str, seconds: float, detail: Callable[[], str]) -> N
 async def run_demo(settings: Settings, *, prospects: int = 200, seed: int = 7) -> int:
     rng = random.Random(seed)
     DATA.mkdir(exist_ok=True)
-    for path in (DATABASE, DATABASE.with_suffix(".sqlite3-wal"), DATABASE.with_suffix(".sqlite3-shm")):
+    for path in (
+        DATABASE,
+        DATABASE.with_suffix(".sqlite3-wal"),
+        DATABASE.with_suffix(".sqlite3-shm"),
+    ):
         path.unlink(missing_ok=True)
     emu = TelegramEmulator(rate_per_second=DEMO_RATE, chat_burst=10)
     await emu.start()
@@ -184,7 +188,7 @@ async def run_demo(settings: Settings, *, prospects: int = 200, seed: int = 7) -
         await _run_phase("dialogues", 6, lambda: f"{_leads_talking(cohort)} prospects answering")
         clock.set_scale(CAMPAIGN_SCALE)
         seconds = CAMPAIGN_DAYS * 86400 / CAMPAIGN_SCALE
-        paid = asyncio.create_task(_school_work(app, emu, owner, managers, manager, rng, stop))
+        paid = asyncio.create_task(_school_work(app, emu, owner, manager, rng, stop))
         await _run_phase(
             "follow-ups", seconds,
             lambda: f"day {(clock.now() - start_at).days:>2}/{CAMPAIGN_DAYS}, "
@@ -217,8 +221,14 @@ def _leads_talking(cohort: list[Prospect]) -> int:
     return sum(1 for p in cohort if p.answered)
 
 
-async def _school_work(app: App, emu: TelegramEmulator, owner: SimUser, managers_chat: object,
-                       manager: SimUser, rng: random.Random, stop: asyncio.Event) -> None:  # fmt: skip
+async def _school_work(
+    app: App,
+    emu: TelegramEmulator,
+    owner: SimUser,
+    manager: SimUser,
+    rng: random.Random,
+    stop: asyncio.Event,
+) -> None:
     """The school's people at work: a manager takes cards, the owner records payments
     with /paid (through Telegram, like a real owner) and some ad spend with /spend."""
     from sqlalchemy import select
@@ -253,9 +263,9 @@ async def _print_results(settings: Settings, clock: DemoClock) -> None:
     from bot import db
     from bot.chart import render_funnel_png
     from funnel.analytics import funnel_report
+    from funnel.campaign_report import campaign_report, format_campaign_report_text
     from funnel.periods import parse_period
     from funnel.report_text import format_report_text
-    from funnel.campaign_report import campaign_report, format_campaign_report_text
     from funnel.script import load_script
 
     script = load_script(settings.script_path)
@@ -263,9 +273,7 @@ async def _print_results(settings: Settings, clock: DemoClock) -> None:
     now = clock.now() + timedelta(seconds=1)
     try:
         async with db.sessionmaker(engine)() as session:
-            report = await funnel_report(
-                session, script, now=now, period=parse_period("all", now)
-            )
+            report = await funnel_report(session, script, now=now, period=parse_period("all", now))
             campaigns = await campaign_report(session, script, now)
     finally:
         await engine.dispose()

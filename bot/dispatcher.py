@@ -33,7 +33,6 @@ def create_dispatcher(
     dp.update.outer_middleware(PerUserOrder())
     dp.update.outer_middleware(DbSession(sessions))
 
-    @dp.update.outer_middleware()
     async def current_script(
         handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
         event: TelegramObject,
@@ -43,6 +42,7 @@ def create_dispatcher(
         data["script"] = scripts.current
         return await handler(event, data)
 
+    dp.update.outer_middleware.register(current_script)
     dp.include_routers(admin.router(settings), managers.router(settings), prospect.router())
 
     @dp.errors()

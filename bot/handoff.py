@@ -20,9 +20,8 @@ log = logging.getLogger("leadbot.handoff")
 
 
 def card_keyboard(card: Card) -> InlineKeyboardMarkup:
-    take = [] if card.taken else [
-        InlineKeyboardButton(text="🙋 Беру", callback_data=CardCb(act="take", lead=card.lead_id).pack())
-    ]  # fmt: skip
+    take_data = CardCb(act="take", lead=card.lead_id).pack()
+    take = [] if card.taken else [InlineKeyboardButton(text="🙋 Беру", callback_data=take_data)]
     return InlineKeyboardMarkup(
         inline_keyboard=[
             take,

@@ -30,3 +30,6 @@ def configure(level: str = "INFO") -> None:
     root.setLevel(level)
     # aiogram logs every handled update at INFO; that is noise for an operator.
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
+    # Migrations and job bookkeeping say the same at every start; only problems matter.
+    for noisy in ("alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

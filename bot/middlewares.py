@@ -32,9 +32,7 @@ class PerUserOrder(BaseMiddleware):
     see each other's writes (the lead's version column guards other instances)."""
 
     def __init__(self) -> None:
-        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user_id = update_user_id(event) if isinstance(event, Update) else None

@@ -19,13 +19,13 @@ from bot.scripts import ScriptHolder
 from bot.settings import Settings
 from funnel import store
 from funnel.analytics import funnel_report
-from funnel.periods import parse_period
-from funnel.report_text import format_report_html, format_sources_html
 from funnel.campaign_report import campaign_report, format_campaign_report_html
 from funnel.clock import Clock
 from funnel.export import export_leads_csv
 from funnel.lead_card import format_lead_card_html, lead_card
+from funnel.periods import parse_period
 from funnel.purchases import parse_amount, parse_currency, record_purchase, record_spend
+from funnel.report_text import format_report_html, format_sources_html
 from funnel.script import Script, ScriptError
 
 USAGE = {
@@ -118,7 +118,9 @@ def router(settings: Settings) -> Router:
         )
         await session.commit()
         title = escape(script.titles.get(stage, stage))
-        await message.answer(f"Оплата {amount} {currency} от лида #{lead.id} записана. Этап: {title}.")
+        await message.answer(
+            f"Оплата {amount} {currency} от лида #{lead.id} записана. Этап: {title}."
+        )
 
     @r.message(Command("spend"))
     async def cmd_spend(message: Message, command: CommandObject, session: AsyncSession,

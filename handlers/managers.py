@@ -3,6 +3,7 @@ for the amount with a reply prompt, so no state waits in memory), or marking it 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from html import escape
 
@@ -128,10 +129,8 @@ async def _take(query: CallbackQuery, bot: Bot, session: AsyncSession, script: S
 async def _refresh_card(bot: Bot, session: AsyncSession, script: Script, lead: Lead,
                         chat_id: int, message_id: int) -> None:  # fmt: skip
     card = await handoff.lead_card(session, script, lead)
-    try:
+    # "message is not modified" after a double tap: the card already says it.
+    with contextlib.suppress(TelegramAPIError):
         await bot.edit_message_text(
             card.text, chat_id=chat_id, message_id=message_id, reply_markup=card_keyboard(card)
         )
-    except TelegramAPIError:
-        # "message is not modified" after a double tap: the card already says it.
-        pass

@@ -3,6 +3,7 @@ moves and their log, stale buttons, restarts, opting out and forgetting."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable
 
 from hypothesis import HealthCheck, given, settings
@@ -46,8 +47,9 @@ async def answer_all(sessions: async_sessionmaker[AsyncSession], script: Script,
                      clock: FakeClock, choices: list[str]) -> Result:  # fmt: skip
     result = Result()
     for question, option in zip(["need", "timing", "budget", "authority"], choices, strict=False):
-        result = await run(sessions, script, clock,
-                           lambda d, q=question, o=option: d.answer(ANN, q, option_id=o))  # fmt: skip
+        result = await run(
+            sessions, script, clock, lambda d, q=question, o=option: d.answer(ANN, q, option_id=o)
+        )
     return result
 
 
@@ -59,7 +61,7 @@ async def test_start_creates_the_lead_with_its_source(sessions, script, clock) -
     [reply] = result.replies
     # The name is the user's text: escaped, never markup.
     assert "Аня &lt;script&gt;" in reply.text and "<script>" not in reply.text
-    assert [b.label for row in reply.buttons for b in row][0] == "Сменить профессию"
+    assert next(b.label for row in reply.buttons for b in row) == "Сменить профессию"
 
 
 async def test_a_hot_lead_is_qualified_and_handed_off(sessions, script, clock) -> None:
@@ -252,7 +254,7 @@ async def test_the_log_always_explains_the_lead(sessions, script, clock, actions
             )
         )
     assert log[0][0] is None
-    assert all(prev[1] == cur[0] for prev, cur in zip(log, log[1:], strict=False))
+    assert all(prev[1] == cur[0] for prev, cur in itertools.pairwise(log))
     assert log[-1][1] == lead.stage
     assert lead.score == counted
 

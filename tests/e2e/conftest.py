@@ -68,9 +68,7 @@ async def world(emu: TelegramEmulator, tmp_path: Path, clock: FakeClock) -> Asyn
     admin = emu.add_user("Owner", username="owner")
     manager = emu.add_user("Менеджер Олег", username="oleg")
     managers = emu.add_group("Отдел продаж", members=[manager])
-    settings = settings_for(
-        emu, tmp_path, admin_ids=str(admin.id), manager_chat_id=managers.id
-    )
+    settings = settings_for(emu, tmp_path, admin_ids=str(admin.id), manager_chat_id=managers.id)
     app = App(settings, token=DEFAULT_TOKEN, clock=clock, limiter=fast_limiter())
     await app.start(scheduler=False)
     await managers.add_bot(by=manager)

@@ -23,7 +23,9 @@ async def lead_of(world: World, user: SimUser) -> Lead:
 async def stages_of(world: World, lead_id: int) -> list[str]:
     async with world.sessions() as session:
         rows = await session.scalars(
-            select(StageEvent.to_stage).where(StageEvent.lead_id == lead_id).order_by(StageEvent.id)
+            select(StageEvent.to_stage)
+            .where(StageEvent.lead_id == lead_id)
+            .order_by(StageEvent.id)
         )
         return list(rows)
 
