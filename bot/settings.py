@@ -31,7 +31,6 @@ class Settings(BaseSettings):
     time_scale: float = Field(default=1.0, ge=1, le=1_000_000)
     rate_per_second: float = Field(default=30.0, gt=0, le=1000)
     paid_broadcast: bool = False
-    crm_webhook_url: str | None = None
     log_level: str = "INFO"
 
     @field_validator("admin_ids", mode="before")
