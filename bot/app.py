@@ -13,6 +13,7 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
+from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand, LinkPreviewOptions
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,10 +23,11 @@ from bot.dispatcher import create_dispatcher
 from bot.handoff import HandOff
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
-from bot.scheduler import create_scheduler
+from bot.scheduler import add_daily_job, create_scheduler
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
 from funnel.clock import Clock, ScaledClock, SystemClock
+from funnel.digest import daily_digest, format_digest_html
 
 log = logging.getLogger("leadbot.app")
 PROSPECT_COMMANDS = [
@@ -83,6 +85,7 @@ class App:
             settings, self.sessions, self.scripts, self.clock, self.handoff
         )
         self.scheduler = create_scheduler(self.outbox.tick, settings.tick_seconds)
+        add_daily_job(self.scheduler, self.send_digest, 9, 0, settings.zone, job_id="daily_digest")
         self._polling: asyncio.Task[Any] | None = None
 
     async def prepare(self) -> None:
@@ -101,6 +104,22 @@ class App:
         self._polling = asyncio.create_task(
             self.dispatcher.start_polling(self.bot, handle_signals=False, close_bot_session=False)
         )
+
+    async def send_digest(self) -> None:
+        """09:00 in the school's zone: yesterday in numbers, to every admin."""
+        async with self.sessions() as session:
+            digest = await daily_digest(
+                session, self.scripts.current, self.clock.now(), self.settings.zone
+            )
+        text = format_digest_html(digest)
+        for admin in sorted(self.settings.admin_ids):
+            try:
+                await self.bot.send_message(admin, text)
+            except TelegramAPIError as e:
+                log.warning(
+                    "digest.not_delivered: the admin must /start the bot once",
+                    extra={"admin_id": admin, "error": type(e).__name__},
+                )
 
     async def wait(self) -> None:
         if self._polling is not None:

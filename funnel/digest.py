@@ -1,0 +1,76 @@
+"""The owner's morning digest: yesterday's new leads and how far they got, yesterday's
+payments, and the stage that lost the most leads (over the last 30 days)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from html import escape
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from funnel.analytics import funnel_report
+from funnel.models import Purchase
+from funnel.periods import parse_period
+from funnel.report_text import format_money, format_percent
+from funnel.script import Script
+
+
+@dataclass(frozen=True)
+class Digest:
+    day: str
+    leads: int
+    stages: list[tuple[str, int, float | None]]  # title, reached, % of yesterday's leads
+    revenue: dict[str, float]  # currency -> payments made yesterday
+    purchases: int
+    leakiest: tuple[str, int, float | None] | None  # title, dropped, % kept (last 30 days)
+
+
+async def daily_digest(
+    session: AsyncSession, script: Script, now: datetime, zone: ZoneInfo
+) -> Digest:
+    yesterday = (now.astimezone(zone) - timedelta(days=1)).date().isoformat()
+    period = parse_period(yesterday, now, tz=zone)
+    cohort = await funnel_report(session, script, now=now, period=period)
+    month = await funnel_report(session, script, now=now, period=parse_period("30d", now, tz=zone))
+    rows = await session.execute(
+        select(Purchase.currency, func.count(), func.sum(Purchase.amount))
+        .where(Purchase.at >= period.start, Purchase.at < period.end)
+        .group_by(Purchase.currency)
+    )
+    revenue: dict[str, float] = {}
+    purchases = 0
+    for currency, count, total in rows.all():
+        revenue[currency] = float(Decimal(str(total or 0)))
+        purchases += int(count)
+    later = [s for s in month.stages[1:] if s.dropped]
+    worst = max(later, key=lambda s: s.dropped or 0, default=None)
+    return Digest(
+        day=yesterday,
+        leads=cohort.totals.leads,
+        stages=[(s.title, s.reached, s.conversion_from_first) for s in cohort.stages],
+        revenue=revenue,
+        purchases=purchases,
+        leakiest=(worst.title, worst.dropped or 0, worst.conversion_from_previous)
+        if worst is not None
+        else None,
+    )
+
+
+def format_digest_html(digest: Digest) -> str:
+    lines = [f"☀️ <b>Итоги за {digest.day}</b>", f"Новых лидов: <b>{digest.leads}</b>"]
+    if digest.leads:
+        for title, reached, share in digest.stages[1:]:
+            lines.append(f"• {escape(title)}: {reached} ({format_percent(share)})")
+    money = ", ".join(format_money(v, c) for c, v in digest.revenue.items()) or "0"
+    lines.append(f"Оплат: {digest.purchases}, выручка: {escape(money)}")
+    if digest.leakiest is not None:
+        title, dropped, kept = digest.leakiest
+        lines.append(
+            f"Больше всего теряем перед этапом «{escape(title)}»: −{dropped} за 30 дней "
+            f"(доходят {format_percent(kept)})"
+        )
+    return "\n".join(lines)
