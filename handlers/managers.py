@@ -78,7 +78,7 @@ def router(settings: Settings) -> Router:
         else:
             await answer_callback(query)
 
-    @r.message(F.reply_to_message.text.regexp(PROMPT_LEAD), F.text)
+    @r.message(F.reply_to_message.text.regexp(PROMPT_LEAD, mode="search"), F.text)
     async def on_amount(message: Message, bot: Bot, session: AsyncSession, script: Script,
                         clock: Clock) -> None:  # fmt: skip
         if message.from_user is None or message.reply_to_message is None:
