@@ -100,12 +100,11 @@ async def _run(settings: Settings) -> int:
     return 0
 
 
-async def _stats(settings: Settings, period_text: str, source: str | None, as_json: bool) -> int:
+async def _read(settings: Settings, period_text: str, work: Any) -> Any:
+    """Runs `work(session, script, period, now)` on the database; None on a bad --period."""
     from bot import db
-    from funnel.analytics import funnel_report
     from funnel.clock import SystemClock
     from funnel.periods import parse_period
-    from funnel.report_text import format_report_text
     from funnel.script import load_script
 
     now = SystemClock().now()
@@ -113,15 +112,27 @@ async def _stats(settings: Settings, period_text: str, source: str | None, as_js
         period = parse_period(period_text, now, tz=settings.zone)
     except ValueError as e:
         print(f"--period: {e}", file=sys.stderr)
-        return 2
+        return None
     script = load_script(settings.script_path)
     engine = db.create_engine(settings.database_url)
     try:
         await db.migrate(engine)
         async with db.sessionmaker(engine)() as session:
-            report = await funnel_report(session, script, now=now, period=period, source=source)
+            return await work(session, script, period, now)
     finally:
         await engine.dispose()
+
+
+async def _stats(settings: Settings, period_text: str, source: str | None, as_json: bool) -> int:
+    from funnel.analytics import funnel_report
+    from funnel.report_text import format_report_text
+
+    async def work(session: Any, script: Any, period: Any, now: Any) -> Any:
+        return await funnel_report(session, script, now=now, period=period, source=source)
+
+    report = await _read(settings, period_text, work)
+    if report is None:
+        return 2
     if as_json:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
     else:
@@ -130,26 +141,14 @@ async def _stats(settings: Settings, period_text: str, source: str | None, as_js
 
 
 async def _export(settings: Settings, period_text: str, output: Path) -> int:
-    from bot import db
-    from funnel.clock import SystemClock
     from funnel.export import export_leads_csv
-    from funnel.periods import parse_period
-    from funnel.script import load_script
 
-    now = SystemClock().now()
-    try:
-        period = parse_period(period_text, now, tz=settings.zone)
-    except ValueError as e:
-        print(f"--period: {e}", file=sys.stderr)
+    async def work(session: Any, script: Any, period: Any, now: Any) -> bytes:
+        return await export_leads_csv(session, script, period, now)
+
+    data = await _read(settings, period_text, work)
+    if data is None:
         return 2
-    script = load_script(settings.script_path)
-    engine = db.create_engine(settings.database_url)
-    try:
-        await db.migrate(engine)
-        async with db.sessionmaker(engine)() as session:
-            data = await export_leads_csv(session, script, period, now)
-    finally:
-        await engine.dispose()
     output.write_bytes(data)
     print(f"wrote {output}")
     return 0

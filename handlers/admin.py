@@ -23,7 +23,7 @@ from funnel.campaign_report import campaign_report, format_campaign_report_html
 from funnel.clock import Clock
 from funnel.export import export_leads_csv
 from funnel.lead_card import format_lead_card_html, lead_card
-from funnel.periods import parse_period
+from funnel.periods import Period, parse_period
 from funnel.purchases import parse_amount, parse_currency, record_purchase, record_spend
 from funnel.report_text import format_report_html, format_sources_html
 from funnel.script import Script, ScriptError
@@ -40,6 +40,17 @@ def _args(command: CommandObject) -> list[str]:
     return (command.args or "").split()
 
 
+async def _period(
+    message: Message, args: list[str], clock: Clock, settings: Settings
+) -> Period | None:
+    """The period named by the first argument; on a bad one, says how to write it."""
+    try:
+        return parse_period(args[0] if args else None, clock.now(), tz=settings.zone)
+    except ValueError as e:
+        await message.answer(f"{escape(str(e))}\n{escape(USAGE['stats'])}")
+        return None
+
+
 def router(settings: Settings) -> Router:
     r = Router(name="admin")
     r.message.filter(F.chat.type == ChatType.PRIVATE, F.from_user.id.in_(settings.admin_ids))
@@ -48,10 +59,8 @@ def router(settings: Settings) -> Router:
     async def cmd_stats(message: Message, command: CommandObject, session: AsyncSession,
                         script: Script, clock: Clock) -> None:  # fmt: skip
         args = _args(command)
-        try:
-            period = parse_period(args[0] if args else None, clock.now(), tz=settings.zone)
-        except ValueError as e:
-            await message.answer(f"{escape(str(e))}\n{escape(USAGE['stats'])}")
+        period = await _period(message, args, clock, settings)
+        if period is None:
             return
         source = args[1] if len(args) > 1 else None
         report = await funnel_report(
@@ -63,10 +72,8 @@ def router(settings: Settings) -> Router:
     async def cmd_funnel(message: Message, command: CommandObject, session: AsyncSession,
                          script: Script, clock: Clock, bot: Bot) -> None:  # fmt: skip
         args = _args(command)
-        try:
-            period = parse_period(args[0] if args else None, clock.now(), tz=settings.zone)
-        except ValueError as e:
-            await message.answer(escape(str(e)))
+        period = await _period(message, args, clock, settings)
+        if period is None:
             return
         report = await funnel_report(session, script, now=clock.now(), period=period)
         png = render_funnel_png(report, title=script.course)
@@ -76,10 +83,8 @@ def router(settings: Settings) -> Router:
     async def cmd_sources(message: Message, command: CommandObject, session: AsyncSession,
                           script: Script, clock: Clock) -> None:  # fmt: skip
         args = _args(command)
-        try:
-            period = parse_period(args[0] if args else None, clock.now(), tz=settings.zone)
-        except ValueError as e:
-            await message.answer(escape(str(e)))
+        period = await _period(message, args, clock, settings)
+        if period is None:
             return
         report = await funnel_report(session, script, now=clock.now(), period=period)
         await message.answer(format_sources_html(report))
@@ -145,10 +150,8 @@ def router(settings: Settings) -> Router:
     async def cmd_export(message: Message, command: CommandObject, session: AsyncSession,
                          script: Script, clock: Clock) -> None:  # fmt: skip
         args = _args(command)
-        try:
-            period = parse_period(args[0] if args else None, clock.now(), tz=settings.zone)
-        except ValueError as e:
-            await message.answer(escape(str(e)))
+        period = await _period(message, args, clock, settings)
+        if period is None:
             return
         data = await export_leads_csv(session, script, period, clock.now())
         name = f"leads-{clock.now():%Y-%m-%d}.csv"

@@ -4,9 +4,7 @@ about a due touch (send, cancel, postpone) and what it says."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -14,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import db
 from funnel import campaigns, store
@@ -169,19 +167,6 @@ async def plan(
         count = await campaigns.plan_touches(session, script, now)
         await session.commit()
         return count
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'campaigns.sqlite3'}")
-    await db.migrate(engine)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return db.sessionmaker(engine)
 
 
 # -- planning -----------------------------------------------------------------------------

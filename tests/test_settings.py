@@ -1,0 +1,52 @@
+"""Settings and the command line refuse wrong values with one line naming each."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.scripts import ScriptHolder
+from bot.settings import SettingsError, load_settings
+from funnel.script import ScriptError
+from tests.conftest import ROOT, RU_SCRIPT
+
+
+def test_every_wrong_value_is_named() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            _env_file=None, bot_token="nope", admin_ids="1, x", timezone="Mars/Base",
+            tick_seconds=0, database_url="mysql://x",
+        )  # fmt: skip
+    names = sorted(line.split(":")[0] for line in caught.value.lines)
+    assert names == ["ADMIN_IDS", "BOT_TOKEN", "DATABASE_URL", "TICK_SECONDS", "TIMEZONE"]
+
+
+def test_good_values() -> None:
+    settings = load_settings(_env_file=None, admin_ids="1, 2", manager_chat_id="-100123")
+    assert settings.admin_ids == frozenset({1, 2}) and settings.manager_chat_id == -100123
+    assert settings.is_admin(2) and not settings.is_admin(3)
+
+
+def test_check_exits_non_zero_on_a_bad_script(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(RU_SCRIPT.read_text(encoding="utf-8").replace("score: 30}", "score: x}", 1))
+    run = subprocess.run(
+        [sys.executable, "-m", "bot", "check", str(bad)], cwd=ROOT, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert "bad.yaml:" in run.stderr and "score" in run.stderr
+
+
+def test_a_failed_reload_keeps_the_last_good_script(tmp_path: Path) -> None:
+    path = tmp_path / "script.yaml"
+    path.write_text(RU_SCRIPT.read_text(encoding="utf-8"), encoding="utf-8")
+    holder = ScriptHolder(path)
+    good = holder.current
+    path.write_text("format: 1\nstages: [", encoding="utf-8")
+    with pytest.raises(ScriptError):
+        holder.reload()
+    assert holder.current is good
