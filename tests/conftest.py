@@ -41,3 +41,27 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return db.sessionmaker(engine)
+
+
+# Every system text a test script needs, for tests that write a small script inline.
+TEST_TEXTS_YAML = """texts:
+  welcome: Hi
+  welcome_back: Welcome back
+  continue_button: Continue
+  restart_button: Restart
+  stale_button: Old button
+  use_buttons: Use the buttons
+  too_long: Too long
+  unsupported: Text only
+  help: Help
+  stopped: Stopped
+  resumed: Resumed
+  forget_confirm: Forget?
+  forget_yes: "Yes"
+  forget_no: "No"
+  forgotten: Forgotten
+  forget_cancelled: Kept
+  finished: Done
+  stop_button: "Stop messages"
+  manager_will_write: A manager will write
+"""

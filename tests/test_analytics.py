@@ -23,11 +23,13 @@ from funnel.models import AdSpend, Answer, Lead, Purchase, StageEvent
 from funnel.periods import parse_period
 from funnel.report_text import format_report_html, format_report_text, format_sources_html
 from funnel.script import Script, parse_script
+from tests.conftest import TEST_TEXTS_YAML
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ALL = parse_period("all", NOW)
 
-SCRIPT_YAML = """
+SCRIPT_YAML = (
+    """
 format: 1
 id: report
 version: "1"
@@ -42,27 +44,9 @@ stages:
 exit_stages:
   - {id: disqualified, title: Не подходит}
 roles: {booked: qualified, loyal: customer}
-texts:
-  welcome: Hi
-  welcome_back: Welcome back
-  continue_button: Continue
-  restart_button: Restart
-  stale_button: Old button
-  use_buttons: Use the buttons
-  too_long: Too long
-  unsupported: Text only
-  help: Help
-  stopped: Stopped
-  resumed: Resumed
-  forget_confirm: Forget?
-  forget_yes: "Yes"
-  forget_no: "No"
-  forgotten: Forgotten
-  forget_cancelled: Kept
-  finished: Done
-  stop_button: Stop
-  manager_will_write: A manager will write
-questions:
+"""
+    + TEST_TEXTS_YAML
+    + """questions:
   - id: need
     text: "<b>Вопрос {question_number}.</b> Зачем?"
     options:
@@ -85,6 +69,7 @@ outcomes:
   cold: {stage: engaged, text: Cold}
   disqualified: {stage: disqualified, text: Later}
 """
+)
 
 
 def make_script() -> Script:

@@ -19,12 +19,14 @@ from funnel import campaigns, store
 from funnel.campaigns import Cancel, Postpone, Send
 from funnel.models import JobMark, Lead, Touch
 from funnel.script import Script, parse_script
+from tests.conftest import TEST_TEXTS_YAML
 
 ZONE = ZoneInfo("Europe/Moscow")
 # Tuesday 12:00 in Moscow: inside the 10:00–21:00 window.
 NOON = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
 
-SCRIPT_YAML = """
+SCRIPT_YAML = (
+    """
 format: 1
 id: test
 version: "1"
@@ -40,27 +42,9 @@ stages:
   - {id: loyal, title: Loyal}
 exit_stages:
   - {id: disqualified, title: Not a fit}
-texts:
-  welcome: Hi
-  welcome_back: Welcome back
-  continue_button: Continue
-  restart_button: Restart
-  stale_button: Old button
-  use_buttons: Use the buttons
-  too_long: Too long
-  unsupported: Text only
-  help: Help
-  stopped: Stopped
-  resumed: Resumed
-  forget_confirm: Forget?
-  forget_yes: "Yes"
-  forget_no: "No"
-  forgotten: Forgotten
-  forget_cancelled: Kept
-  finished: Done
-  stop_button: "Stop messages"
-  manager_will_write: A manager will write
-questions:
+"""
+    + TEST_TEXTS_YAML
+    + """questions:
   - id: need
     text: "Q{question_number}: why?"
     options:
@@ -117,6 +101,7 @@ campaigns:
     steps:
       - {after: 7d, text: "Rate us", buttons: [nps_9]}
 """
+)
 
 
 def make_script(source: str = SCRIPT_YAML, **replace: str) -> Script:
