@@ -1,5 +1,7 @@
 """The owner's funnel report, aggregated in SQL from the stage log: reach and conversion per
-stage, time between stages, breakdowns, question drop-off, money and churn.
+stage, time between stages, breakdowns, question drop-off, money and churn. The all-time
+report takes the same counts from the rollups the database keeps (funnel/rollup.py), so it
+costs the same for a thousand leads or a million.
 
 Definitions the numbers follow (the owner's help and the tests rely on them):
 - A lead *reached* a funnel stage when the log shows it entered that stage or any later one
@@ -18,6 +20,7 @@ Definitions the numbers follow (the owner's help and the tests rely on them):
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,10 +32,12 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
+from funnel import rollup
 from funnel.clock import as_utc
 from funnel.html_text import cut_plain, visible_text
 from funnel.models import UTCDateTime
 from funnel.periods import Period, parse_period
+from funnel.rollup import bucket_sql, seconds_sql
 from funnel.script import Script
 
 __all__ = [
@@ -297,7 +302,7 @@ class _Sql:
     """Builds the report's statements for one script, period and source, per dialect."""
 
     def __init__(self, dialect: str, script: Script, period: Period, source: str | None) -> None:
-        self.postgres = dialect.startswith("postgres")
+        self.dialect = dialect
         self.stages = script.funnel_order
         self.exits = [s.id for s in script.exit_stages]
         self.params: dict[str, Any] = {}
@@ -328,19 +333,7 @@ class _Sql:
         return clause, {k: v for k, v in params.items() if f":{k}" in sql}
 
     def seconds(self, earlier: str, later: str) -> str:
-        """Whole seconds between two timestamp expressions, as an integer."""
-        if self.postgres:
-            return f"CAST(round(EXTRACT(EPOCH FROM ({later} - {earlier}))) AS BIGINT)"
-        return f"CAST(round((julianday({later}) - julianday({earlier})) * 86400.0) AS INTEGER)"
-
-    @staticmethod
-    def bucket(seconds: str) -> str:
-        # Exact under an hour, to the minute under two days, to ten minutes beyond: a few
-        # thousand buckets at most, whatever the number of leads.
-        return (
-            f"CASE WHEN {seconds} < 3600 THEN {seconds} WHEN {seconds} < 172800 "
-            f"THEN {seconds} - {seconds} % 60 ELSE {seconds} - {seconds} % 600 END"
-        )
+        return seconds_sql(self.dialect, earlier, later)
 
     def funnel(self) -> str:
         """One pass over the log, grouped per lead, then every aggregate from that."""
@@ -386,8 +379,8 @@ class _Sql:
         if deltas:
             parts.append(
                 "SELECT 'time' AS kind, NULL AS name, k, count(*) AS n, sum(d) AS a, "
-                f"{self.bucket('d')} AS b, 0 AS c FROM deltas WHERE d >= 0 "
-                f"GROUP BY k, {self.bucket('d')}"
+                f"{bucket_sql('d')} AS b, 0 AS c FROM deltas WHERE d >= 0 "
+                f"GROUP BY k, {bucket_sql('d')}"
             )
         ctes = f"per_lead AS MATERIALIZED ({per_lead})"
         if deltas:
@@ -419,13 +412,13 @@ class _Sql:
     def first_purchase(self) -> str:
         seconds = self.seconds("created_at", "first_at")
         return f"""
-            SELECT {self.bucket("d")} AS b, count(*), sum(d) FROM (
+            SELECT {bucket_sql("d")} AS b, count(*), sum(d) FROM (
                 SELECT {seconds} AS d FROM (
                     SELECT l.created_at AS created_at, min(p.at) AS first_at
                     FROM purchases p JOIN leads l ON l.id = p.lead_id
                     WHERE {self.where} AND p.currency = :currency
                     GROUP BY l.id, l.created_at) AS firsts) AS deltas
-            WHERE d >= 0 GROUP BY {self.bucket("d")}"""
+            WHERE d >= 0 GROUP BY {bucket_sql("d")}"""
 
     def spend(self, period: Period, source: str | None) -> str:
         conditions = ["1 = 1"]
@@ -445,6 +438,77 @@ class _Sql:
 # -- the report ---------------------------------------------------------------------------
 
 
+@dataclass
+class _Tally:
+    """What the report counts, before it becomes rows: read from the log or the rollups."""
+
+    # dimension → value → furthest funnel stage index (None: never entered one) → leads
+    by_dim: dict[str, dict[str | None, Counter[int | None]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(Counter))
+    )
+    exited: Counter[str] = field(default_factory=Counter)
+    # current stage → (leads, opted out, blocked, either)
+    churn: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    # funnel stage index → (bucket, leads, sum of seconds) from the previous stage
+    histograms: dict[int, list[tuple[float, int, float]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    answered: dict[str, int] = field(default_factory=dict)
+    waiting: dict[str, int] = field(default_factory=dict)
+
+
+async def _tally_from_log(session: AsyncSession, sql: _Sql, script: Script) -> _Tally:
+    tally = _Tally()
+    for kind, name, k, n, a, b, c in (await session.execute(*sql.statement(sql.funnel()))).all():
+        if kind in ("source", "temperature", "version"):
+            tally.by_dim[kind][name][None if k is None else int(k)] += int(n)
+        elif kind == "exit":
+            tally.exited[name] += int(n)
+        elif kind == "churn":
+            tally.churn[name] = (int(n), int(a or 0), int(b or 0), int(c or 0))
+        elif kind == "time":
+            tally.histograms[int(k)].append((float(b), int(n), float(a)))
+    ids = [q.id for q in script.questions]
+    params = {f"q{n}": q for n, q in enumerate(ids)}
+    answered = await session.execute(*sql.statement(sql.answered(len(ids)), **params))
+    tally.answered = {question: int(count) for question, count in answered.all()}
+    waiting = await session.execute(*sql.statement(sql.waiting()))
+    tally.waiting = {question: int(count) for question, count in waiting.all()}
+    return tally
+
+
+async def _tally_from_rollups(session: AsyncSession, script: Script, source: str | None) -> _Tally:
+    """The same counts as `_tally_from_log` over all leads, from the trigger-kept rollups."""
+    tally = _Tally()
+    order = {stage: n for n, stage in enumerate(script.funnel_order)}
+    exits = [s.id for s in script.exit_stages]
+    churn: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for row in await rollup.read_leads(session, source):
+        furthest = max((order[s] for s in row.entered if s in order), default=None)
+        for dim, key in (("source", row.source), ("temperature", row.temperature),
+                         ("version", row.version)):  # fmt: skip
+            tally.by_dim[dim][key][furthest] += row.leads
+        for stage in exits:
+            if stage in row.entered:
+                tally.exited[stage] += row.leads
+        counts = churn[row.stage]
+        counts[0] += row.leads
+        counts[1] += row.leads if row.opted_out else 0
+        counts[2] += row.leads if row.blocked else 0
+        counts[3] += row.leads if row.opted_out or row.blocked else 0
+    tally.churn = {stage: (n, a, b, c) for stage, (n, a, b, c) in churn.items()}
+    pairs = list(itertools.pairwise(script.funnel_order))
+    index = {pair: n for n, pair in enumerate(pairs, 1)}
+    for gap in await rollup.read_gaps(session, source, pairs):
+        k = index[(gap.from_stage, gap.to_stage)]
+        tally.histograms[k].append((float(gap.bucket), gap.leads, float(gap.seconds)))
+    questions = {q.id for q in script.questions}
+    answered, waiting = await rollup.read_questions(session, source)
+    tally.answered = {q: n for q, n in answered.items() if q in questions and n}
+    tally.waiting = {q: n for q, n in waiting.items() if n}
+    return tally
+
+
 async def funnel_report(
     session: AsyncSession,
     script: Script,
@@ -452,32 +516,26 @@ async def funnel_report(
     now: datetime,
     period: Period,
     source: str | None = None,
+    from_log: bool = False,
 ) -> FunnelReport:
-    """The whole report for leads created in `period` (and from `source`, when given)."""
+    """The whole report for leads created in `period` (and from `source`, when given).
+
+    The all-time report reads the rollups the database keeps (funnel/rollup.py) where it
+    has them; a period reads the log of the leads created in it. `from_log` always reads the
+    log (the tests hold the two equal).
+    """
     dialect = session.get_bind().dialect.name
     sql = _Sql(dialect, script, period, source)
-    rows = (await session.execute(*sql.statement(sql.funnel()))).all()
-
-    by_dim: dict[str, dict[str | None, Counter[int | None]]] = defaultdict(
-        lambda: defaultdict(Counter)
-    )
-    exited: Counter[str] = Counter()
-    churn: dict[str, tuple[int, int, int, int]] = {}
-    histograms: dict[int, list[tuple[float, int, float]]] = defaultdict(list)
-    for kind, name, k, n, a, b, c in rows:
-        if kind in ("source", "temperature", "version"):
-            by_dim[kind][name][None if k is None else int(k)] += int(n)
-        elif kind == "exit":
-            exited[name] += int(n)
-        elif kind == "churn":
-            churn[name] = (int(n), int(a or 0), int(b or 0), int(c or 0))
-        elif kind == "time":
-            histograms[int(k)].append((float(b), int(n), float(a)))
+    if period.is_all and not from_log and rollup.supported(dialect):
+        tally = await _tally_from_rollups(session, script, source)
+    else:
+        tally = await _tally_from_log(session, sql, script)
+    by_dim, exited, churn = tally.by_dim, tally.exited, tally.churn
 
     overall: Counter[int | None] = Counter()
     for counts in by_dim["source"].values():
         overall.update(counts)
-    stages = _stage_rows(script, overall, histograms)
+    stages = _stage_rows(script, overall, tally.histograms)
     leads = sum(overall.values())
     first = stages[0].reached if stages else 0
     customers = _reached(script, stages, script.roles.customer)
@@ -499,7 +557,7 @@ async def funnel_report(
         ExitRow(s.id, s.title, exited[s.id], percent(exited[s.id], leads))
         for s in script.exit_stages
     )
-    questions = await _questions(session, sql, script)
+    questions = _questions(script, tally)
     money = await _money(session, sql, script, period, source, segments["source"])
     return FunnelReport(
         generated_at=as_utc(now),
@@ -625,16 +683,11 @@ def _question_title(script: Script, question_id: str) -> str:
     return cut_plain(plain, 60)
 
 
-async def _questions(session: AsyncSession, sql: _Sql, script: Script) -> tuple[QuestionRow, ...]:
-    ids = [q.id for q in script.questions]
-    params = {f"q{n}": q for n, q in enumerate(ids)}
-    answered: dict[str, int] = dict(
-        (await session.execute(*sql.statement(sql.answered(len(ids)), **params))).all()
-    )
-    waiting: dict[str, int] = dict((await session.execute(*sql.statement(sql.waiting()))).all())
+def _questions(script: Script, tally: _Tally) -> tuple[QuestionRow, ...]:
     rows = []
-    for n, qid in enumerate(ids, 1):
-        done, wait = int(answered.get(qid, 0)), int(waiting.get(qid, 0))
+    for n, question in enumerate(script.questions, 1):
+        qid = question.id
+        done, wait = tally.answered.get(qid, 0), tally.waiting.get(qid, 0)
         saw = done + wait
         rows.append(
             QuestionRow(qid, n, _question_title(script, qid), saw, done, wait, percent(done, saw))

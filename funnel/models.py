@@ -103,6 +103,9 @@ class Lead(Base):
     taken_at: Mapped[datetime | None]
     # Optimistic lock: two instances (or two fast taps) never both advance one lead.
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Every stage the log shows the lead entered, as ",new,engaged,": kept by a database
+    # trigger on the stage log (funnel/rollup.py), never written by the application.
+    entered: Mapped[str] = mapped_column(Text, server_default=",")
 
     __mapper_args__ = {"version_id_col": version}
     __table_args__ = (
@@ -218,3 +221,49 @@ class JobMark(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[datetime]
+
+
+# -- the report's rollups: kept by database triggers (funnel/rollup.py), read by the
+# all-time report so it costs the same for a thousand leads or a million.
+
+
+class RollupLeads(Base):
+    """How many leads share one combination of what the all-time report groups by."""
+
+    __tablename__ = "rollup_leads"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # "" stands for no temperature: a key column cannot be NULL.
+    temperature: Mapped[str] = mapped_column(String(8), primary_key=True)
+    script_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    entered: Mapped[str] = mapped_column(Text, primary_key=True)
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    opted_out: Mapped[int] = mapped_column(Integer, primary_key=True)
+    blocked: Mapped[int] = mapped_column(Integer, primary_key=True)
+    leads: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RollupGaps(Base):
+    """Histogram of the time between first entries into two stages, per source; the source
+    "*" holds every source together."""
+
+    __tablename__ = "rollup_gaps"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    from_stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    to_stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    leads: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RollupQuestions(Base):
+    """Per source and question: leads that ever answered it, and leads being asked it now
+    who never answered it."""
+
+    __tablename__ = "rollup_questions"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    question: Mapped[str] = mapped_column(String(32), primary_key=True)
+    answered: Mapped[int] = mapped_column(Integer, default=0)
+    waiting: Mapped[int] = mapped_column(Integer, default=0)

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import db
+from funnel import rollup
 from funnel.analytics import FunnelReport, funnel_report, median_from_histogram
 from funnel.html_text import check_telegram_html
 from funnel.models import AdSpend, Answer, Lead, Purchase, StageEvent
@@ -188,10 +189,21 @@ async def build_report(
     builder: Builder,
     **kwargs: Any,
 ) -> FunnelReport:
+    """The report; for all time, also checks the rollups agree with the log and a rebuild."""
     await builder.save(sessions)
     kwargs.setdefault("period", ALL)
     async with sessions() as session:
-        return await funnel_report(session, script, now=NOW, **kwargs)
+        report = await funnel_report(session, script, now=NOW, **kwargs)
+        if kwargs["period"].is_all:
+            from_log = await funnel_report(session, script, now=NOW, from_log=True, **kwargs)
+            assert report.to_json() == from_log.to_json(), "the rollups disagree with the log"
+    if kwargs["period"].is_all:
+        async with sessions() as session:
+            await (await session.connection()).run_sync(rollup.rebuild)
+            rebuilt = await funnel_report(session, script, now=NOW, **kwargs)
+            await session.rollback()
+        assert rebuilt.to_json() == report.to_json(), "a rebuild changes the rollups"
+    return report
 
 
 def reached(report: FunnelReport) -> list[int]:
@@ -467,6 +479,27 @@ async def test_report_reads_the_log_not_the_current_stage(
     b.lead([("new", 0)], stage="customer")
     report = await build_report(sessions, report_script, b)
     assert reached(report) == [1, 0, 0, 0]
+
+
+async def test_the_all_time_report_reads_the_rollups(
+    sessions: async_sessionmaker[AsyncSession], report_script: Script
+) -> None:
+    b = classic()
+    b.answer(b.lead([("new", 0)], position="need"), "need", "career", "career")
+    await build_report(sessions, report_script, b)
+    async with sessions() as session, session.begin():
+        counts = await session.execute(
+            text("SELECT sum(leads) FROM rollup_leads UNION ALL SELECT sum(answered) "
+                 "FROM rollup_questions UNION ALL SELECT sum(leads) FROM rollup_gaps "
+                 "WHERE source = '*' AND from_stage = 'new' AND to_stage = 'engaged'")
+        )  # fmt: skip
+        assert [n for (n,) in counts.all()] == [1001, 1, 500]
+        await session.execute(text("DELETE FROM rollup_leads"))
+    async with sessions() as session:
+        emptied = await funnel_report(session, report_script, now=NOW, period=ALL)
+        from_log = await funnel_report(session, report_script, now=NOW, period=ALL,
+                                       from_log=True)  # fmt: skip
+    assert emptied.totals.leads == 0 and from_log.totals.leads == 1001
 
 
 # -- properties ---------------------------------------------------------------------------

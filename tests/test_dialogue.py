@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from funnel.analytics import funnel_report
 from funnel.clock import FakeClock
 from funnel.dialogue import Dialogue, Result
 from funnel.models import Answer, Lead, StageEvent
+from funnel.periods import Period
 from funnel.script import Script
 from funnel.store import Profile
 
@@ -257,6 +259,13 @@ async def test_the_log_always_explains_the_lead(sessions, script, clock, actions
     assert all(prev[1] == cur[0] for prev, cur in itertools.pairwise(log))
     assert log[-1][1] == lead.stage
     assert lead.score == counted
+    # The rollups the all-time report reads follow every write the dialogue makes.
+    async with sessions() as session:
+        kept = await funnel_report(session, script, now=clock.now(), period=Period("all"))
+        logged = await funnel_report(
+            session, script, now=clock.now(), period=Period("all"), from_log=True
+        )
+    assert kept.to_json() == logged.to_json()
 
 
 async def test_a_removed_question_continues_at_the_next_unanswered(
