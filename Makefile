@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo test lint typecheck check bench bench-report bench-tick bench-delivery run chat emulator clean
+.PHONY: help setup demo test test-postgres lint typecheck check bench bench-report bench-tick bench-delivery run chat emulator clean
 
 help:  ## list the tasks
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,6 +22,11 @@ demo: $(STAMP)  ## run the bot offline on the emulator with 200 simulated prospe
 
 test: $(STAMP)  ## run the whole test suite
 	$(BIN)/python -m pytest
+
+test-postgres: $(STAMP)  ## the unit tests on PostgreSQL: TEST_POSTGRES_URL=... (its schema is wiped)
+	@test -n "$(TEST_POSTGRES_URL)" || { echo "set TEST_POSTGRES_URL=postgresql+asyncpg://user@host/scratch_db (a database the tests may wipe)"; exit 2; }
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
+	TEST_POSTGRES_URL='$(TEST_POSTGRES_URL)' $(BIN)/python -m pytest tests --ignore=tests/e2e --ignore=tests/test_kill9.py
 
 lint: $(STAMP)  ## formatting and lint
 	$(BIN)/ruff format --check .

@@ -137,11 +137,17 @@ async def plan_touches(
                     for lead_id, cycle, started in found
                 ]
                 insert = _insert(session)
-                statement = insert(Touch).on_conflict_do_nothing(
-                    index_elements=["lead_id", "campaign", "step", "cycle"]
+                # RETURNING counts what was really inserted: a bulk insert's rowcount is
+                # not reliable on every driver (asyncpg gives none).
+                statement = (
+                    insert(Touch)
+                    .on_conflict_do_nothing(
+                        index_elements=["lead_id", "campaign", "step", "cycle"]
+                    )
+                    .returning(Touch.id)
                 )
                 result = await session.execute(statement, rows_)
-                inserted += _rowcount(result, len(rows_))
+                inserted += len(result.all())
             # A full chunk means more leads wait below `upper`: continue from the last one.
             reached = found[-1][2] if len(found) >= chunk else upper
             if mark is None or reached > mark:

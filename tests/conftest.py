@@ -3,6 +3,7 @@ fake clock."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +31,19 @@ def script() -> Script:
     return load_script(RU_SCRIPT)
 
 
+# `make test-postgres` runs the same unit tests on PostgreSQL: each test gets an empty schema.
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
+
+
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'test.sqlite3'}")
+    if POSTGRES_URL:
+        engine = db.create_engine(POSTGRES_URL)
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
+            await connection.exec_driver_sql("CREATE SCHEMA public")
+    else:
+        engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'test.sqlite3'}")
     await db.migrate(engine)
     yield engine
     await engine.dispose()
