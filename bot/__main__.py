@@ -1,4 +1,4 @@
-"""The command line: `python -m bot run | demo | chat | check | stats | export`.
+"""The command line: `python -m bot run | demo | chat | check | stats | export | rebuild-rollups`.
 
 The local Telegram emulator runs on its own with `python -m bot.emulator`."""
 
@@ -29,9 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     stats.add_argument("--period", default="all", help="7d, 30d, all, or 2026-01-01..2026-01-31")
     stats.add_argument("--source", default=None)
     stats.add_argument("--json", action="store_true", help="machine-readable output")
+    stats.add_argument(
+        "--from-log", action="store_true", help="read the stage log even where rollups could"
+    )
     export = commands.add_parser("export", help="write the leads as CSV (Excel, Google Sheets)")
     export.add_argument("--period", default="all")
     export.add_argument("--output", type=Path, default=Path("leads.csv"))
+    commands.add_parser(
+        "rebuild-rollups",
+        help="recompute the report's rollups from the stage log (after writing leads by hand)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -49,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         "demo": lambda: _demo(settings, args.prospects, args.seed),
         "chat": lambda: _chat(settings),
         "check": lambda: _check(settings, args.script),
-        "stats": lambda: _stats(settings, args.period, args.source, args.json),
+        "stats": lambda: _stats(settings, args.period, args.source, args.json, args.from_log),
         "export": lambda: _export(settings, args.period, args.output),
+        "rebuild-rollups": lambda: _rebuild_rollups(settings),
     }
     try:
         return int(asyncio.run(handlers[args.command]()) or 0)
@@ -123,12 +131,16 @@ async def _read(settings: Settings, period_text: str, work: Any) -> Any:
         await engine.dispose()
 
 
-async def _stats(settings: Settings, period_text: str, source: str | None, as_json: bool) -> int:
+async def _stats(
+    settings: Settings, period_text: str, source: str | None, as_json: bool, from_log: bool
+) -> int:
     from funnel.analytics import funnel_report
     from funnel.report_text import format_report_text
 
     async def work(session: Any, script: Any, period: Any, now: Any) -> Any:
-        return await funnel_report(session, script, now=now, period=period, source=source)
+        return await funnel_report(
+            session, script, now=now, period=period, source=source, from_log=from_log
+        )
 
     report = await _read(settings, period_text, work)
     if report is None:
@@ -151,6 +163,24 @@ async def _export(settings: Settings, period_text: str, output: Path) -> int:
         return 2
     output.write_bytes(data)
     print(f"wrote {output}")
+    return 0
+
+
+async def _rebuild_rollups(settings: Settings) -> int:
+    from bot import db
+    from funnel import rollup
+
+    engine = db.create_engine(settings.database_url)
+    try:
+        await db.migrate(engine)
+        if not rollup.supported(engine.dialect.name):
+            print(f"{engine.dialect.name}: no rollups here, every report reads the log")
+            return 0
+        async with engine.begin() as connection:
+            await connection.run_sync(rollup.rebuild)
+    finally:
+        await engine.dispose()
+    print("rollups rebuilt from the stage log")
     return 0
 
 
