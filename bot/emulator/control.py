@@ -31,7 +31,7 @@ Every answer is JSON; failures are `{"ok": false, "error": "..."}` with status 4
     POST /_emulator/groups/{chat_id}/send       {"user_id", "text"}
     POST /_emulator/faults                      {"method", "times"?, "error_code"?,
                                                  "description"?, "retry_after"?, "hang"?,
-                                                 "seconds"?, "apply"?}
+                                                 "seconds"?, "apply"?, "chat_id"?}
     POST /_emulator/settings                    {"latency"?, "rate_limits"?}
 """
 
@@ -343,6 +343,8 @@ class _ControlRoutes:
         if not isinstance(method, str):
             raise ControlError(400, "method is required")
         times = _int(body.get("times", 1), "times")
+        chat = body.get("chat_id")
+        chat_id = None if chat is None else _int(chat, "chat_id")
         if body.get("hang"):
             seconds = body.get("seconds")
             self.emu.hang_next(
@@ -350,6 +352,7 @@ class _ControlRoutes:
                 times,
                 seconds=None if seconds is None else float(seconds),
                 apply=bool(body.get("apply", True)),
+                chat_id=chat_id,
             )
         else:
             retry_after = body.get("retry_after")
@@ -359,6 +362,7 @@ class _ControlRoutes:
                 error_code=_int(body.get("error_code", 500), "error_code"),
                 description=body.get("description"),
                 retry_after=None if retry_after is None else _int(retry_after, "retry_after"),
+                chat_id=chat_id,
             )
         return _ok({})
 

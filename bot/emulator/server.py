@@ -39,6 +39,7 @@ class Fault:
     hang: bool = False
     seconds: float | None = None  # how long a hang lasts; None: until the emulator stops
     apply: bool = True  # a hung request still takes effect (the response is what gets lost)
+    chat_id: int | None = None  # only requests to this chat; None: any
 
 
 def _dumps(value: Any) -> str:
@@ -265,9 +266,11 @@ class TelegramEmulator:
         error_code: int = 500,
         description: str | None = None,
         retry_after: int | None = None,
+        chat_id: int | None = None,
     ) -> None:
-        """The next `times` requests of `method` fail with this error instead of running.
-        E.g. `fail_next("sendMessage", error_code=429, retry_after=3)`."""
+        """The next `times` requests of `method` (to `chat_id` only, if given) fail with this
+        error instead of running, e.g. `fail_next("sendMessage", error_code=429, retry_after=3)`.
+        """
         if description is None:
             description = {
                 400: "Bad Request: injected failure",
@@ -278,31 +281,43 @@ class TelegramEmulator:
         if error_code == 429 and retry_after is None:
             retry_after = 1
         self._faults.setdefault(method, []).append(
-            Fault(times, error_code, description, retry_after)
+            Fault(times, error_code, description, retry_after, chat_id=chat_id)
         )
 
     def hang_next(
-        self, method: str, times: int = 1, *, seconds: float | None = None, apply: bool = True
+        self,
+        method: str,
+        times: int = 1,
+        *,
+        seconds: float | None = None,
+        apply: bool = True,
+        chat_id: int | None = None,
     ) -> None:
-        """The next `times` requests of `method` get no answer for `seconds` (None: until the
-        emulator stops), i.e. past the client's timeout. With `apply=True` the request still
-        takes effect (the message reaches the user), which is the "timeout after the request
-        left" case; with `apply=False` it is lost and finally answered 502 Bad Gateway."""
+        """The next `times` requests of `method` (to `chat_id` only, if given) get no answer
+        for `seconds` (None: until the emulator stops), i.e. past the client's timeout. With
+        `apply=True` the request still takes effect (the message reaches the user), which is
+        the "timeout after the request left" case; with `apply=False` it is lost and finally
+        answered 502 Bad Gateway."""
         self._faults.setdefault(method, []).append(
-            Fault(times, 502, "Bad Gateway", hang=True, seconds=seconds, apply=apply)
+            Fault(
+                times, 502, "Bad Gateway", hang=True, seconds=seconds, apply=apply, chat_id=chat_id
+            )
         )
 
     def clear_faults(self) -> None:
         self._faults.clear()
 
-    def _take_fault(self, method: str) -> Fault | None:
+    def _take_fault(self, method: str, params: dict[str, Any]) -> Fault | None:
         queue = self._faults.get(method)
         if not queue:
             return None
-        fault = queue[0]
+        chat_id = params.get("chat_id")
+        fault = next((f for f in queue if f.chat_id is None or f.chat_id == chat_id), None)
+        if fault is None:
+            return None
         fault.remaining -= 1
         if fault.remaining <= 0:
-            queue.pop(0)
+            queue.remove(fault)
         return fault
 
     async def _hang(self, seconds: float | None) -> None:
@@ -344,7 +359,7 @@ class TelegramEmulator:
 
     async def _run(self, method: str, params: dict[str, Any], record: RecordedRequest) -> Any:
         handler = self.api.handlers.get(method)
-        fault = self._take_fault(method)
+        fault = self._take_fault(method, params)
         if fault is not None:
             record.injected = True
             if not fault.hang:
