@@ -23,12 +23,14 @@ MAX_SOURCE = 64
 @dataclass
 class Result:
     """What to do after the commit: replies to the prospect, an optional alert for the tap,
-    and whether the managers should get this lead's card."""
+    whether the managers should get this lead's card, and whether the lead just passed the
+    qualification (the CRM hears of it)."""
 
     replies: list[Reply] = field(default_factory=list)
     alert: str | None = None
     handoff: int | None = None  # lead id
     lead_id: int | None = None
+    qualified: bool = False
 
 
 @dataclass(frozen=True)
@@ -263,7 +265,9 @@ class Dialogue:
         if verdict.outcome.notify_managers:
             handoff = lead.id
             text += "\n\n" + self.script.texts.manager_will_write
-        return Result([self._outcome_reply(lead, text)], handoff=handoff, lead_id=lead.id)
+        qualified = verdict.disqualifier is None
+        reply = self._outcome_reply(lead, text)
+        return Result([reply], handoff=handoff, lead_id=lead.id, qualified=qualified)
 
     # -- replies --------------------------------------------------------------------------
 

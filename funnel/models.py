@@ -1,4 +1,5 @@
-"""The tables: leads, their append-only stage log, answers, the touch outbox, purchases.
+"""The tables: leads, their append-only stage log, answers, the touch outbox, the hand-off
+outbox (notifications), purchases.
 
 Portable between SQLite and PostgreSQL; every time is stored as UTC.
 """
@@ -185,6 +186,32 @@ class Touch(Base):
         UniqueConstraint("lead_id", "campaign", "step", "cycle"),
         Index("ix_touches_status_due_at", "status", "due_at"),
         Index("ix_touches_lead_id_status", "lead_id", "status"),
+    )
+
+
+class Notification(Base):
+    """The hand-off outbox: the managers' card and the CRM webhook of a lead's hot moment,
+    written in the transaction that makes the lead hot and delivered after its commit."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # manager_card | crm_webhook
+    # Which hot moment, e.g. "consultation:a17:e42" (funnel/notifications.py): a double tap
+    # names the same moment again, starting over names a new one.
+    occasion: Mapped[str] = mapped_column(String(64))
+    # planned → sending → sent | failed | cancelled | unknown (a card that may have left)
+    status: Mapped[str] = mapped_column(String(16), default="planned")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[datetime]
+    error: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("lead_id", "kind", "occasion"),
+        Index("ix_notifications_status_due_at", "status", "due_at"),
     )
 
 
