@@ -23,7 +23,7 @@ from bot.dispatcher import create_dispatcher
 from bot.handoff import HandOff
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
-from bot.scheduler import add_daily_job, create_scheduler
+from bot.scheduler import add_daily_job, add_interval_job, create_scheduler
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
 from funnel.clock import Clock, ScaledClock, SystemClock
@@ -37,6 +37,7 @@ PROSPECT_COMMANDS = [
     BotCommand(command="forget", description="Удалить мои данные"),
 ]
 PAID_BROADCAST_RATE = 1000.0
+HANDOFF_JOB_ID = "handoff_tick"
 
 
 def make_clock(settings: Settings) -> Clock:
@@ -72,7 +73,14 @@ class App:
         rate = PAID_BROADCAST_RATE if settings.paid_broadcast else settings.rate_per_second
         self.limiter = limiter or RateLimiter(rate_per_second=rate)
         self.bot = make_bot(settings, token, self.limiter)
-        self.handoff = HandOff(self.bot, self.sessions, self.scripts, settings.manager_chat_id)
+        self.handoff = HandOff(
+            self.bot,
+            self.sessions,
+            self.scripts,
+            self.clock,
+            settings.manager_chat_id,
+            settings.crm_webhook,
+        )
         self.outbox = Outbox(
             sessions=self.sessions,
             bot=self.bot,
@@ -85,15 +93,20 @@ class App:
             settings, self.sessions, self.scripts, self.clock, self.handoff
         )
         self.scheduler = create_scheduler(self.outbox.tick, settings.tick_seconds)
+        # Its own job: a retried card never waits behind a long campaign round.
+        add_interval_job(self.scheduler, self.handoff.tick, settings.tick_seconds,
+                         job_id=HANDOFF_JOB_ID)  # fmt: skip
         add_daily_job(self.scheduler, self.send_digest, 9, 0, settings.zone, job_id="daily_digest")
         self._polling: asyncio.Task[Any] | None = None
 
     async def prepare(self) -> None:
-        """Schema up to date; touches a crash left half-sent are settled, never resent."""
+        """Schema up to date; touches and cards a crash left half-sent are settled, never
+        resent; webhooks are sent again."""
         await db.migrate(self.engine)
         recovered = await self.outbox.recover()
         if recovered:
             log.warning("outbox.recovered", extra={"touches": recovered})
+        await self.handoff.recover()
 
     async def start(self, *, scheduler: bool = True) -> None:
         await self.prepare()
@@ -133,5 +146,6 @@ class App:
                 await self.dispatcher.stop_polling()
             await asyncio.gather(self._polling, return_exceptions=True)
             self._polling = None
+        await self.handoff.close()
         await self.bot.session.close()
         await self.engine.dispose()

@@ -30,6 +30,8 @@ async def run_chat(settings: Settings) -> int:
         update={
             "telegram_api_url": emu.base_url,
             "database_url": f"sqlite+aiosqlite:///{DATABASE}",
+            # Offline: simulated leads never reach a real CRM from .env.
+            "crm_webhook_url": None,
             "admin_ids": frozenset({you.id}),
         }
     )

@@ -168,6 +168,8 @@ async def run_demo(settings: Settings, *, prospects: int = 200, seed: int = 7) -
         update={
             "telegram_api_url": emu.base_url,
             "database_url": f"sqlite+aiosqlite:///{DATABASE}",
+            # Offline: simulated leads never reach a real CRM from .env.
+            "crm_webhook_url": None,
             "admin_ids": frozenset({owner.id}),
             "manager_chat_id": managers.id,
             "tick_seconds": 0.2,

@@ -1,22 +1,52 @@
-"""Puts a hot lead's card into the managers' chat within seconds of the lead turning hot
-or booking, with buttons to take it, mark it paid or mark it not a fit."""
+"""Hands hot leads over: the managers' card in MANAGER_CHAT_ID (with buttons to take it, mark
+it paid or not a fit) and the lead's JSON to CRM_WEBHOOK_URL.
+
+Both go through the `notifications` outbox: the rows are written in the transaction that
+makes the lead hot, delivered right after its commit (`kick`), and whatever an error or a
+crash left is delivered by the scheduler's `tick`. A card is sent at most once: a card that
+may have left is never sent again. A webhook is retried until the CRM accepts it; the CRM
+dedupes by the idempotency key.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
+import aiohttp
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramMigrateToChat,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from funnel import handoff, store
+from bot.crm import CrmWebhook, describe
+from bot.outbox import safe_error
+from funnel import crm, handoff, notifications, store
+from funnel.clock import Clock
+from funnel.dialogue import Result
 from funnel.handoff import Card
+from funnel.notifications import CRM_WEBHOOK, MANAGER_CARD, Claimed, Outcome
 from funnel.script import Script
 from handlers.callbacks import CardCb
 
 log = logging.getLogger("leadbot.handoff")
+
+DEFAULT_BATCH = 50
+# How long stopping the bot waits for deliveries in flight before abandoning them (a card
+# abandoned mid-request becomes "unknown" at the next start, a webhook is sent again).
+DEFAULT_STOP_GRACE_SECONDS = 5.0
 
 
 def card_keyboard(card: Card) -> InlineKeyboardMarkup:
@@ -38,33 +68,311 @@ def card_keyboard(card: Card) -> InlineKeyboardMarkup:
     )
 
 
+@dataclass
+class HandOffStats:
+    """What one delivery round did, for logs and tests."""
+
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    unknown: int = 0
+
+    def count(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            name = "retried" if outcome.status == "planned" else outcome.status
+            setattr(self, name, getattr(self, name) + 1)
+
+    @property
+    def busy(self) -> bool:
+        return any((self.sent, self.retried, self.failed, self.cancelled, self.unknown))
+
+
 class HandOff:
+    """Plans the hand-off in the dialogue's transaction and delivers it; `tick` is the
+    scheduler's interval job."""
+
     def __init__(
         self,
         bot: Bot,
         sessions: async_sessionmaker[AsyncSession],
         script: Callable[[], Script],
+        clock: Clock,
         manager_chat_id: int | None,
+        crm_webhook_url: str | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH,
+        send_timeout: int | None = None,
+        webhook: CrmWebhook | None = None,
+        stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
         self.bot = bot
         self.sessions = sessions
         self.script = script
+        self.clock = clock
         self.manager_chat_id = manager_chat_id
+        self.webhook = webhook or (CrmWebhook(crm_webhook_url) if crm_webhook_url else None)
+        self.batch_size = batch_size
+        self.send_timeout = send_timeout
+        self.stop_grace_seconds = stop_grace_seconds
+        self._kicks: set[asyncio.Task[None]] = set()
 
-    async def lead_is_hot(self, lead_id: int) -> None:
-        if self.manager_chat_id is None:
-            return
+    # -- planning, in the dialogue's transaction ------------------------------------------
+
+    async def plan(self, session: AsyncSession, result: Result) -> bool:
+        """Writes the notifications `result` calls for into the caller's transaction; True
+        when there is something new to deliver after the commit."""
+        lead_id = result.handoff or result.lead_id
+        kinds = notifications.kinds_for(
+            hot=result.handoff is not None,
+            qualified=result.qualified,
+            cards=self.manager_chat_id is not None,
+            crm=self.webhook is not None,
+        )
+        if not kinds or lead_id is None:
+            return False
+        lead = await store.lead_by_id(session, lead_id)
+        if lead is None or lead.deleted_at is not None:
+            return False
+        return await notifications.plan(session, lead, kinds, self.clock.now()) > 0
+
+    def kick(self) -> None:
+        """Delivers what is due now, in the background: the card arrives within seconds of the
+        commit, and the update's handler does not wait for the managers' chat or the CRM."""
+        task = asyncio.create_task(self._kicked())
+        self._kicks.add(task)
+        task.add_done_callback(self._kicks.discard)
+
+    async def _kicked(self) -> None:
+        try:
+            await self.tick()
+        except Exception:
+            log.exception(
+                "handoff.kick_failed: the next tick delivers what is left",
+                extra={"event": "handoff.kick_failed"},
+            )
+
+    async def settle(self) -> None:
+        """Waits until the deliveries kicked so far are done."""
+        while self._kicks:
+            await asyncio.gather(*self._kicks, return_exceptions=True)
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    async def recover(self) -> notifications.Recovered:
+        """At start-up: a card a crash left "sending" may have reached the managers and is
+        never resent; a webhook is planned again (the CRM dedupes it)."""
         async with self.sessions() as session:
-            lead = await store.lead_by_id(session, lead_id)
+            recovered = await notifications.recover_interrupted(session, self.clock.now())
+            await session.commit()
+        if recovered.unknown_cards:
+            log.warning(
+                "handoff.recovered_unknown: the bot stopped while sending these managers' "
+                "cards; they may or may not be in the MANAGER_CHAT_ID chat and are not resent. "
+                "Look the leads up with /lead <id> if a card is missing",
+                extra={
+                    "event": "handoff.recovered_unknown",
+                    "cards": len(recovered.unknown_cards),
+                    "lead_ids": [lead_id for _, lead_id in recovered.unknown_cards],
+                },
+            )
+        if recovered.replanned_webhooks:
+            log.info(
+                "handoff.recovered_webhooks",
+                extra={
+                    "event": "handoff.recovered_webhooks",
+                    "webhooks": recovered.replanned_webhooks,
+                },
+            )
+        return recovered
+
+    async def tick(self) -> HandOffStats:
+        """Delivers every due notification: claims a batch (committed before any request),
+        sends it, records what came of it."""
+        stats = HandOffStats()
+        while True:
+            async with self.sessions() as session:
+                claimed = await notifications.claim_due(session, self.clock.now(), self.batch_size)
+                await session.commit()
+            if not claimed:
+                break
+            outcomes = list(await asyncio.gather(*(self._deliver(row) for row in claimed)))
+            async with self.sessions() as session:
+                await notifications.record(session, outcomes, self.clock.now())
+                await session.commit()
+            stats.count(outcomes)
+            if len(claimed) < self.batch_size:
+                break
+        if stats.busy:
+            log.info("handoff.tick", extra={"event": "handoff.tick", **vars(stats)})
+        return stats
+
+    async def close(self) -> None:
+        """Lets deliveries in flight finish (for a while), then closes the CRM session."""
+        if self._kicks:
+            _, pending = await asyncio.wait(set(self._kicks), timeout=self.stop_grace_seconds)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self.webhook is not None:
+            await self.webhook.close()
+
+    # -- one delivery ---------------------------------------------------------------------
+
+    async def _deliver(self, row: Claimed) -> Outcome:
+        try:
+            prepared = await self._prepare(row)
+        except Exception as error:
+            # Nothing has left yet: safe to try again.
+            log.exception(
+                "handoff.render_failed",
+                extra={"event": "handoff.render_failed", "notification_id": row.id},
+            )
+            return self._retry(row, type(error).__name__)
+        if isinstance(prepared, Outcome):
+            return prepared
+        if isinstance(prepared, Card):
+            return await self._send_card(row, prepared)
+        return await self._post_webhook(row, *prepared)
+
+    async def _prepare(self, row: Claimed) -> Outcome | Card | tuple[dict[str, Any], str]:
+        """The card or the webhook's payload and key, rendered from the lead as it is now; or
+        the outcome when there is nothing to deliver any more."""
+        script = self.script()
+        async with self.sessions() as session:
+            lead = await store.lead_by_id(session, row.lead_id)
             if lead is None or lead.deleted_at is not None:
-                return
-            card = await handoff.lead_card(session, self.script(), lead)
+                return Outcome(row.id, "cancelled", "the lead's data was erased (/forget)")
+            if row.kind == MANAGER_CARD:
+                if self.manager_chat_id is None:
+                    return Outcome(row.id, "cancelled", "MANAGER_CHAT_ID is not set")
+                return await handoff.lead_card(session, script, lead)
+            if row.kind == CRM_WEBHOOK:
+                if self.webhook is None:
+                    return Outcome(row.id, "cancelled", "CRM_WEBHOOK_URL is not set")
+                key = crm.idempotency_key(row.id, row.lead_id, row.occasion, row.created_at)
+                return await crm.lead_payload(session, script, lead, key), key
+        return Outcome(row.id, "failed", f"unknown kind {row.kind!r}")
+
+    async def _send_card(self, row: Claimed, card: Card) -> Outcome:
+        assert self.manager_chat_id is not None
         try:
             await self.bot.send_message(
-                self.manager_chat_id, card.text, reply_markup=card_keyboard(card)
+                self.manager_chat_id,
+                card.text,
+                reply_markup=card_keyboard(card),
+                request_timeout=self.send_timeout,
             )
-        except TelegramAPIError as e:
+        except TelegramRetryAfter as error:
+            # Refused before delivery (and the rate limiter gave up waiting): try again.
+            later = self.clock.now() + timedelta(seconds=error.retry_after)
+            return self._retry(row, safe_error(error), not_before=later)
+        except TelegramMigrateToChat as error:
+            moved = error.migrate_to_chat_id
+            return self._refused(row, f"the group became a supergroup: MANAGER_CHAT_ID={moved}")
+        except (TelegramForbiddenError, TelegramBadRequest) as error:
+            return self._refused(row, error.message)
+        except TelegramServerError as error:
+            return self._retry(row, safe_error(error))
+        except TelegramNetworkError as error:
+            if isinstance(error.__cause__, aiohttp.ClientConnectorError):
+                # No connection was made, so the card cannot have left.
+                return self._retry(row, safe_error(error))
+            return self._unknown(row, error)
+        except TelegramAPIError as error:
+            return self._refused(row, safe_error(error))
+        except Exception as error:
+            log.exception(
+                "handoff.card_crashed",
+                extra={"event": "handoff.card_crashed", "notification_id": row.id},
+            )
+            return self._unknown(row, error)
+        log.info(
+            "handoff.card_sent",
+            extra={"event": "handoff.card_sent", "lead_id": row.lead_id, "attempt": row.attempts},
+        )
+        return Outcome(row.id, "sent")
+
+    async def _post_webhook(self, row: Claimed, payload: dict[str, Any], key: str) -> Outcome:
+        assert self.webhook is not None
+        try:
+            status = await self.webhook.post(payload, key)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            problem = describe(error)
+        else:
+            if 200 <= status < 300:
+                log.info(
+                    "handoff.webhook_sent",
+                    extra={
+                        "event": "handoff.webhook_sent",
+                        "lead_id": row.lead_id,
+                        "status": status,
+                        "attempt": row.attempts,
+                    },
+                )
+                return Outcome(row.id, "sent")
+            problem = f"HTTP {status}"
+        return self._retry(row, problem)
+
+    # -- outcomes and their logs ----------------------------------------------------------
+
+    def _retry(self, row: Claimed, error: str, *, not_before: datetime | None = None) -> Outcome:
+        now = self.clock.now()
+        outcome = notifications.retry_or_give_up(row, now, error, not_before=not_before)
+        setting = "MANAGER_CHAT_ID" if row.kind == MANAGER_CARD else "CRM_WEBHOOK_URL"
+        fields = {
+            "notification_id": row.id,
+            "lead_id": row.lead_id,
+            "kind": row.kind,
+            "attempt": row.attempts,
+            "error": error,
+        }
+        if outcome.status == "failed":
             log.error(
-                "handoff.failed: check MANAGER_CHAT_ID and that the bot is in that chat",
-                extra={"lead_id": lead_id, "error": type(e).__name__},
+                f"handoff.gave_up: not delivered for a day of tries; check {setting} and "
+                "that the receiving side is up",
+                extra={"event": "handoff.gave_up", **fields},
             )
+        else:
+            assert outcome.retry_at is not None
+            log.warning(
+                f"handoff.retry: not delivered, tried again later; if this repeats, check "
+                f"{setting} and that the receiving side is up",
+                extra={
+                    "event": "handoff.retry",
+                    "retry_in": round((outcome.retry_at - now).total_seconds()),
+                    **fields,
+                },
+            )
+        return outcome
+
+    def _refused(self, row: Claimed, reason: str) -> Outcome:
+        reason = reason[: notifications.MAX_ERROR]
+        log.error(
+            "handoff.card_failed: Telegram refused the managers' card; check MANAGER_CHAT_ID "
+            "and that the bot is a member of that chat",
+            extra={
+                "event": "handoff.card_failed",
+                "notification_id": row.id,
+                "lead_id": row.lead_id,
+                "manager_chat_id": self.manager_chat_id,
+                "error": reason,
+            },
+        )
+        return Outcome(row.id, "failed", reason)
+
+    def _unknown(self, row: Claimed, error: BaseException) -> Outcome:
+        text = safe_error(error)
+        log.warning(
+            "handoff.card_unknown: no answer from Telegram; the card may be in the managers' "
+            "chat and is not resent. Look the lead up with /lead <id> if it is missing",
+            extra={
+                "event": "handoff.card_unknown",
+                "notification_id": row.id,
+                "lead_id": row.lead_id,
+                "error": text,
+            },
+        )
+        return Outcome(row.id, "unknown", text)

@@ -1,4 +1,5 @@
-"""APScheduler wiring: the funnel tick as one interval job, and daily cron jobs (the digest).
+"""APScheduler wiring: the funnel tick and the hand-off delivery as interval jobs, and daily
+cron jobs (the digest).
 
 The schedule of individual touches lives in the database, never in APScheduler jobs.
 """
@@ -50,23 +51,34 @@ def create_scheduler(tick: Callable[[], Awaitable[Any]], tick_seconds: float) ->
     One instance at a time (a long delivery round is never overlapped by the next tick);
     missed runs collapse into one. Start it inside the running event loop.
     """
-    if not tick_seconds > 0:
-        raise ValueError(f"tick_seconds must be positive, got {tick_seconds!r}")
     scheduler = AsyncIOScheduler(timezone=UTC)
-    scheduler.add_job(
-        _guarded(TICK_JOB_ID, tick),
-        IntervalTrigger(seconds=tick_seconds, timezone=UTC),
-        id=TICK_JOB_ID,
-        name=TICK_JOB_ID,
+    add_interval_job(scheduler, tick, tick_seconds, job_id=TICK_JOB_ID)
+    return scheduler
+
+
+def add_interval_job(
+    scheduler: AsyncIOScheduler,
+    func: Callable[[], Awaitable[Any]],
+    seconds: float,
+    *,
+    job_id: str,
+) -> Job:
+    """Runs `func` every `seconds`, first at once; one run at a time, missed runs collapse."""
+    if not seconds > 0:
+        raise ValueError(f"tick_seconds must be positive, got {seconds!r}")
+    return scheduler.add_job(
+        _guarded(job_id, func),
+        IntervalTrigger(seconds=seconds, timezone=UTC),
+        id=job_id,
+        name=job_id,
         max_instances=1,
         coalesce=True,
         misfire_grace_time=None,
         # The scheduler's own timing is wall time by nature; funnel time comes from the
-        # Clock the tick itself reads.
+        # Clock the job itself reads.
         next_run_time=datetime.now(UTC),
         replace_existing=True,
     )
-    return scheduler
 
 
 def add_daily_job(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -31,6 +32,8 @@ class Settings(BaseSettings):
     time_scale: float = Field(default=1.0, ge=1, le=1_000_000)
     rate_per_second: float = Field(default=30.0, gt=0, le=1000)
     paid_broadcast: bool = False
+    # May carry the CRM's secret token: kept secret, never logged.
+    crm_webhook_url: SecretStr | None = None
     log_level: str = "INFO"
 
     @field_validator("admin_ids", mode="before")
@@ -69,6 +72,18 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("crm_webhook_url", mode="before")
+    @classmethod
+    def _webhook(cls, value: Any) -> Any:
+        if value in (None, ""):
+            return None
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        # The message never repeats the value: it may hold a token.
+        parsed = urlsplit(text.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return text.strip()
+
     @field_validator("database_url")
     @classmethod
     def _database(cls, value: str) -> str:
@@ -98,6 +113,10 @@ class Settings(BaseSettings):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def crm_webhook(self) -> str | None:
+        return self.crm_webhook_url.get_secret_value() if self.crm_webhook_url else None
 
     def is_admin(self, user_id: int | None) -> bool:
         return user_id is not None and user_id in self.admin_ids

@@ -40,9 +40,14 @@ async def _finish(
     dialogue: Dialogue, bot: Bot, chat_id: int, result: Result, handoff: HandOff,
     callback: CallbackQuery | None = None,
 ) -> None:  # fmt: skip
-    await respond(dialogue, bot, chat_id, result, callback)
-    if result.handoff is not None:
-        await handoff.lead_is_hot(result.handoff)
+    # The card and the CRM webhook are written in the dialogue's transaction (respond commits
+    # it), then delivered at once; the tick delivers whatever an error or a crash left.
+    planned = await handoff.plan(dialogue.session, result)
+    try:
+        await respond(dialogue, bot, chat_id, result, callback)
+    finally:
+        if planned:
+            handoff.kick()
 
 
 def router() -> Router:

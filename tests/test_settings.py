@@ -30,6 +30,19 @@ def test_good_values() -> None:
     assert settings.is_admin(2) and not settings.is_admin(3)
 
 
+def test_the_crm_webhook_is_an_http_url_kept_secret() -> None:
+    assert load_settings(_env_file=None, crm_webhook_url="").crm_webhook is None
+    url = "https://crm.example.com/hooks/leads?token=s3cret"
+    settings = load_settings(_env_file=None, crm_webhook_url=url)
+    assert settings.crm_webhook == url
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings.model_dump())
+    for wrong in ("crm.example.com/hook?token=s3cret", "ftp://crm.example.com/s3cret", "https://"):
+        with pytest.raises(SettingsError) as caught:
+            load_settings(_env_file=None, crm_webhook_url=wrong)
+        [line] = caught.value.lines
+        assert line.startswith("CRM_WEBHOOK_URL: must be an http") and "s3cret" not in line
+
+
 def test_check_exits_non_zero_on_a_bad_script(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(RU_SCRIPT.read_text(encoding="utf-8").replace("score: 30}", "score: x}", 1))

@@ -5,6 +5,7 @@ request the bot made is checked against the Bot API spec at the end of each test
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,12 +64,18 @@ async def emu() -> AsyncIterator[TelegramEmulator]:
         await emulator.stop()
 
 
-@pytest.fixture
-async def world(emu: TelegramEmulator, tmp_path: Path, clock: FakeClock) -> AsyncIterator[World]:
+@asynccontextmanager
+async def running_world(
+    emu: TelegramEmulator, tmp_path: Path, clock: FakeClock, **extra: object
+) -> AsyncIterator[World]:
+    """An admin, a managers' group with the bot in it, and the bot running (no scheduler:
+    tests tick themselves); `extra` adds settings."""
     admin = emu.add_user("Owner", username="owner")
     manager = emu.add_user("Менеджер Олег", username="oleg")
     managers = emu.add_group("Отдел продаж", members=[manager])
-    settings = settings_for(emu, tmp_path, admin_ids=str(admin.id), manager_chat_id=managers.id)
+    settings = settings_for(
+        emu, tmp_path, admin_ids=str(admin.id), manager_chat_id=managers.id, **extra
+    )
     app = App(settings, token=DEFAULT_TOKEN, clock=clock, limiter=fast_limiter())
     await app.start(scheduler=False)
     await managers.add_bot(by=manager)
@@ -76,3 +83,9 @@ async def world(emu: TelegramEmulator, tmp_path: Path, clock: FakeClock) -> Asyn
         yield World(emu, app, admin, manager, managers)
     finally:
         await app.stop()
+
+
+@pytest.fixture
+async def world(emu: TelegramEmulator, tmp_path: Path, clock: FakeClock) -> AsyncIterator[World]:
+    async with running_world(emu, tmp_path, clock) as running:
+        yield running
