@@ -7,15 +7,13 @@ Create Date: 2026-11-23 18:40:00.000000
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlalchemy as sa
 from alembic import op
 
 from funnel import rollup
 
 revision = "0003"
-down_revision = "0002" if (Path(__file__).parent / "0002_notifications.py").exists() else "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
