@@ -33,3 +33,6 @@ def configure(level: str = "INFO") -> None:
     # Migrations and job bookkeeping say the same at every start; only problems matter.
     for noisy in ("alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # At DEBUG these would print every SQL statement with its parameters: answers, names.
+    for private in ("aiosqlite", "sqlalchemy.engine", "asyncpg"):
+        logging.getLogger(private).setLevel(logging.WARNING)
