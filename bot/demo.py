@@ -177,7 +177,8 @@ async def run_demo(settings: Settings, *, prospects: int = 200, seed: int = 7) -
     )
     clock = DemoClock(DIALOGUE_SCALE)
     start_at = clock.now()
-    limiter = RateLimiter(rate_per_second=DEMO_RATE, chat_rate_per_second=5, chat_burst=5)
+    # Within the emulator's limits (1 message/s per chat, bursts of 10): the demo never sees a 429.
+    limiter = RateLimiter(rate_per_second=DEMO_RATE, chat_rate_per_second=1, chat_burst=5)
     app = App(demo_settings, token=DEFAULT_TOKEN, clock=clock, limiter=limiter)
     print(f"Leadbot demo: {prospects} simulated prospects talk to the real bot through a local")
     print(f"Telegram emulator ({emu.base_url}); the database is {DATABASE}.")

@@ -31,8 +31,10 @@ def configure(level: str = "INFO") -> None:
     # aiogram logs every handled update at INFO; that is noise for an operator.
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
     # Migrations and job bookkeeping say the same at every start; only problems matter.
-    for noisy in ("alembic", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # A tick still running when the next is due is skipped by design (one at a time) and
+    # APScheduler would warn each time; the jobs log their own failures (bot/scheduler.py).
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     # At DEBUG these would print every SQL statement with its parameters: answers, names.
     for private in ("aiosqlite", "sqlalchemy.engine", "asyncpg"):
         logging.getLogger(private).setLevel(logging.WARNING)
