@@ -26,15 +26,7 @@ async def run_chat(settings: Settings) -> int:
     emu = TelegramEmulator()
     await emu.start()
     you = emu.add_user("Гость", username="guest")
-    chat_settings = settings.model_copy(
-        update={
-            "telegram_api_url": emu.base_url,
-            "database_url": f"sqlite+aiosqlite:///{DATABASE}",
-            # Offline: simulated leads never reach a real CRM from .env.
-            "crm_webhook_url": None,
-            "admin_ids": frozenset({you.id}),
-        }
-    )
+    chat_settings = settings.offline(emu.base_url, DATABASE, you.id)
     app = App(chat_settings, token=DEFAULT_TOKEN)
     await app.start()
     print(f"{HELP}\nYou are also an admin here: try /stats or /campaigns. Data: {DATABASE}")

@@ -164,16 +164,8 @@ async def run_demo(settings: Settings, *, prospects: int = 200, seed: int = 7) -
     owner = emu.add_user("Владелец", username="school_owner")
     manager = emu.add_user("Ольга", "Продажи", username="olga_sales")
     managers = emu.add_group("Отдел продаж", members=[manager])
-    demo_settings = settings.model_copy(
-        update={
-            "telegram_api_url": emu.base_url,
-            "database_url": f"sqlite+aiosqlite:///{DATABASE}",
-            # Offline: simulated leads never reach a real CRM from .env.
-            "crm_webhook_url": None,
-            "admin_ids": frozenset({owner.id}),
-            "manager_chat_id": managers.id,
-            "tick_seconds": 0.2,
-        }
+    demo_settings = settings.offline(
+        emu.base_url, DATABASE, owner.id, manager_chat_id=managers.id, tick_seconds=0.2
     )
     clock = DemoClock(DIALOGUE_SCALE)
     start_at = clock.now()

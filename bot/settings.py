@@ -121,6 +121,19 @@ class Settings(BaseSettings):
     def is_admin(self, user_id: int | None) -> bool:
         return user_id is not None and user_id in self.admin_ids
 
+    def offline(self, api_url: str, database: Path, admin_id: int, **extra: Any) -> Settings:
+        """These settings on the local emulator and a SQLite file (the demo, the terminal
+        chat); simulated leads never reach a real CRM configured in .env."""
+        return self.model_copy(
+            update={
+                "telegram_api_url": api_url,
+                "database_url": f"sqlite+aiosqlite:///{database}",
+                "crm_webhook_url": None,
+                "admin_ids": frozenset({admin_id}),
+                **extra,
+            }
+        )
+
 
 class SettingsError(Exception):
     """Start-up stops with these lines, one per wrong value."""

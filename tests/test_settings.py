@@ -63,3 +63,13 @@ def test_a_failed_reload_keeps_the_last_good_script(tmp_path: Path) -> None:
     with pytest.raises(ScriptError):
         holder.reload()
     assert holder.current is good
+
+
+def test_offline_settings_never_reach_the_real_crm(tmp_path: Path) -> None:
+    real = load_settings(_env_file=None, crm_webhook_url="https://crm.example.com/hook",
+                         admin_ids="5", manager_chat_id="-100123")  # fmt: skip
+    offline = real.offline("http://127.0.0.1:9", tmp_path / "x.sqlite3", 42, tick_seconds=0.2)
+    assert offline.crm_webhook is None and offline.admin_ids == frozenset({42})
+    assert offline.telegram_api_url == "http://127.0.0.1:9" and offline.tick_seconds == 0.2
+    assert offline.database_url == f"sqlite+aiosqlite:///{tmp_path / 'x.sqlite3'}"
+    assert offline.manager_chat_id == -100123 and real.crm_webhook is not None
