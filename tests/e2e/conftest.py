@@ -37,6 +37,24 @@ class World:
         return self.emu.add_user(first_name, username=username)
 
 
+# The shipped Russian script's buttons for a hot and for a warm prospect.
+HOT = ["Сменить профессию", "В ближайшие 2 недели", "Готов(а) оплатить сразу", "Я сам(а)"]
+WARM = ["Для своего проекта", "Через 2–3 месяца", "Удобнее в рассрочку", "Решаем вместе с семьёй"]
+
+
+async def qualify(
+    world: World, answers: list[str], name: str = "Анна", username: str | None = None
+) -> SimUser:
+    """A prospect from vk_ads who taps `answers` one question after another."""
+    user = world.user(name, username=username)
+    await user.send("/start vk_ads")
+    message = await user.next_message()
+    for label in answers:
+        await user.press(message, label)
+        message = await user.next_message()
+    return user
+
+
 def fast_limiter() -> RateLimiter:
     """Generous limits: most tests are about the dialogue, not Telegram's pace."""
     return RateLimiter(rate_per_second=1000, chat_rate_per_second=200, chat_burst=50)

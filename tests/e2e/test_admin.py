@@ -6,19 +6,11 @@ from sqlalchemy import select
 
 from bot.emulator.users import SimUser
 from funnel.models import AdSpend, Lead, Purchase
-from tests.e2e.conftest import World
-
-HOT = ["Сменить профессию", "В ближайшие 2 недели", "Готов(а) оплатить сразу", "Я сам(а)"]
+from tests.e2e.conftest import HOT, World, qualify
 
 
 async def hot_lead(world: World, name: str = "Анна") -> SimUser:
-    user = world.user(name, username=name.lower())
-    await user.send("/start vk_ads")
-    message = await user.next_message()
-    for label in HOT:
-        await user.press(message, label)
-        message = await user.next_message()
-    return user
+    return await qualify(world, HOT, name, username=name.lower())
 
 
 async def ask(world: World, command: str) -> str:

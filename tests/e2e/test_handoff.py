@@ -18,14 +18,11 @@ from sqlalchemy import select
 
 from bot.app import App
 from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
-from bot.emulator.users import SimUser
 from bot.logs import FieldsFormatter
 from funnel.clock import FakeClock
 from funnel.models import Notification
-from tests.e2e.conftest import World, fast_limiter, running_world
+from tests.e2e.conftest import HOT, WARM, World, fast_limiter, qualify, running_world
 
-HOT = ["Сменить профессию", "В ближайшие 2 недели", "Готов(а) оплатить сразу", "Я сам(а)"]
-WARM = ["Для своего проекта", "Через 2–3 месяца", "Удобнее в рассрочку", "Решаем вместе с семьёй"]
 BOOK = "📅 Записаться на консультацию"
 TRIAL = "🎓 Бесплатный пробный урок"
 SECRET = "s3cret-crm-token"
@@ -92,16 +89,6 @@ async def crm_world(
         yield world
 
 
-async def qualify(world: World, answers: list[str], name: str = "Анна") -> SimUser:
-    user = world.user(name, username="anna_k")
-    await user.send("/start vk_ads")
-    message = await user.next_message()
-    for label in answers:
-        await user.press(message, label)
-        message = await user.next_message()
-    return user
-
-
 async def delivered(world: World) -> None:
     """Everything due has been tried once: a tick, then any delivery kicked meanwhile."""
     await world.app.handoff.tick()
@@ -140,7 +127,7 @@ def log_lines(caplog: pytest.LogCaptureFixture) -> str:
 
 
 async def test_the_card_arrives_at_once_and_a_double_tap_makes_no_second(world: World) -> None:
-    user = await qualify(world, HOT)
+    user = await qualify(world, HOT, username="anna_k")
     card = await world.managers.next_message()
     assert "Лид #" in card.plain_text and "Сменить профессию" in card.plain_text
     assert "🙋 Беру" in card.labels
@@ -162,7 +149,7 @@ async def test_the_card_arrives_at_once_and_a_double_tap_makes_no_second(world: 
 
 async def test_a_telegram_error_is_retried_on_a_later_tick(world: World, clock: FakeClock) -> None:
     world.emu.fail_next("sendMessage", error_code=500, chat_id=world.managers.id)
-    await qualify(world, HOT)
+    await qualify(world, HOT, username="anna_k")
     await delivered(world)
     assert world.managers.messages == []
     [row] = await rows(world)
@@ -183,7 +170,7 @@ async def test_a_refused_card_fails_naming_the_setting(
     world: World, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     await world.managers.remove_bot(by=world.manager)
-    await qualify(world, HOT)
+    await qualify(world, HOT, username="anna_k")
     await delivered(world)
     [row] = await rows(world)
     assert row.status == "failed"
@@ -202,7 +189,7 @@ async def test_a_card_a_crash_left_sending_is_unknown_and_never_resent(
     # The card reaches the chat, the answer never comes back; then the process dies.
     world.emu.hang_next("sendMessage", chat_id=world.managers.id)
     world.app.handoff.stop_grace_seconds = 0
-    await qualify(world, HOT)
+    await qualify(world, HOT, username="anna_k")
     await world.managers.next_message()
     [row] = await rows(world)
     assert row.status == "sending"  # claimed in its own commit before the request left
@@ -229,7 +216,7 @@ async def test_the_webhook_posts_the_lead_until_a_2xx_and_logs_neither_url_nor_p
     caplog.set_level(logging.DEBUG, logger="leadbot")
     crm.answers = [500]
     created = clock.now()
-    await qualify(crm_world, HOT)
+    await qualify(crm_world, HOT, username="anna_k")
     await crm_world.managers.next_message()  # the card goes out as well
     await delivered(crm_world)
     [first] = await crm.wait_for(1)
@@ -266,7 +253,7 @@ async def test_the_webhook_posts_the_lead_until_a_2xx_and_logs_neither_url_nor_p
 async def test_a_warm_lead_reaches_the_crm_and_not_the_managers(
     crm_world: World, crm: FakeCrm
 ) -> None:
-    await qualify(crm_world, WARM)
+    await qualify(crm_world, WARM, username="anna_k")
     await delivered(crm_world)
     [posted] = await crm.wait_for(1)
     assert (posted.body["temperature"], posted.body["score"]) == ("warm", 45)
@@ -279,7 +266,7 @@ async def test_a_webhook_a_crash_left_sending_is_sent_again_with_its_key(
 ) -> None:
     crm.hold = 1  # the first POST gets no answer before the process dies
     crm_world.app.handoff.stop_grace_seconds = 0
-    await qualify(crm_world, WARM)
+    await qualify(crm_world, WARM, username="anna_k")
     await crm.wait_for(1)
     again = await restart(crm_world, clock)
     try:
@@ -298,7 +285,7 @@ async def test_the_webhook_gives_up_after_a_day(
 ) -> None:
     crm.answers = [503] * 1000
     started = clock.now()
-    await qualify(crm_world, WARM)
+    await qualify(crm_world, WARM, username="anna_k")
     await delivered(crm_world)
     for _ in range(100):
         [row] = await rows(crm_world)
