@@ -6,6 +6,7 @@ The schedule of individual touches lives in the database, never in APScheduler j
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,13 @@ def _guarded(name: str, func: Callable[[], Awaitable[Any]]) -> Callable[[], Awai
         started = time.monotonic()
         try:
             await func()
+        except asyncio.CancelledError:
+            # Shutdown cancelled a run in flight: a normal stop, not a failure (a touch left
+            # mid-send is settled at the next start). Returning keeps APScheduler from
+            # logging the cancellation as a crash with a traceback.
+            log.info(
+                "scheduler.job_stopped", extra={"event": "scheduler.job_stopped", "job": name}
+            )
         except Exception:
             log.exception(
                 "scheduler.job_failed: the job will run again at its next time; if this "

@@ -317,6 +317,29 @@ async def test_the_scheduler_ticks_at_once_and_survives_a_failing_tick(
     assert failure.__dict__["job"] == "funnel_tick"
 
 
+async def test_a_tick_cancelled_at_shutdown_is_a_stop_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started = asyncio.Event()
+
+    async def tick() -> None:
+        started.set()
+        await asyncio.Event().wait()  # a delivery round waiting on the rate limiter
+
+    scheduler = create_scheduler(tick, 60)
+    with caplog.at_level("INFO"):
+        scheduler.start()
+        await asyncio.wait_for(started.wait(), 5)
+        scheduler.shutdown(wait=False)
+        running = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    [stopped] = [r for r in caplog.records if getattr(r, "event", "") == "scheduler.job_stopped"]
+    assert stopped.__dict__["job"] == "funnel_tick"
+
+
 def test_daily_job_runs_at_local_time() -> None:
     scheduler = create_scheduler(lambda: asyncio.sleep(0), 60)
 
