@@ -208,11 +208,28 @@ class Notification(Base):
     error: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+    # Where a managers' card landed, so it can be edited later (taken, paid, forgotten) and
+    # so a manager's button is honoured only on a card the bot really sent to that chat.
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         UniqueConstraint("lead_id", "kind", "occasion"),
         Index("ix_notifications_status_due_at", "status", "due_at"),
     )
+
+
+class InboxUpdate(Base):
+    """An update fetched from Telegram and not yet handled. Written before the polling offset
+    is confirmed and deleted in the commit of its handling, so an update fetched just before a
+    crash is handled after the restart, and one handled is never handled again."""
+
+    __tablename__ = "inbox"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Purchase(Base):

@@ -1,4 +1,4 @@
-"""The Bot API spec (`shared/telegram/bot-api.json` next to the repository, never copied in) and
+"""The Bot API spec (`tests/data/telegram/bot-api.json`, MIT, carried by the repository) and
 a validator of the requests the bot made, as recorded by the emulator."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.emulator import FileDescriptor, RecordedRequest
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "telegram" / "bot-api.json"
+SPEC_PATH = Path(__file__).resolve().parent / "data" / "telegram" / "bot-api.json"
 _INTEGER = re.compile(r"^-?\d+$")
 _FLOAT = re.compile(r"^-?\d+(\.\d+)?([eE][-+]?\d+)?$")
 _BUTTON_ACTIONS = (
@@ -38,8 +38,8 @@ class BotApiSpecMissingError(FileNotFoundError):
 def load_spec() -> dict[str, Any]:
     if not SPEC_PATH.is_file():
         raise BotApiSpecMissingError(
-            f"Bot API spec not found at {SPEC_PATH}: it lives in shared/telegram/bot-api.json "
-            "beside the repository checkout (it is read from there, never copied in)"
+            f"Bot API spec not found at {SPEC_PATH}: the repository carries it in "
+            "tests/data/telegram/ (restore it from git)"
         )
     spec: dict[str, Any] = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
     return spec
