@@ -4,7 +4,6 @@ dispatcher, the outbox and its scheduler; started and stopped as one."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -17,10 +16,11 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand, LinkPreviewOptions
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import db
+from bot import db, transactions
 from bot.delivery_middleware import RateLimitMiddleware
 from bot.dispatcher import create_dispatcher
 from bot.handoff import HandOff
+from bot.inbox import Poller
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
 from bot.scheduler import add_daily_job, add_interval_job, create_scheduler
@@ -64,6 +64,7 @@ class App:
         token: str,
         clock: Clock | None = None,
         limiter: RateLimiter | None = None,
+        retry_seconds: float = transactions.DEFAULT_BUDGET_SECONDS,
     ) -> None:
         self.settings = settings
         self.clock = clock or make_clock(settings)
@@ -90,8 +91,10 @@ class App:
             manager_chat_id=settings.manager_chat_id,
         )
         self.dispatcher = create_dispatcher(
-            settings, self.sessions, self.scripts, self.clock, self.handoff
-        )
+            settings, self.sessions, self.scripts, self.clock, self.handoff,
+            retry_seconds=retry_seconds,
+        )  # fmt: skip
+        self.poller = Poller(self.dispatcher, self.bot, self.sessions, self.clock)
         self.scheduler = create_scheduler(self.outbox.tick, settings.tick_seconds)
         # Its own job: a retried card never waits behind a long campaign round.
         add_interval_job(self.scheduler, self.handoff.tick, settings.tick_seconds,
@@ -114,9 +117,7 @@ class App:
         await self.bot.set_my_commands(PROSPECT_COMMANDS)
         if scheduler:
             self.scheduler.start()
-        self._polling = asyncio.create_task(
-            self.dispatcher.start_polling(self.bot, handle_signals=False, close_bot_session=False)
-        )
+        self._polling = asyncio.create_task(self.poller.run())
 
     async def send_digest(self) -> None:
         """09:00 in the school's zone: yesterday in numbers, to every admin."""
@@ -142,8 +143,9 @@ class App:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self._polling is not None:
-            with contextlib.suppress(RuntimeError):  # polling had not started yet
-                await self.dispatcher.stop_polling()
+            # Updates being handled finish; what was received and not handled stays in the
+            # inbox for the next start.
+            await self.poller.stop()
             await asyncio.gather(self._polling, return_exceptions=True)
             self._polling = None
         await self.handoff.close()

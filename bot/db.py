@@ -13,17 +13,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from funnel.models import Base
 
 ROOT = Path(__file__).resolve().parent.parent
+# How long a writer waits for SQLite's lock before the driver gives up; the update or job is
+# then retried in a fresh transaction (bot/transactions.py).
+SQLITE_BUSY_SECONDS = 30.0
 
 
 def create_engine(url: str) -> AsyncEngine:
+    # hide_parameters: an error's text never carries the statement's values (names, answers).
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_SECONDS}, hide_parameters=True
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    return create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
@@ -31,7 +37,7 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     # writer wait instead of failing; NORMAL sync is durable with WAL at commit.
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -7,12 +7,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiogram import Dispatcher
+from aiogram import Bot, Dispatcher
 from aiogram.types import ErrorEvent, TelegramObject
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import logs, transactions
 from bot.handoff import HandOff
-from bot.middlewares import DbSession, PerUserOrder
+from bot.middlewares import DbSession, PerUserOrder, ask_to_try_again
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
 from funnel.clock import Clock
@@ -27,11 +28,13 @@ def create_dispatcher(
     scripts: ScriptHolder,
     clock: Clock,
     handoff: HandOff,
+    *,
+    retry_seconds: float = transactions.DEFAULT_BUDGET_SECONDS,
     **extra: Any,
 ) -> Dispatcher:
     dp = Dispatcher(settings=settings, scripts=scripts, clock=clock, handoff=handoff, **extra)
     dp.update.outer_middleware(PerUserOrder())
-    dp.update.outer_middleware(DbSession(sessions))
+    dp.update.outer_middleware(DbSession(sessions, retry_seconds=retry_seconds))
 
     async def current_script(
         handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
@@ -46,12 +49,20 @@ def create_dispatcher(
     dp.include_routers(admin.router(settings), managers.router(settings), prospect.router())
 
     @dp.errors()
-    async def on_error(event: ErrorEvent) -> bool:
-        log.exception(
-            "update.failed: the update was dropped; the lead's data is as before it",
-            exc_info=event.exception,
-            extra={"update_id": event.update.update_id},
+    async def on_error(event: ErrorEvent, bot: Bot) -> bool:
+        # The exception's type and where it was raised, never its text: a message may
+        # quote what the user typed.
+        log.error(
+            "update.failed: a bug stopped this update; whatever it had not committed is "
+            "undone and the user was asked to try again",
+            extra={
+                "event": "update.failed",
+                "update_id": event.update.update_id,
+                "error": type(event.exception).__name__,
+                "where": logs.origin(event.exception),
+            },
         )
+        await ask_to_try_again(bot, event.update)
         return True
 
     return dp

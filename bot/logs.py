@@ -4,6 +4,8 @@ counts in `extra`, never message texts or phone numbers."""
 from __future__ import annotations
 
 import logging
+import traceback
+from pathlib import Path
 from typing import Any
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -38,3 +40,13 @@ def configure(level: str = "INFO") -> None:
     # At DEBUG these would print every SQL statement with its parameters: answers, names.
     for private in ("aiosqlite", "sqlalchemy.engine", "asyncpg"):
         logging.getLogger(private).setLevel(logging.WARNING)
+
+
+def origin(error: BaseException) -> str:
+    """Where an exception was raised, as `file.py:line in function`: enough to find the bug,
+    without the exception's text (which may quote a user's message)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "unknown"
+    frame = frames[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"

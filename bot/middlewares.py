@@ -4,13 +4,20 @@ and the dependencies every handler may ask for by name."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiogram import BaseMiddleware
+from aiogram import BaseMiddleware, Bot
+from aiogram.exceptions import TelegramAPIError
 from aiogram.types import TelegramObject, Update
+from sqlalchemy import event as event_api
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot import inbox, transactions
+
+log = logging.getLogger("leadbot.updates")
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
@@ -47,16 +54,114 @@ class PerUserOrder(BaseMiddleware):
 
 
 class DbSession(BaseMiddleware):
-    """Opens the update's session; the handler commits before it replies, and whatever
-    it left uncommitted is rolled back, never half-written."""
+    """Opens the update's session and retries the whole update in a fresh one when the
+    database is busy or a row changed under it, as long as nothing was committed yet (the
+    handlers commit before they reply, so a retry never doubles a reply). When the tries are
+    used up the user is asked to try again and the operator gets a line naming the update.
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    The update's inbox row (bot/inbox.py) is marked handled in the same commit as the
+    handler's work, so a handled update is never handled again after a crash."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        retry_seconds: float = transactions.DEFAULT_BUDGET_SECONDS,
+    ) -> None:
         self.sessions = sessions
+        self.retry_seconds = retry_seconds
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        async with self.sessions() as session:
-            data["session"] = session
-            try:
-                return await handler(event, data)
-            finally:
-                await session.rollback()
+        inbox_id: int | None = data.get("inbox_id")
+        pauses = transactions.delays(self.retry_seconds)
+        attempt = 0
+        while True:
+            attempt += 1
+            async with self.sessions() as session:
+                commits = _CommitWatch(session, inbox_id, data["clock"])
+                try:
+                    result = await handler(event, {**data, "session": session})
+                    if inbox_id is not None and not commits.committed:
+                        await session.commit()  # a handler that only read
+                    return result
+                except Exception as error:
+                    if commits.committed or not transactions.is_retryable(error, attempt):
+                        raise
+                    pause = next(pauses, None)
+                    if pause is None:
+                        await self._give_up(event, data, attempt, error)
+                        return None
+                    failure = type(error).__name__
+                finally:
+                    await session.rollback()
+            log.warning(
+                "update.retry: the database is busy or the lead changed; handling the update "
+                "again in a fresh transaction",
+                extra={
+                    "event": "update.retry",
+                    "update_id": _update_id(event),
+                    "attempt": attempt,
+                    "error": failure,
+                },
+            )
+            await asyncio.sleep(pause)
+
+    async def _give_up(
+        self, event: TelegramObject, data: dict[str, Any], attempts: int, error: BaseException
+    ) -> None:
+        log.error(
+            "update.gave_up: the database stayed busy or unavailable; the user was asked to "
+            "try again. Check the database (disk, locks, server)",
+            extra={
+                "event": "update.gave_up",
+                "update_id": _update_id(event),
+                "attempts": attempts,
+                "error": type(error).__name__,
+            },
+        )
+        bot = data.get("bot")
+        if isinstance(event, Update) and bot is not None:
+            await ask_to_try_again(bot, event)
+
+
+class _CommitWatch:
+    """Knows whether the update's session committed (then a retry could double a reply) and
+    marks the update's inbox row handled in its first commit."""
+
+    def __init__(self, session: AsyncSession, inbox_id: int | None, clock: Any) -> None:
+        self.committed = False
+        self.inbox_id = inbox_id
+        self.clock = clock
+        event_api.listen(session.sync_session, "before_commit", self._before_commit)
+        event_api.listen(session.sync_session, "after_commit", self._after_commit)
+
+    def _before_commit(self, sync_session: Any) -> None:
+        if self.inbox_id is not None and not self.committed:
+            sync_session.execute(inbox.mark_handled(self.inbox_id, self.clock.now()))
+
+    def _after_commit(self, _sync_session: Any) -> None:
+        self.committed = True
+
+
+TRY_AGAIN = {
+    "ru": "Не получилось сохранить ответ, попробуйте ещё раз через минуту.",
+    "en": "Sorry, that did not go through. Please try again in a minute.",
+}
+
+
+async def ask_to_try_again(bot: Bot, update: Update) -> None:
+    """A short word to the person whose update could not be handled; best effort."""
+    user = getattr(update.message or update.callback_query, "from_user", None)
+    language = "ru" if user is not None and (user.language_code or "").startswith("ru") else "en"
+    text = TRY_AGAIN[language]
+    try:
+        if update.callback_query is not None:
+            await bot.answer_callback_query(update.callback_query.id, text, show_alert=True)
+        elif update.message is not None and update.message.chat.type == "private":
+            await bot.send_message(update.message.chat.id, text)
+    except TelegramAPIError:
+        pass
+
+
+def _update_id(event: TelegramObject) -> int | None:
+    return event.update_id if isinstance(event, Update) else None

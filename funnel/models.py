@@ -220,16 +220,19 @@ class Notification(Base):
 
 
 class InboxUpdate(Base):
-    """An update fetched from Telegram and not yet handled. Written before the polling offset
-    is confirmed and deleted in the commit of its handling, so an update fetched just before a
-    crash is handled after the restart, and one handled is never handled again."""
+    """An update received from Telegram. Written before the polling offset is confirmed and
+    marked handled (its payload emptied) in the commit of its handling, so an update fetched
+    just before a crash is handled after the restart, and one Telegram delivers again is
+    recognised and skipped. Handled rows are purged after Telegram's retention."""
 
     __tablename__ = "inbox"
 
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     payload: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime]
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    handled_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_inbox_handled_at", "handled_at"),)
 
 
 class Purchase(Base):

@@ -28,12 +28,16 @@ def upgrade() -> None:
         sa.Column("update_id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("payload", sa.Text(), nullable=False),
         sa.Column("received_at", funnel.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("handled_at", funnel.models.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("update_id", name=op.f("pk_inbox")),
     )
+    with op.batch_alter_table("inbox", schema=None) as batch_op:
+        batch_op.create_index("ix_inbox_handled_at", ["handled_at"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("inbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_inbox_handled_at")
     op.drop_table("inbox")
     with op.batch_alter_table("notifications", schema=None) as batch_op:
         batch_op.drop_column("message_id")
