@@ -81,6 +81,7 @@ class App:
             self.clock,
             settings.manager_chat_id,
             settings.crm_webhook,
+            limiter=self.limiter,
         )
         self.outbox = Outbox(
             sessions=self.sessions,
@@ -89,6 +90,7 @@ class App:
             clock=self.clock,
             zone=settings.zone,
             manager_chat_id=settings.manager_chat_id,
+            limiter=self.limiter,
         )
         self.dispatcher = create_dispatcher(
             settings, self.sessions, self.scripts, self.clock, self.handoff,
@@ -140,14 +142,17 @@ class App:
             await self._polling
 
     async def stop(self) -> None:
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+        """The graceful stop (SIGTERM): nothing is lost. Rows waiting for a rate-limit slot
+        stay planned, requests on the wire finish and are recorded, updates being handled
+        finish; what was received and not handled is handled at the next start."""
         if self._polling is not None:
             # Updates being handled finish; what was received and not handled stays in the
             # inbox for the next start.
             await self.poller.stop()
             await asyncio.gather(self._polling, return_exceptions=True)
             self._polling = None
-        await self.handoff.close()
+        await asyncio.gather(self.outbox.stop(), self.handoff.close())
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         await self.bot.session.close()
         await self.engine.dispose()

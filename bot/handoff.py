@@ -11,42 +11,45 @@ dedupes by the idempotency key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import aiohttp
 from aiogram import Bot
-from aiogram.exceptions import (
-    TelegramAPIError,
-    TelegramBadRequest,
-    TelegramForbiddenError,
-    TelegramMigrateToChat,
-    TelegramNetworkError,
-    TelegramRetryAfter,
-    TelegramServerError,
-)
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.crm import CrmWebhook, describe
-from bot.outbox import safe_error
+from bot import transactions
+from bot.crm import CrmWebhook
+from bot.delivery import Attempt, Courier, DeliveryStats
+from bot.ratelimit import SendLimiter
 from funnel import crm, handoff, notifications, store
 from funnel.clock import Clock
 from funnel.dialogue import Result
 from funnel.handoff import Card
-from funnel.notifications import CRM_WEBHOOK, MANAGER_CARD, Claimed, Outcome
+from funnel.notifications import (
+    CARD_ERASURE,
+    CRM_FORGOTTEN,
+    CRM_WEBHOOK,
+    MANAGER_CARD,
+    Claimed,
+    Outcome,
+)
 from funnel.script import Script
 from handlers.callbacks import CardCb
 
 log = logging.getLogger("leadbot.handoff")
 
 DEFAULT_BATCH = 50
-# How long stopping the bot waits for deliveries in flight before abandoning them (a card
+# How long stopping the bot waits for deliveries on the wire before abandoning them (a card
 # abandoned mid-request becomes "unknown" at the next start, a webhook is sent again).
 DEFAULT_STOP_GRACE_SECONDS = 5.0
+# What a card says once its lead asked to be forgotten (nothing of the person is left).
+ERASED_CARD = "🗑 Лид #{lead} попросил удалить свои данные. Карточка очищена."
+HandOffStats = DeliveryStats
 
 
 def card_keyboard(card: Card) -> InlineKeyboardMarkup:
@@ -68,26 +71,6 @@ def card_keyboard(card: Card) -> InlineKeyboardMarkup:
     )
 
 
-@dataclass
-class HandOffStats:
-    """What one delivery round did, for logs and tests."""
-
-    sent: int = 0
-    retried: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    unknown: int = 0
-
-    def count(self, outcomes: list[Outcome]) -> None:
-        for outcome in outcomes:
-            name = "retried" if outcome.status == "planned" else outcome.status
-            setattr(self, name, getattr(self, name) + 1)
-
-    @property
-    def busy(self) -> bool:
-        return any((self.sent, self.retried, self.failed, self.cancelled, self.unknown))
-
-
 class HandOff:
     """Plans the hand-off in the dialogue's transaction and delivers it; `tick` is the
     scheduler's interval job."""
@@ -105,6 +88,7 @@ class HandOff:
         send_timeout: int | None = None,
         webhook: CrmWebhook | None = None,
         stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS,
+        limiter: SendLimiter | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -118,12 +102,19 @@ class HandOff:
         self.send_timeout = send_timeout
         self.stop_grace_seconds = stop_grace_seconds
         self._kicks: set[asyncio.Task[None]] = set()
+        self.courier = Courier(limiter, "handoff")
+        self._round = asyncio.Lock()
 
     # -- planning, in the dialogue's transaction ------------------------------------------
 
     async def plan(self, session: AsyncSession, result: Result) -> bool:
         """Writes the notifications `result` calls for into the caller's transaction; True
         when there is something new to deliver after the commit."""
+        if result.forgotten is not None:
+            planned = await notifications.plan_erasure(
+                session, result.forgotten, self.clock.now(), crm=self.webhook is not None
+            )
+            return planned > 0
         lead_id = result.handoff or result.lead_id
         kinds = notifications.kinds_for(
             hot=result.handoff is not None,
@@ -188,29 +179,61 @@ class HandOff:
             )
         return recovered
 
-    async def tick(self) -> HandOffStats:
-        """Delivers every due notification: claims a batch (committed before any request),
-        sends it, records what came of it."""
-        stats = HandOffStats()
-        while True:
-            async with self.sessions() as session:
-                claimed = await notifications.claim_due(session, self.clock.now(), self.batch_size)
-                await session.commit()
-            if not claimed:
-                break
-            outcomes = list(await asyncio.gather(*(self._deliver(row) for row in claimed)))
+    async def tick(self) -> DeliveryStats:
+        """Delivers every due notification: each waits for its slot, is claimed, sent, and
+        what came of it is recorded."""
+        stats = DeliveryStats()
+        async with self._round:
+            busy: set[int] = set()
+            while not self.courier.stopping:
+                now = self.clock.now()
+
+                async def read(now: datetime = now) -> list[Claimed]:
+                    async with self.sessions() as session:
+                        return await notifications.due(session, now, self.batch_size, busy)
+
+                rows = await transactions.retrying(read, "handoff.due")
+                if not rows:
+                    break
+                busy.update(row.id for row in rows)
+                tasks = [self.courier.spawn(self._deliver(row)) for row in rows]
+                results = await asyncio.gather(*tasks, return_exceptions=True)
+                outcomes = [r for r in results if isinstance(r, Outcome)]
+                for result in results:
+                    if isinstance(result, Exception):
+                        log.error(
+                            "handoff.deliver_crashed",
+                            extra={"event": "handoff.deliver_crashed",
+                                   "error": type(result).__name__},
+                        )  # fmt: skip
+                await self._record(outcomes)
+                for outcome in outcomes:
+                    stats.count("retried" if outcome.status == "planned" else outcome.status)
+                if len(rows) < self.batch_size:
+                    break
+        if stats.busy:
+            log.info("handoff.tick", extra={"event": "handoff.tick", **stats.as_fields()})
+        return stats
+
+    async def _record(self, outcomes: list[Outcome]) -> None:
+        if not outcomes:
+            return
+
+        async def write() -> None:
             async with self.sessions() as session:
                 await notifications.record(session, outcomes, self.clock.now())
                 await session.commit()
-            stats.count(outcomes)
-            if len(claimed) < self.batch_size:
-                break
-        if stats.busy:
-            log.info("handoff.tick", extra={"event": "handoff.tick", **vars(stats)})
-        return stats
+
+        await transactions.retrying(write, "handoff.record")
 
     async def close(self) -> None:
-        """Lets deliveries in flight finish (for a while), then closes the CRM session."""
+        """The graceful stop: cards waiting for the group's limit stay planned, requests on
+        the wire finish (for a while), then the CRM session closes."""
+        await self.courier.drain(self.stop_grace_seconds)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.stop_grace_seconds):
+                async with self._round:
+                    pass
         if self._kicks:
             _, pending = await asyncio.wait(set(self._kicks), timeout=self.stop_grace_seconds)
             for task in pending:
@@ -221,7 +244,16 @@ class HandOff:
 
     # -- one delivery ---------------------------------------------------------------------
 
-    async def _deliver(self, row: Claimed) -> Outcome:
+    async def _claim(self, row_id: int) -> bool:
+        async def claim() -> set[int]:
+            async with self.sessions() as session:
+                claimed = await notifications.claim(session, [row_id])
+                await session.commit()
+            return claimed
+
+        return row_id in await transactions.retrying(claim, "handoff.claim")
+
+    async def _deliver(self, row: Claimed) -> Outcome | None:
         try:
             prepared = await self._prepare(row)
         except Exception as error:
@@ -233,16 +265,26 @@ class HandOff:
             return self._retry(row, type(error).__name__)
         if isinstance(prepared, Outcome):
             return prepared
+        claim = functools.partial(self._claim, row.id)
         if isinstance(prepared, Card):
-            return await self._send_card(row, prepared)
-        return await self._post_webhook(row, *prepared)
+            return await self._send_card(row, prepared, claim)
+        if isinstance(prepared, str):
+            return await self._erase_card(row, prepared, claim)
+        return await self._post_webhook(row, *prepared, claim)
 
-    async def _prepare(self, row: Claimed) -> Outcome | Card | tuple[dict[str, Any], str]:
-        """The card or the webhook's payload and key, rendered from the lead as it is now; or
-        the outcome when there is nothing to deliver any more."""
+    async def _prepare(self, row: Claimed) -> Outcome | Card | str | tuple[dict[str, Any], str]:
+        """The card, the erasure's text, or the webhook's payload and key, rendered from the
+        lead as it is now; or the outcome when there is nothing to deliver any more."""
         script = self.script()
         async with self.sessions() as session:
             lead = await store.lead_by_id(session, row.lead_id)
+            if row.kind == CARD_ERASURE:
+                return ERASED_CARD.format(lead=row.lead_id)
+            if row.kind == CRM_FORGOTTEN:
+                if self.webhook is None:
+                    return Outcome(row.id, "cancelled", "CRM_WEBHOOK_URL is not set")
+                key = crm.idempotency_key(row.id, row.lead_id, row.occasion, row.created_at)
+                return crm.forgotten_payload(row.lead_id, key, row.created_at), key
             if lead is None or lead.deleted_at is not None:
                 return Outcome(row.id, "cancelled", "the lead's data was erased (/forget)")
             if row.kind == MANAGER_CARD:
@@ -256,64 +298,99 @@ class HandOff:
                 return await crm.lead_payload(session, script, lead, key), key
         return Outcome(row.id, "failed", f"unknown kind {row.kind!r}")
 
-    async def _send_card(self, row: Claimed, card: Card) -> Outcome:
-        assert self.manager_chat_id is not None
-        try:
-            await self.bot.send_message(
-                self.manager_chat_id,
+    async def _send_card(
+        self, row: Claimed, card: Card, claim: Callable[[], Awaitable[bool]]
+    ) -> Outcome | None:
+        chat_id = self.manager_chat_id
+        assert chat_id is not None
+        attempt = await self.courier.deliver(
+            chat_id,
+            claim,
+            functools.partial(
+                self.bot.send_message,
+                chat_id,
                 card.text,
                 reply_markup=card_keyboard(card),
                 request_timeout=self.send_timeout,
-            )
-        except TelegramRetryAfter as error:
-            # Refused before delivery (and the rate limiter gave up waiting): try again.
-            later = self.clock.now() + timedelta(seconds=error.retry_after)
-            return self._retry(row, safe_error(error), not_before=later)
-        except TelegramMigrateToChat as error:
-            moved = error.migrate_to_chat_id
-            return self._refused(row, f"the group became a supergroup: MANAGER_CHAT_ID={moved}")
-        except (TelegramForbiddenError, TelegramBadRequest) as error:
-            return self._refused(row, error.message)
-        except TelegramServerError as error:
-            return self._retry(row, safe_error(error))
-        except TelegramNetworkError as error:
-            if isinstance(error.__cause__, aiohttp.ClientConnectorError):
-                # No connection was made, so the card cannot have left.
-                return self._retry(row, safe_error(error))
-            return self._unknown(row, error)
-        except TelegramAPIError as error:
-            return self._refused(row, safe_error(error))
-        except Exception as error:
-            log.exception(
-                "handoff.card_crashed",
-                extra={"event": "handoff.card_crashed", "notification_id": row.id},
-            )
-            return self._unknown(row, error)
-        log.info(
-            "handoff.card_sent",
-            extra={"event": "handoff.card_sent", "lead_id": row.lead_id, "attempt": row.attempts},
+            ),
         )
-        return Outcome(row.id, "sent")
+        outcome = self._telegram_outcome(row, attempt)
+        if outcome is not None and outcome.status == "sent":
+            message = attempt.result
+            log.info(
+                "handoff.card_sent",
+                extra={"event": "handoff.card_sent", "lead_id": row.lead_id,
+                       "attempt": row.attempts},
+            )  # fmt: skip
+            return Outcome(row.id, "sent", chat_id=chat_id,
+                           message_id=getattr(message, "message_id", None))  # fmt: skip
+        return outcome
 
-    async def _post_webhook(self, row: Claimed, payload: dict[str, Any], key: str) -> Outcome:
+    async def _erase_card(
+        self, row: Claimed, text: str, claim: Callable[[], Awaitable[bool]]
+    ) -> Outcome | None:
+        if row.chat_id is None or row.message_id is None:
+            return Outcome(row.id, "cancelled", "the card's message is not known")
+        attempt = await self.courier.deliver(
+            row.chat_id,
+            claim,
+            functools.partial(
+                self.bot.edit_message_text,
+                text,
+                chat_id=row.chat_id,
+                message_id=row.message_id,
+                reply_markup=None,
+                request_timeout=self.send_timeout,
+            ),
+        )
+        if attempt.verdict == "refused":
+            # Deleted by a manager, or too old to edit: nothing of the lead is left to erase.
+            return Outcome(row.id, "failed", attempt.error)
+        return self._telegram_outcome(row, attempt)
+
+    def _telegram_outcome(self, row: Claimed, attempt: Attempt) -> Outcome | None:
+        """Cards and their edits: sent; tried again when refused before delivery; failed when
+        Telegram says no for good; unknown (never resent) when it may have arrived."""
+        verdict = attempt.verdict
+        if verdict == "sent":
+            return Outcome(row.id, "sent")
+        if verdict == "retry":
+            later = None
+            if attempt.retry_after is not None:
+                later = self.clock.now() + timedelta(seconds=attempt.retry_after)
+            return self._retry(row, attempt.error or "refused", not_before=later)
+        if verdict in ("refused", "blocked"):
+            return self._refused(row, attempt.error or verdict)
+        if verdict == "unknown":
+            return self._unknown(row, attempt.error or "no answer")
+        return None  # skipped: never claimed
+
+    async def _post_webhook(
+        self, row: Claimed, payload: dict[str, Any], key: str,
+        claim: Callable[[], Awaitable[bool]],
+    ) -> Outcome | None:  # fmt: skip
         assert self.webhook is not None
-        try:
-            status = await self.webhook.post(payload, key)
-        except (aiohttp.ClientError, TimeoutError) as error:
-            problem = describe(error)
-        else:
-            if 200 <= status < 300:
-                log.info(
-                    "handoff.webhook_sent",
-                    extra={
-                        "event": "handoff.webhook_sent",
-                        "lead_id": row.lead_id,
-                        "status": status,
-                        "attempt": row.attempts,
-                    },
-                )
-                return Outcome(row.id, "sent")
-            problem = f"HTTP {status}"
+        attempt = await self.courier.deliver(
+            None, claim, functools.partial(self.webhook.post, payload, key)
+        )
+        if attempt.verdict == "skipped":
+            return None
+        status = attempt.result if attempt.verdict == "sent" else None
+        if isinstance(status, int) and 200 <= status < 300:
+            log.info(
+                "handoff.webhook_sent",
+                extra={
+                    "event": "handoff.webhook_sent",
+                    "lead_id": row.lead_id,
+                    "kind": row.kind,
+                    "status": status,
+                    "attempt": row.attempts,
+                },
+            )
+            return Outcome(row.id, "sent")
+        # The CRM dedupes by the idempotency key, so even a request that may have arrived is
+        # sent again.
+        problem = f"HTTP {status}" if status is not None else (attempt.error or "no answer")
         return self._retry(row, problem)
 
     # -- outcomes and their logs ----------------------------------------------------------
@@ -363,8 +440,7 @@ class HandOff:
         )
         return Outcome(row.id, "failed", reason)
 
-    def _unknown(self, row: Claimed, error: BaseException) -> Outcome:
-        text = safe_error(error)
+    def _unknown(self, row: Claimed, text: str) -> Outcome:
         log.warning(
             "handoff.card_unknown: no answer from Telegram; the card may be in the managers' "
             "chat and is not resent. Look the lead up with /lead <id> if it is missing",

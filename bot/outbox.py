@@ -4,28 +4,24 @@ rate-limited Bot at most once each, recording what Telegram answered."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
-import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from html import escape
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiogram import Bot
-from aiogram.exceptions import (
-    TelegramAPIError,
-    TelegramBadRequest,
-    TelegramForbiddenError,
-    TelegramNetworkError,
-    TelegramRetryAfter,
-    TelegramServerError,
-)
+from aiogram.exceptions import TelegramAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import transactions
+from bot.delivery import Attempt, Claims, Courier, DeliveryStats, safe_error
+from bot.ratelimit import SendLimiter
 from funnel import campaigns
 from funnel.campaigns import Cancel, Outcome, Postpone, Send
 from funnel.clock import Clock
@@ -41,37 +37,16 @@ DEFAULT_CONCURRENCY = 50
 # How long one delivery round may keep claiming new batches before the tick yields to
 # planning; in-flight sends always finish.
 DEFAULT_ROUND_SECONDS = 300.0
+# How long a graceful stop waits for the requests on the wire.
+DEFAULT_STOP_GRACE_SECONDS = 10.0
 # Leads whose cycle began this long (in wall seconds) before a planning watermark are read
 # again: covers dialogue transactions that stamped the time, then committed a bit later.
 PLAN_MARGIN_WALL_SECONDS = 120.0
-MAX_ERROR = 250
+# A touch refused before delivery without a hint when to come back (no connection).
+RETRY_SECONDS = 30.0
 ALERT_LIMIT = 3900
-_TOKEN = re.compile(r"bot\d+:[A-Za-z0-9_-]+")
 
-
-@dataclass
-class TickStats:
-    """What one tick did, for logs and tests."""
-
-    planned: int = 0
-    sent: int = 0
-    failed: int = 0
-    unknown: int = 0
-    cancelled: int = 0
-    postponed: int = 0
-    retried: int = 0
-    seconds: float = 0.0
-
-    def __iadd__(self, other: TickStats) -> TickStats:
-        for name in ("planned", "sent", "failed", "unknown", "cancelled", "postponed", "retried"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        return self
-
-    @property
-    def busy(self) -> bool:
-        return any(
-            (self.planned, self.sent, self.failed, self.unknown, self.cancelled, self.postponed)
-        )
+TickStats = DeliveryStats
 
 
 @dataclass(frozen=True)
@@ -88,17 +63,8 @@ class _Outgoing:
 
 @dataclass
 class _Round:
-    stats: TickStats = field(default_factory=TickStats)
-    # Touches whose step alerts the managers once sent: touch id -> ((campaign, step), lead).
-    notify: dict[int, tuple[tuple[str, int], str]] = field(default_factory=dict)
+    stats: DeliveryStats = field(default_factory=DeliveryStats)
     alerts: dict[tuple[str, int], list[str]] = field(default_factory=dict)
-
-
-def safe_error(error: BaseException) -> str:
-    """The error's kind and message for logs and the touches table, without the bot token
-    (some client errors quote the request URL)."""
-    text = f"{type(error).__name__}: {error}"
-    return _TOKEN.sub("bot<token>", text)[:MAX_ERROR]
 
 
 class Outbox:
@@ -118,6 +84,7 @@ class Outbox:
         send_timeout: int | None = None,
         plan_margin: timedelta | None = None,
         round_seconds: float = DEFAULT_ROUND_SECONDS,
+        limiter: SendLimiter | None = None,
     ) -> None:
         if batch_size < 1 or concurrency < 1:
             raise ValueError("batch_size and concurrency must be at least 1")
@@ -131,6 +98,9 @@ class Outbox:
         self.concurrency = concurrency
         self.send_timeout = send_timeout
         self.round_seconds = round_seconds
+        # Without a limiter (tests of the decision alone) the request middleware paces.
+        self.courier = Courier(limiter, "touches")
+        self._round = asyncio.Lock()
         if plan_margin is None:
             # In scaled (demo) time a wall second is many funnel seconds.
             scale = float(getattr(clock, "scale", 1.0))
@@ -152,7 +122,7 @@ class Outbox:
             )
         return count
 
-    async def tick(self) -> TickStats:
+    async def tick(self) -> DeliveryStats:
         """One round: plan what campaign rules make due, then deliver what is due."""
         started = time.monotonic()
         now = self.clock.now()
@@ -163,17 +133,7 @@ class Outbox:
         if stats.busy:
             log.info(
                 "outbox.tick",
-                extra={
-                    "event": "outbox.tick",
-                    "planned": stats.planned,
-                    "sent": stats.sent,
-                    "failed": stats.failed,
-                    "unknown": stats.unknown,
-                    "cancelled": stats.cancelled,
-                    "postponed": stats.postponed,
-                    "retried": stats.retried,
-                    "seconds": round(stats.seconds, 3),
-                },
+                extra={"event": "outbox.tick", **stats.as_fields()},
             )
         return stats
 
@@ -186,63 +146,85 @@ class Outbox:
             await session.commit()
         return count
 
-    async def deliver(self, now: datetime) -> TickStats:
-        """Sends the due touches: batches are claimed and checked, then sent concurrently
-        (bounded), so the rate limiter is the only throttle; results are written as they
-        come in."""
+    async def deliver(self, now: datetime) -> DeliveryStats:
+        """Sends the due touches: batches are read and checked, then each touch waits for its
+        rate-limit slot, is claimed and sent (bounded concurrency, so the rate limiter is the
+        only throttle); results are written as they come in."""
         round_ = _Round()
         started = time.monotonic()
+        claims = Claims(functools.partial(self._claim_many, floor=now), "outbox.claim")
         queue: deque[_Outgoing] = deque()
-        inflight: set[asyncio.Task[Outcome]] = set()
+        inflight: dict[asyncio.Task[Attempt], _Outgoing] = {}
         exhausted = False
-        try:
+        async with self._round:
             while True:
+                if self.courier.stopping:
+                    queue.clear()
+                    exhausted = True
                 if not queue and not exhausted:
                     if time.monotonic() - started > self.round_seconds:
                         exhausted = True
                     else:
                         moment = max(now, self.clock.now())
-                        batch, examined = await self._prepare(moment, round_)
+                        busy = {item.touch_id for item in inflight.values()}
+                        batch, examined = await self._prepare(moment, round_, busy)
                         queue.extend(batch)
                         exhausted = examined < self.batch_size
-                if queue and len(inflight) <= self.concurrency // 2:
-                    free = min(len(queue), self.concurrency - len(inflight))
-                    take = [queue.popleft() for _ in range(free)]
-                    for item in await self._claim(take, now):
-                        if item.notify_managers:
-                            round_.notify[item.touch_id] = (
-                                (item.campaign, item.step),
-                                item.lead_label,
-                            )
-                        inflight.add(asyncio.create_task(self._send(item)))
-                    continue
+                while queue and len(inflight) < self.concurrency:
+                    item = queue.popleft()
+                    task = self.courier.spawn(self._deliver_one(item, claims))
+                    inflight[task] = item
                 if not inflight:
                     if queue or not exhausted:
                         continue
                     break
                 done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-                inflight -= done
-                await self._record([task.result() for task in done], round_)
-        finally:
-            if inflight:
-                # Cancelled mid-round (shutdown): what is in flight stays "sending" and is
-                # settled as "unknown" at the next start, never resent.
-                for task in inflight:
-                    task.cancel()
-                await asyncio.gather(*inflight, return_exceptions=True)
-        await self._alert_managers(round_)
+                finished = [(inflight.pop(task), task) for task in done]
+                await self._record(
+                    [(item, task.result()) for item, task in finished if not task.cancelled()],
+                    round_,
+                )
+                if queue and len(inflight) > self.concurrency // 2:
+                    continue
+        if not self.courier.stopping:
+            await self._alert_managers(round_)
         return round_.stats
+
+    async def stop(self, grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS) -> None:
+        """The graceful stop: touches waiting for a slot stay planned, the requests on the
+        wire finish and are recorded; the tick in progress ends."""
+        await self.courier.drain(grace_seconds)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_seconds):
+                async with self._round:
+                    pass
+
+    async def _deliver_one(self, item: _Outgoing, claims: Claims) -> Attempt:
+        return await self.courier.deliver(
+            item.chat_id,
+            functools.partial(claims.claim, item.touch_id),
+            functools.partial(
+                self.bot.send_message,
+                chat_id=item.chat_id,
+                text=item.reply.text,
+                parse_mode="HTML",
+                reply_markup=keyboard(item.reply),
+                request_timeout=self.send_timeout,
+            ),
+        )
 
     # -- steps ----------------------------------------------------------------------------
 
-    async def _prepare(self, now: datetime, round_: _Round) -> tuple[list[_Outgoing], int]:
+    async def _prepare(
+        self, now: datetime, round_: _Round, busy: Collection[int] = ()
+    ) -> tuple[list[_Outgoing], int]:
         """Claims a batch of due touches, cancels the obsolete, postpones those outside the
         window or over the cap, and renders the rest."""
         script = self.script()
         outgoing: list[_Outgoing] = []
         async with self.sessions() as session:
             await campaigns.take_write_lock(session)
-            pairs = await campaigns.due_touches(session, now, self.batch_size)
+            pairs = await campaigns.due_touches(session, now, self.batch_size, busy)
             if not pairs:
                 return [], 0
             lead_ids = sorted({touch.lead_id for touch, _ in pairs})
@@ -278,103 +260,72 @@ class Outbox:
             await session.commit()
         return outgoing, len(pairs)
 
-    async def _claim(self, items: list[_Outgoing], floor: datetime) -> list[_Outgoing]:
-        """Marks a slice "sending" and commits, right before the requests leave; anything
-        that went stale meanwhile (a reply, /stop, a block, the window closing) stays
-        planned and is decided again by the next batch."""
+    async def _claim_many(self, touch_ids: list[int], floor: datetime) -> set[int]:
+        """Marks touches "sending" and commits, right as their requests leave; anything that
+        went stale meanwhile (a reply, /stop, a block, the window closing) stays planned and
+        is decided again by the next batch."""
         now = max(floor, self.clock.now())
-        if not items or not in_window(now, self.script().send_window, self.zone):
-            return []
+        if not in_window(now, self.script().send_window, self.zone):
+            return set()
         async with self.sessions() as session:
-            claimed = await campaigns.claim_for_sending(session, [i.touch_id for i in items], now)
+            claimed = await campaigns.claim_for_sending(session, touch_ids, now)
             await session.commit()
-        return [item for item in items if item.touch_id in claimed]
+        return claimed
 
-    async def _send(self, item: _Outgoing) -> Outcome:
-        def outcome(status: Any, **fields: Any) -> Outcome:
-            return Outcome(item.touch_id, item.lead_id, status, self.clock.now(), **fields)
-
-        try:
-            await self.bot.send_message(
-                chat_id=item.chat_id,
-                text=item.reply.text,
-                parse_mode="HTML",
-                reply_markup=keyboard(item.reply),
-                request_timeout=self.send_timeout,
+    def _outcome(self, item: _Outgoing, attempt: Attempt) -> Outcome | None:
+        now = self.clock.now()
+        fields = {"event": "outbox.send_" + attempt.verdict, "touch_id": item.touch_id,
+                  "lead_id": item.lead_id, "campaign": item.campaign, "step": item.step,
+                  "error": attempt.error}  # fmt: skip
+        verdict = attempt.verdict
+        if verdict == "sent":
+            return Outcome(item.touch_id, item.lead_id, "sent", now)
+        if verdict == "retry":
+            retry_at = now + timedelta(seconds=attempt.retry_after or RETRY_SECONDS)
+            return Outcome(item.touch_id, item.lead_id, "planned", now, error=attempt.error,
+                           retry_at=retry_at)  # fmt: skip
+        if verdict == "blocked":
+            return Outcome(item.touch_id, item.lead_id, "failed", now, reason="blocked",
+                           error=attempt.error)  # fmt: skip
+        if verdict == "refused":
+            log.warning(
+                "outbox.send_failed: Telegram refused the touch; check the campaign's text "
+                "and buttons in the script",
+                extra=fields,
             )
-        except TelegramRetryAfter as error:
-            # Flood control refused it before delivery (and the middleware gave up retrying).
-            retry_at = self.clock.now() + timedelta(seconds=error.retry_after)
-            return outcome("planned", error=safe_error(error), retry_at=retry_at)
-        except TelegramForbiddenError as error:
-            return outcome("failed", reason="blocked", error=error.message[:MAX_ERROR])
-        except TelegramBadRequest as error:
-            self._log_failed(item, "bad_request", error)
-            return outcome("failed", reason="bad_request", error=error.message[:MAX_ERROR])
-        except (TelegramNetworkError, TelegramServerError, TimeoutError, OSError) as error:
-            # The request may have reached Telegram: never resent (a doubled marketing
-            # message is worse than a lost one).
-            return self._unknown(item, outcome, error)
-        except TelegramAPIError as error:
-            self._log_failed(item, "telegram_error", error)
-            return outcome("failed", reason="telegram_error", error=safe_error(error))
-        except Exception as error:
-            log.exception(
-                "outbox.send_crashed",
-                extra={"event": "outbox.send_crashed", "touch_id": item.touch_id},
+            return Outcome(item.touch_id, item.lead_id, "failed", now, reason="bad_request",
+                           error=attempt.error)  # fmt: skip
+        if verdict == "unknown":
+            log.warning(
+                "outbox.send_unknown: no answer from Telegram; the touch may have reached the "
+                "lead and is not resent. Many of these mean the network or TELEGRAM_API_URL "
+                "is unhealthy",
+                extra=fields,
             )
-            return self._unknown(item, outcome, error)
-        return outcome("sent")
+            return Outcome(item.touch_id, item.lead_id, "unknown", now, reason="no_answer",
+                           error=attempt.error)  # fmt: skip
+        return None  # skipped: never claimed, still planned
 
-    def _unknown(
-        self, item: _Outgoing, outcome: Callable[..., Outcome], error: BaseException
-    ) -> Outcome:
-        text = safe_error(error)
-        log.warning(
-            "outbox.send_unknown: no answer from Telegram; the touch may have reached the "
-            "lead and is not resent. Many of these mean the network or TELEGRAM_API_URL is "
-            "unhealthy",
-            extra={
-                "event": "outbox.send_unknown",
-                "touch_id": item.touch_id,
-                "lead_id": item.lead_id,
-                "campaign": item.campaign,
-                "step": item.step,
-                "error": text,
-            },
-        )
-        return outcome("unknown", reason="no_answer", error=text)
-
-    def _log_failed(self, item: _Outgoing, reason: str, error: TelegramAPIError) -> None:
-        log.warning(
-            "outbox.send_failed: Telegram refused the touch; check the campaign's text and "
-            "buttons in the script",
-            extra={
-                "event": "outbox.send_failed",
-                "touch_id": item.touch_id,
-                "lead_id": item.lead_id,
-                "campaign": item.campaign,
-                "step": item.step,
-                "reason": reason,
-                "error": error.message[:MAX_ERROR],
-            },
-        )
-
-    async def _record(self, outcomes: list[Outcome], round_: _Round) -> None:
+    async def _record(self, results: list[tuple[_Outgoing, Attempt]], round_: _Round) -> None:
+        pairs = [(item, self._outcome(item, attempt)) for item, attempt in results]
+        outcomes = [outcome for _, outcome in pairs if outcome is not None]
         if not outcomes:
             return
-        async with self.sessions() as session:
-            counts = await campaigns.record_outcomes(session, outcomes, self.clock.now())
-            await session.commit()
+
+        async def write() -> Mapping[str, int]:
+            async with self.sessions() as session:
+                counts = await campaigns.record_outcomes(session, outcomes, self.clock.now())
+                await session.commit()
+            return counts
+
+        counts = await transactions.retrying(write, "outbox.record")
         stats = round_.stats
-        stats.sent += counts.get("sent", 0)
-        stats.failed += counts.get("failed", 0)
-        stats.unknown += counts.get("unknown", 0)
-        stats.retried += counts.get("planned", 0)
-        for outcome in outcomes:
-            if outcome.status == "sent" and outcome.touch_id in round_.notify:
-                key, label = round_.notify.pop(outcome.touch_id)
-                round_.alerts.setdefault(key, []).append(label)
+        for status, n in counts.items():
+            stats.count(status, n)
+        for item, outcome in pairs:
+            if outcome is not None and outcome.status == "sent" and item.notify_managers:
+                key = (item.campaign, item.step)
+                round_.alerts.setdefault(key, []).append(item.lead_label)
 
     # -- managers' alerts -----------------------------------------------------------------
 

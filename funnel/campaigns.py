@@ -3,7 +3,7 @@ what to do with a due touch (send, cancel, postpone), and what the touch says.""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -285,9 +285,10 @@ def render_touch(script: Script, campaign: Campaign, step: int, lead: Lead) -> R
 
 
 async def due_touches(
-    session: AsyncSession, now: datetime, limit: int
+    session: AsyncSession, now: datetime, limit: int, exclude: Collection[int] = ()
 ) -> list[tuple[Touch, Lead | None]]:
-    """Planned touches whose time has come, oldest first, with their leads.
+    """Planned touches whose time has come, oldest first, with their leads; `exclude` names
+    those already on their way (waiting for a slot, still planned).
 
     On PostgreSQL the rows are locked with SKIP LOCKED so instances share the work; SQLite
     has one writer at a time, which is enough.
@@ -299,6 +300,8 @@ async def due_touches(
         .order_by(Touch.due_at, Touch.id)
         .limit(limit)
     )
+    if exclude:
+        query = query.where(Touch.id.not_in(sorted(exclude)))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=Touch)
     return [(touch, lead) for touch, lead in (await session.execute(query)).all()]

@@ -48,6 +48,7 @@ async def lead_payload(
     reasons = qualification.verdict(script, chosen, lead.score).reasons if answers else []
     name = " ".join(part for part in (lead.first_name, lead.last_name) if part)
     return {
+        "event": "lead",
         "idempotency_key": key,
         "lead_id": lead.id,
         "name": name or None,
@@ -65,4 +66,14 @@ async def lead_payload(
         "answers": listed,
         "reasons": reasons,
         "created_at": lead.created_at.isoformat(),
+    }
+
+
+def forgotten_payload(lead_id: int, key: str, at: datetime) -> dict[str, Any]:
+    """Tells the CRM that the lead asked to be forgotten: it should erase what it holds."""
+    return {
+        "event": "forgotten",
+        "idempotency_key": key,
+        "lead_id": lead_id,
+        "forgotten_at": at.isoformat(),
     }

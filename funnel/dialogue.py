@@ -31,6 +31,7 @@ class Result:
     handoff: int | None = None  # lead id
     lead_id: int | None = None
     qualified: bool = False
+    forgotten: int | None = None  # lead id: its cards are to be cleared, its CRM told
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class Dialogue:
     session: AsyncSession
     script: Script
     clock: Clock
+    # Whether a managers' chat receives hot leads: only then is a hot lead promised a call.
+    managers: bool = True
 
     # -- entry points ---------------------------------------------------------------------
 
@@ -170,7 +173,10 @@ class Dialogue:
         lead = await self._lead(profile)
         if lead is not None:
             await store.forget_lead(self.session, lead, self.clock.now())
-        return Result([Reply(self._text(None, self.script.texts.forgotten))])
+        return Result(
+            [Reply(self._text(None, self.script.texts.forgotten))],
+            forgotten=lead.id if lead is not None else None,
+        )
 
     async def keep(self, profile: Profile) -> Result:
         lead = await self._lead(profile)
@@ -264,7 +270,8 @@ class Dialogue:
         handoff = None
         if verdict.outcome.notify_managers:
             handoff = lead.id
-            text += "\n\n" + self.script.texts.manager_will_write
+            if self.managers:
+                text += "\n\n" + self.script.texts.manager_will_write
         qualified = verdict.disqualifier is None
         reply = self._outcome_reply(lead, text)
         return Result([reply], handoff=handoff, lead_id=lead.id, qualified=qualified)

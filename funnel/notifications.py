@@ -4,7 +4,7 @@ delivery, retries with backoff, and what a crash leaves behind."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -15,9 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.models import Answer, Lead, Notification, StageEvent
 
-Kind = Literal["manager_card", "crm_webhook"]
+Kind = Literal["manager_card", "crm_webhook", "card_erasure", "crm_forgotten"]
 MANAGER_CARD: Kind = "manager_card"
 CRM_WEBHOOK: Kind = "crm_webhook"
+# After /forget: each card the managers got is edited to say so, and the CRM is told.
+CARD_ERASURE: Kind = "card_erasure"
+CRM_FORGOTTEN: Kind = "crm_forgotten"
+WEBHOOK_KINDS = frozenset({CRM_WEBHOOK, CRM_FORGOTTEN})
 Status = Literal["sent", "planned", "failed", "cancelled", "unknown"]
 
 # Retries wait 15 s, 30 s, 1 min, ... and at most an hour; a day after the moment the row
@@ -84,7 +88,7 @@ async def plan(session: AsyncSession, lead: Lead, kinds: Sequence[Kind], now: da
 
 @dataclass(frozen=True)
 class Claimed:
-    """A row marked "sending": what delivery needs to know about it."""
+    """A row on its way: what delivery needs to know about it."""
 
     id: int
     lead_id: int
@@ -92,35 +96,121 @@ class Claimed:
     occasion: str
     attempts: int  # this one included
     created_at: datetime
+    chat_id: int | None = None
+    message_id: int | None = None
 
 
-async def claim_due(session: AsyncSession, now: datetime, limit: int) -> list[Claimed]:
-    """Marks up to `limit` due planned rows "sending" (attempts + 1) and returns them. Commit
-    before the request leaves: from then on a crash leaves "sending" behind, which
-    `recover_interrupted` settles. Several instances never claim the same row."""
-    due = (
-        select(Notification.id)
-        .where(Notification.status == "planned", Notification.due_at <= now)
-        .order_by(Notification.due_at, Notification.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    statement = (
-        update(Notification)
-        .where(Notification.id.in_(due.scalar_subquery()), Notification.status == "planned")
-        .values(status="sending", attempts=Notification.attempts + 1)
-        .returning(
+async def due(
+    session: AsyncSession, now: datetime, limit: int, exclude: Collection[int] = ()
+) -> list[Claimed]:
+    """Planned rows whose time has come, oldest first (not claimed yet: a row is claimed
+    only when its request can leave, see `claim`); `exclude` names those already on their
+    way."""
+    query = (
+        select(
             Notification.id,
             Notification.lead_id,
             Notification.kind,
             Notification.occasion,
-            Notification.attempts,
+            Notification.attempts + 1,
             Notification.created_at,
+            Notification.chat_id,
+            Notification.message_id,
         )
+        .where(Notification.status == "planned", Notification.due_at <= now)
+        .order_by(Notification.due_at, Notification.id)
+        .limit(limit)
+    )
+    if exclude:
+        query = query.where(Notification.id.not_in(sorted(exclude)))
+    return [Claimed(*row) for row in (await session.execute(query)).all()]
+
+
+async def claim(session: AsyncSession, ids: Sequence[int]) -> set[int]:
+    """Marks rows "sending" (attempts + 1) if they are still planned; returns those claimed.
+    Commit before the request leaves: from then on a crash leaves "sending" behind, which
+    `recover_interrupted` settles. Of several instances only one claims a row."""
+    if not ids:
+        return set()
+    statement = (
+        update(Notification)
+        .where(Notification.id.in_(ids), Notification.status == "planned")
+        .values(status="sending", attempts=Notification.attempts + 1)
+        .returning(Notification.id)
         .execution_options(synchronize_session=False)
     )
-    rows = (await session.execute(statement)).all()
-    return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+    return set((await session.scalars(statement)).all())
+
+
+async def claim_due(session: AsyncSession, now: datetime, limit: int) -> list[Claimed]:
+    """Reads and claims up to `limit` due rows at once (for work with no rate limit)."""
+    rows = await due(session, now, limit)
+    claimed = await claim(session, [row.id for row in rows])
+    return [row for row in rows if row.id in claimed]
+
+
+async def plan_erasure(session: AsyncSession, lead_id: int, now: datetime, *, crm: bool) -> int:
+    """After /forget, in its transaction: an edit for every card the managers may have got
+    (its chat and message are known), a `forgotten` event for a CRM that heard of the lead;
+    rows not yet delivered are cancelled. Returns how many rows are new."""
+    await session.execute(
+        update(Notification)
+        .where(
+            Notification.lead_id == lead_id,
+            Notification.status == "planned",
+            Notification.kind.in_((MANAGER_CARD, CRM_WEBHOOK)),
+        )
+        .values(status="cancelled", error="the lead asked to be forgotten")
+        .execution_options(synchronize_session=False)
+    )
+    cards = await session.execute(
+        select(Notification.id, Notification.chat_id, Notification.message_id).where(
+            Notification.lead_id == lead_id,
+            Notification.kind == MANAGER_CARD,
+            Notification.message_id.is_not(None),
+        )
+    )
+    rows: list[dict[str, Any]] = [
+        {"lead_id": lead_id, "kind": CARD_ERASURE, "occasion": f"card:{card_id}",
+         "status": "planned", "attempts": 0, "due_at": now, "created_at": now,
+         "chat_id": chat_id, "message_id": message_id}
+        for card_id, chat_id, message_id in cards.all()
+    ]  # fmt: skip
+    told_crm = await session.scalar(
+        select(func.count()).where(
+            Notification.lead_id == lead_id,
+            Notification.kind == CRM_WEBHOOK,
+            Notification.status.in_(("sent", "sending", "unknown", "failed")),
+        )
+    )
+    if crm and told_crm:
+        rows.append(
+            {"lead_id": lead_id, "kind": CRM_FORGOTTEN, "occasion": "forgotten",
+             "status": "planned", "attempts": 0, "due_at": now, "created_at": now,
+             "chat_id": None, "message_id": None}
+        )  # fmt: skip
+    if not rows:
+        return 0
+    statement = (
+        _insert(session)(Notification)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["lead_id", "kind", "occasion"])
+        .returning(Notification.id)
+    )
+    return len((await session.scalars(statement)).all())
+
+
+async def card_in_chat(session: AsyncSession, lead_id: int, chat_id: int) -> bool:
+    """Did the bot send (or may it have sent) a card for this lead to this chat?"""
+    found = await session.scalar(
+        select(func.count()).where(
+            Notification.lead_id == lead_id,
+            Notification.kind == MANAGER_CARD,
+            Notification.status.in_(("sent", "unknown")),
+            (Notification.chat_id == chat_id) | Notification.chat_id.is_(None),
+        )
+    )
+    return bool(found)
 
 
 @dataclass(frozen=True)
@@ -132,6 +222,8 @@ class Outcome:
     status: Status
     error: str | None = None
     retry_at: datetime | None = None
+    chat_id: int | None = None
+    message_id: int | None = None
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -158,16 +250,20 @@ def retry_or_give_up(
 
 async def record(session: AsyncSession, outcomes: Sequence[Outcome], now: datetime) -> None:
     """Writes what each attempt came to, for rows still "sending" (a row recovery settled
-    meanwhile keeps what recovery decided)."""
+    meanwhile keeps what recovery decided) or, when nothing was sent (cancelled: the lead
+    was forgotten, a setting was removed), still "planned"."""
     for outcome in outcomes:
         values: dict[str, Any] = {"status": outcome.status, "error": outcome.error}
         if outcome.status == "sent":
             values["sent_at"] = now
+            if outcome.message_id is not None:
+                values.update(chat_id=outcome.chat_id, message_id=outcome.message_id)
         elif outcome.status == "planned":
             values["due_at"] = outcome.retry_at or now
+        current = ("sending", "planned") if outcome.status == "cancelled" else ("sending",)
         await session.execute(
             update(Notification)
-            .where(Notification.id == outcome.id, Notification.status == "sending")
+            .where(Notification.id == outcome.id, Notification.status.in_(current))
             .values(**values)
             .execution_options(synchronize_session=False)
         )
@@ -186,7 +282,7 @@ async def recover_interrupted(session: AsyncSession, now: datetime) -> Recovered
     """At start-up, before any delivery: settles what a crash left "sending"."""
     cards = await session.execute(
         update(Notification)
-        .where(Notification.status == "sending", Notification.kind == MANAGER_CARD)
+        .where(Notification.status == "sending", Notification.kind.not_in(WEBHOOK_KINDS))
         .values(status="unknown", error="interrupted: the process stopped while sending")
         .returning(Notification.id, Notification.lead_id)
         .execution_options(synchronize_session=False)
@@ -194,7 +290,7 @@ async def recover_interrupted(session: AsyncSession, now: datetime) -> Recovered
     unknown = sorted((row_id, lead_id) for row_id, lead_id in cards.all())
     webhooks = await session.execute(
         update(Notification)
-        .where(Notification.status == "sending", Notification.kind == CRM_WEBHOOK)
+        .where(Notification.status == "sending", Notification.kind.in_(WEBHOOK_KINDS))
         .values(status="planned", due_at=now, error="interrupted: sent again")
         .returning(Notification.id)
         .execution_options(synchronize_session=False)

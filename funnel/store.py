@@ -137,8 +137,11 @@ async def mark_replied(session: AsyncSession, lead_id: int, at: datetime) -> Non
 
 
 async def forget_lead(session: AsyncSession, lead: Lead, at: datetime) -> None:
-    """Erases the person and their answers; the lead stays as an anonymous count."""
-    await session.execute(update(Answer).where(Answer.lead_id == lead.id).values(value=None))
+    """Erases the person and their answers (typed texts and chosen options); the lead stays
+    as an anonymous count in the stage log and the report's aggregates."""
+    await session.execute(
+        update(Answer).where(Answer.lead_id == lead.id).values(value=None, option=None)
+    )
     await cancel_pending_touches(session, lead.id, "forgotten")
     lead.user_id = None
     lead.chat_id = None

@@ -25,6 +25,10 @@ from handlers.callbacks import AnswerCb, ButtonCb, SystemCb
 from handlers.respond import respond
 
 
+def _dialogue(session: AsyncSession, script: Script, clock: Clock, handoff: HandOff) -> Dialogue:
+    return Dialogue(session, script, clock, managers=handoff.manager_chat_id is not None)
+
+
 def profile_of(user: User, chat_id: int) -> Profile:
     return Profile(
         user_id=user.id,
@@ -63,7 +67,7 @@ def router() -> Router:
                        handoff: HandOff) -> None:  # fmt: skip
         if message.from_user is None:
             return
-        dialogue = Dialogue(session, script, clock)
+        dialogue = _dialogue(session, script, clock, handoff)
         result = await dialogue.start(profile_of(message.from_user, message.chat.id), command.args)
         await _finish(dialogue, bot, message.chat.id, result, handoff)
 
@@ -73,7 +77,7 @@ def router() -> Router:
                          handoff: HandOff) -> None:  # fmt: skip
         if message.from_user is None:
             return
-        dialogue = Dialogue(session, script, clock)
+        dialogue = _dialogue(session, script, clock, handoff)
         profile = profile_of(message.from_user, message.chat.id)
         actions = {"help": dialogue.help, "stop": dialogue.stop, "forget": dialogue.forget_request}
         result = await actions[command.command](profile)
@@ -84,7 +88,7 @@ def router() -> Router:
                       clock: Clock, handoff: HandOff) -> None:  # fmt: skip
         if message.from_user is None or message.text is None:
             return
-        dialogue = Dialogue(session, script, clock)
+        dialogue = _dialogue(session, script, clock, handoff)
         profile = profile_of(message.from_user, message.chat.id)
         if message.text.startswith("/"):
             result = await dialogue.unknown_command(profile)
@@ -98,7 +102,7 @@ def router() -> Router:
         """Stickers, photos, voice, contacts...: never stored as an answer."""
         if message.from_user is None:
             return
-        dialogue = Dialogue(session, script, clock)
+        dialogue = _dialogue(session, script, clock, handoff)
         result = await dialogue.unsupported(profile_of(message.from_user, message.chat.id))
         await _finish(dialogue, bot, message.chat.id, result, handoff)
 
@@ -106,7 +110,7 @@ def router() -> Router:
     async def on_answer(query: CallbackQuery, callback_data: AnswerCb, bot: Bot,
                         session: AsyncSession, script: Script, clock: Clock,
                         handoff: HandOff) -> None:  # fmt: skip
-        dialogue = Dialogue(session, script, clock)
+        dialogue = _dialogue(session, script, clock, handoff)
         chat_id = _chat_id(query)
         result = await dialogue.answer(
             profile_of(query.from_user, chat_id), callback_data.q, option_id=callback_data.o
@@ -117,7 +121,7 @@ def router() -> Router:
     async def on_button(query: CallbackQuery, callback_data: ButtonCb, bot: Bot,
                         session: AsyncSession, script: Script, clock: Clock,
                         handoff: HandOff) -> None:  # fmt: skip
-        dialogue = Dialogue(session, script, clock)
+        dialogue = _dialogue(session, script, clock, handoff)
         chat_id = _chat_id(query)
         result = await dialogue.press(profile_of(query.from_user, chat_id), callback_data.id)
         await _finish(dialogue, bot, chat_id, result, handoff, query)
@@ -126,7 +130,7 @@ def router() -> Router:
     async def on_system(query: CallbackQuery, callback_data: SystemCb, bot: Bot,
                         session: AsyncSession, script: Script, clock: Clock,
                         handoff: HandOff) -> None:  # fmt: skip
-        dialogue = Dialogue(session, script, clock)
+        dialogue = _dialogue(session, script, clock, handoff)
         chat_id = _chat_id(query)
         result = await dialogue.system(profile_of(query.from_user, chat_id), callback_data.op)
         await _finish(dialogue, bot, chat_id, result, handoff, query)
@@ -135,7 +139,7 @@ def router() -> Router:
     async def on_forged(query: CallbackQuery, bot: Bot, session: AsyncSession, script: Script,
                         clock: Clock, handoff: HandOff) -> None:  # fmt: skip
         """Data we never issued (forged, or from a much older bot): the current question."""
-        dialogue = Dialogue(session, script, clock)
+        dialogue = _dialogue(session, script, clock, handoff)
         chat_id = _chat_id(query)
         result = await dialogue.system(profile_of(query.from_user, chat_id), "stale")
         await _finish(dialogue, bot, chat_id, result, handoff, query)

@@ -8,11 +8,11 @@ from pathlib import Path
 from sqlalchemy import select
 
 from bot.app import App
-from bot.emulator.server import DEFAULT_TOKEN
+from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
 from bot.emulator.users import SimUser
 from funnel.clock import FakeClock
 from funnel.models import Answer, Lead, StageEvent
-from tests.e2e.conftest import World, fast_limiter, settings_for
+from tests.e2e.conftest import HOT, World, fast_limiter, qualify, settings_for
 
 
 async def lead_of(world: World, user: SimUser) -> Lead:
@@ -117,3 +117,25 @@ async def test_a_known_lead_continues_or_starts_over(world: World) -> None:
     await user.send("/start")
     await user.next_message()
     assert "Вопрос 1 из 4" in await answer(user, "🔄 Начать сначала")
+
+
+async def test_a_hot_lead_is_promised_a_manager_only_when_there_is_one(
+    emu: TelegramEmulator, tmp_path: Path, clock: FakeClock, world: World
+) -> None:
+    promise = "Менеджер уже получил вашу заявку"
+    with_managers = await qualify(world, HOT, "Анна")
+    outcome = with_managers.last_message
+    assert outcome is not None and promise in outcome.plain_text
+    await world.app.stop()
+
+    alone = App(settings_for(emu, tmp_path / "alone"), token=DEFAULT_TOKEN, clock=clock,
+                limiter=fast_limiter())  # fmt: skip
+    await alone.start(scheduler=False)
+    try:
+        nobody = await qualify(World(emu, alone, world.admin, world.manager, world.managers),
+                               HOT, "Ира")  # fmt: skip
+        alone_outcome = nobody.last_message
+        assert alone_outcome is not None and alone_outcome.buttons  # the booking offer
+        assert promise not in alone_outcome.plain_text
+    finally:
+        await alone.stop()

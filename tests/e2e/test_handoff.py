@@ -147,14 +147,16 @@ async def test_the_card_arrives_at_once_and_a_double_tap_makes_no_second(world: 
     assert cards_requested(world) == 2
 
 
-async def test_a_telegram_error_is_retried_on_a_later_tick(world: World, clock: FakeClock) -> None:
-    world.emu.fail_next("sendMessage", error_code=500, chat_id=world.managers.id)
+async def test_a_card_refused_by_flood_control_is_retried_on_a_later_tick(
+    world: World, clock: FakeClock
+) -> None:
+    world.emu.fail_next("sendMessage", error_code=429, retry_after=1, chat_id=world.managers.id)
     await qualify(world, HOT, username="anna_k")
     await delivered(world)
     assert world.managers.messages == []
     [row] = await rows(world)
     assert (row.status, row.attempts) == ("planned", 1)
-    assert "Internal Server Error" in (row.error or "")
+    assert "retry after" in (row.error or "").lower()
     # Not before its backoff is over...
     assert (await world.app.handoff.tick()).sent == 0
     clock.advance(15)
@@ -164,6 +166,22 @@ async def test_a_telegram_error_is_retried_on_a_later_tick(world: World, clock: 
     assert "Лид #" in card.plain_text
     [row] = await rows(world)
     assert (row.status, row.attempts, row.sent_at) == ("sent", 2, clock.now())
+
+
+async def test_a_card_that_met_a_server_error_is_never_sent_twice(
+    world: World, clock: FakeClock
+) -> None:
+    """A 5xx may come after Telegram delivered the message: the same reading as for the
+    touches, "unknown", and never resent (a doubled card makes two managers call)."""
+    world.emu.fail_next("sendMessage", error_code=500, chat_id=world.managers.id)
+    await qualify(world, HOT, username="anna_k")
+    await delivered(world)
+    [row] = await rows(world)
+    assert (row.status, row.attempts) == ("unknown", 1)
+    assert "Internal Server Error" in (row.error or "")
+    clock.advance(3600)
+    assert (await world.app.handoff.tick()).sent == 0
+    assert world.managers.messages == [] and cards_requested(world) == 1
 
 
 async def test_a_refused_card_fails_naming_the_setting(
