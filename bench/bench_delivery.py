@@ -57,8 +57,9 @@ async def run(touches: int, rate: float, database: Path) -> int:
                     )
                 )
             await session.commit()
+        limiter = RateLimiter(rate_per_second=rate)
         session_ = AiohttpSession(api=TelegramAPIServer.from_base(emu.base_url))
-        session_.middleware(RateLimitMiddleware(RateLimiter(rate_per_second=rate)))
+        session_.middleware(RateLimitMiddleware(limiter))
         bot = Bot(DEFAULT_TOKEN, session=session_)
         outbox = Outbox(
             sessions=sessions,
@@ -67,6 +68,7 @@ async def run(touches: int, rate: float, database: Path) -> int:
             clock=FakeClock(NOW),
             zone=ZoneInfo("Europe/Moscow"),
             manager_chat_id=None,
+            limiter=limiter,
         )
         try:
             started = time.perf_counter()

@@ -162,9 +162,13 @@ async def test_kill9_mid_delivery_never_doubles_and_loses_nothing(tmp_path: Path
         assert sum(statuses.values()) == LEADS
         delivered = _delivered(emu)
         assert max(delivered.values()) == 1, "a touch was delivered twice"
-        # Every "sent" touch reached its lead; "unknown" ones are the few in flight at the kill.
+        # Every "sent" touch reached its lead; "unknown" ones are those on the wire at the
+        # kill: a touch waiting for its rate-limit slot is still planned, so at 100 a second
+        # with round trips of a few milliseconds only a handful can be in doubt.
         assert statuses["sent"] <= sum(delivered.values())
-        assert statuses["unknown"] <= 60
+        assert statuses["unknown"] <= 10, statuses
+        lost = LEADS - sum(delivered.values())
+        assert lost <= statuses["unknown"]
         assert emu.stats.too_many_requests == 0
 
 
@@ -188,8 +192,9 @@ async def _run_outbox() -> None:
 
     engine = db.create_engine(os.environ["DATABASE_URL"])
     await db.migrate(engine)
+    limiter = RateLimiter(float(os.environ["RATE_PER_SECOND"]))
     session = AiohttpSession(api=TelegramAPIServer.from_base(os.environ["TELEGRAM_API_URL"]))
-    session.middleware(RateLimitMiddleware(RateLimiter(float(os.environ["RATE_PER_SECOND"]))))
+    session.middleware(RateLimitMiddleware(limiter))
     bot = Bot(os.environ["BOT_TOKEN"], session=session)
     script = load_script(os.environ["SCRIPT_PATH"])
     outbox = Outbox(
@@ -199,6 +204,7 @@ async def _run_outbox() -> None:
         clock=SystemClock(),
         zone=ZoneInfo(os.environ["TIMEZONE"]),
         manager_chat_id=None,
+        limiter=limiter,
     )
     await outbox.recover()
     scheduler = create_scheduler(outbox.tick, float(os.environ["TICK_SECONDS"]))
