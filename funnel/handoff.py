@@ -9,6 +9,7 @@ from html import escape
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel import store
+from funnel.html_text import plain_name
 from funnel.models import Lead
 from funnel.script import Script
 
@@ -22,11 +23,12 @@ class Card:
 
 async def lead_card(session: AsyncSession, script: Script, lead: Lead) -> Card:
     answers = await store.current_answers(session, lead.id)
-    name = " ".join(p for p in (lead.first_name, lead.last_name) if p) or "—"
+    name = plain_name(" ".join(p for p in (lead.first_name, lead.last_name) if p), 128) or "—"
     lines = [f"🔥 <b>Лид #{lead.id}</b>: {escape(name)}"]
     if lead.user_id is not None:
         link = f'<a href="tg://user?id={lead.user_id}">написать</a>'
-        handle = f" @{escape(lead.username)}" if lead.username else ""
+        username = plain_name(lead.username, 64)
+        handle = f" @{escape(username)}" if username else ""
         lines.append(f"Чат: {link}{handle}")
     lines.append(f"Источник: {escape(lead.source)}")
     lines.append(f"Этап: {escape(script.titles.get(lead.stage, lead.stage))}")
@@ -37,8 +39,8 @@ async def lead_card(session: AsyncSession, script: Script, lead: Lead) -> Card:
         if question is None:
             continue
         option = question.option(answer.option or "")
-        said = option.label if option else (answer.value or "—")
+        said = option.label if option else plain_name(answer.value, 200) or "—"
         lines.append(f"• {escape(question.bant)}: {escape(said[:200])} ({answer.score:+d})")
     if lead.manager_name:
-        lines.append(f"✅ В работе у {escape(lead.manager_name)}")
+        lines.append(f"✅ В работе у {escape(plain_name(lead.manager_name, 128))}")
     return Card(lead.id, "\n".join(lines), lead.manager_id is not None)
