@@ -1,17 +1,23 @@
 """The hot-lead card for the sales managers: who the lead is, where they came from, what
-they answered, their score and why, and who took them into work."""
+they answered, their score and why, and who took them into work; and whether a card the
+bot sent is where a manager's button says it is."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from html import escape
 
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel import store
 from funnel.html_text import plain_name
-from funnel.models import Lead
+from funnel.models import Lead, Notification
+from funnel.notifications import MANAGER_CARD
 from funnel.script import Script
+
+# A card that went out, or may have (the answer was lost): either can carry buttons.
+DELIVERED = ("sent", "unknown")
 
 
 @dataclass(frozen=True)
@@ -44,3 +50,22 @@ async def lead_card(session: AsyncSession, script: Script, lead: Lead) -> Card:
     if lead.manager_name:
         lines.append(f"✅ В работе у {escape(plain_name(lead.manager_name, 128))}")
     return Card(lead.id, "\n".join(lines), lead.manager_id is not None)
+
+
+async def has_card(
+    session: AsyncSession, lead_id: int, chat_id: int, message_id: int | None
+) -> bool:
+    """Whether the bot sent (or may have sent) a card of this lead to `chat_id`, as the
+    message `message_id` when given. Rows written before cards recorded where they landed
+    have no chat and message: they count for any."""
+    query = select(Notification.id).where(
+        Notification.lead_id == lead_id,
+        Notification.kind == MANAGER_CARD,
+        Notification.status.in_(DELIVERED),
+        or_(Notification.chat_id.is_(None), Notification.chat_id == chat_id),
+    )
+    if message_id is not None:
+        query = query.where(
+            or_(Notification.message_id.is_(None), Notification.message_id == message_id)
+        )
+    return await session.scalar(query.limit(1)) is not None
