@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from html.parser import HTMLParser
 
 # Tags Telegram accepts with parse_mode=HTML.
@@ -13,6 +14,9 @@ ALLOWED_TAGS = frozenset(
      "span", "tg-spoiler", "blockquote", "tg-emoji"}
 )  # fmt: skip
 TAG = re.compile(r"<[^>]*>")
+# Format (bidi overrides, zero-width), control, private-use and lone surrogate characters:
+# invisible, yet they reorder or hide what follows them in a manager's or admin's chat.
+INVISIBLE = frozenset({"Cf", "Cc", "Co", "Cs"})
 ENTITY = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|lt|gt|amp|quot);")
 
 
@@ -78,6 +82,18 @@ def plain_to_html(text: str) -> str:
 def cut_plain(text: str, limit: int, ellipsis: str = "…") -> str:
     """A plain (not yet escaped) text cut to `limit` characters."""
     return text if len(text) <= limit else text[: max(0, limit - len(ellipsis))] + ellipsis
+
+
+def plain_name(text: str | None, limit: int = 64) -> str:
+    """A name or username as people see it: invisible characters removed, any run of
+    whitespace (line breaks included) made one space, cut to `limit`; plain, not escaped."""
+    kept = []
+    for ch in text or "":
+        if ch.isspace():
+            kept.append(" ")
+        elif unicodedata.category(ch) not in INVISIBLE:
+            kept.append(ch)
+    return cut_plain(" ".join("".join(kept).split()), limit)
 
 
 def fit_html(text: str, limit: int = 4096) -> str:

@@ -10,6 +10,7 @@ from html import escape
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from funnel.html_text import plain_name
 from funnel.models import Answer, Lead, Purchase, StageEvent, Touch
 from funnel.script import Script
 
@@ -153,11 +154,14 @@ def _recent(lines: list[str]) -> list[str]:
 
 
 def format_lead_card_html(card: LeadCard) -> str:
-    """The card as Telegram HTML (times in UTC); every value from the lead is escaped."""
+    """The card as Telegram HTML (times in UTC); every value from the lead is escaped, and
+    what people typed themselves is shown without invisible characters."""
     temperature = {"hot": "🔥 горячий", "warm": "🌤 тёплый", "cold": "❄️ холодный"}
-    who = "данные удалены по просьбе лида" if card.forgotten else escape(card.name or "без имени")
-    if card.username and not card.forgotten:
-        who += f" (@{escape(card.username)})"
+    name = plain_name(card.name, 128) or "без имени"
+    who = "данные удалены по просьбе лида" if card.forgotten else escape(name)
+    username = plain_name(card.username, 64)
+    if username and not card.forgotten:
+        who += f" (@{escape(username)})"
     lines = [
         f"<b>Лид #{card.id}</b> · {who}",
         f"Этап: <b>{escape(card.stage_title)}</b> · {temperature.get(card.temperature or '', '—')}"
@@ -174,7 +178,7 @@ def format_lead_card_html(card: LeadCard) -> str:
     if card.answers:
         rows = ["<b>Ответы</b> (баллы за ответ):"]
         rows += [
-            f"• {escape(a.question)}: {escape(_cut(a.answer, 200))} — {a.score:+d}"
+            f"• {escape(a.question)}: {escape(plain_name(a.answer, 200))} — {a.score:+d}"
             for a in card.answers
         ]
         rows.append(f"Итого: {sum(a.score for a in card.answers)}")

@@ -5,37 +5,29 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel import store
+
+# The amount's parser moved to funnel.inputs with the others; it is still importable here.
+from funnel.inputs import MAX_AMOUNT as MAX_AMOUNT
+from funnel.inputs import parse_amount as parse_amount
+from funnel.inputs import quote
 from funnel.models import AdSpend, Lead, Purchase
 from funnel.script import Script
 from funnel.stages import can_move
 
-MAX_AMOUNT = Decimal("1000000000")
-CURRENCY = re.compile(r"^[A-Za-z]{3}$")
-
-
-def parse_amount(text: str) -> Decimal:
-    """'6900', '6 900', '6900,50' → Decimal; ValueError with a readable reason otherwise."""
-    cleaned = text.replace("\u00a0", "").replace(" ", "").replace(",", ".")
-    try:
-        amount = Decimal(cleaned)
-    except InvalidOperation:
-        raise ValueError(f"'{text[:20]}' is not an amount (e.g. 6900 or 6900.50)") from None
-    if not amount.is_finite() or amount <= 0 or amount >= MAX_AMOUNT:
-        raise ValueError("the amount must be above 0 and below 1,000,000,000")
-    return amount.quantize(Decimal("0.01"))
+CURRENCY = re.compile(r"[A-Za-z]{3}")
 
 
 def parse_currency(text: str | None, default: str = "RUB") -> str:
     if text is None:
         return default
-    if not CURRENCY.match(text):
-        raise ValueError(f"'{text[:10]}' is not a currency code (e.g. RUB, USD)")
+    if not CURRENCY.fullmatch(text):
+        raise ValueError(f"{quote(text, 10)} — не код валюты (например RUB, USD).")
     return text.upper()
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from funnel.inputs import parse_lead_id, parse_username
 from funnel.models import Answer, Lead, StageEvent, Touch
 
 
@@ -151,11 +152,11 @@ async def forget_lead(session: AsyncSession, lead: Lead, at: datetime) -> None:
 
 
 async def lead_by_reference(session: AsyncSession, reference: str) -> Lead | None:
-    """A lead named by an admin: its number (#12 or 12) or the Telegram @username."""
+    """A lead named by an admin: its number (#12 or 12) or the Telegram @username; None when
+    there is no such lead, ValueError (with a reason to show) when it names neither."""
     reference = reference.strip()
-    if reference.lstrip("#").isdigit():
-        return await session.get(Lead, int(reference.lstrip("#")))
-    if reference.startswith("@") and len(reference) > 1:
-        query = select(Lead).where(func.lower(Lead.username) == reference[1:].lower())
+    if reference.startswith("@"):
+        username = parse_username(reference)
+        query = select(Lead).where(func.lower(Lead.username) == username.lower())
         return (await session.scalars(query)).first()
-    return None
+    return await session.get(Lead, parse_lead_id(reference))

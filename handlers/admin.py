@@ -17,38 +17,74 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.chart import render_funnel_png
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
-from funnel import store
+from funnel import inputs, store
 from funnel.analytics import funnel_report
 from funnel.campaign_report import campaign_report, format_campaign_report_html
 from funnel.clock import Clock
 from funnel.export import export_leads_csv
 from funnel.lead_card import format_lead_card_html, lead_card
+from funnel.models import Lead
 from funnel.periods import Period, parse_period
-from funnel.purchases import parse_amount, parse_currency, record_purchase, record_spend
+from funnel.purchases import parse_currency, record_purchase, record_spend
 from funnel.report_text import format_report_html, format_sources_html
 from funnel.script import Script, ScriptError
 
+PERIOD = "[7d|30d|all|2026-01-01..2026-01-31]"
 USAGE = {
-    "stats": "/stats [7d|30d|all|2026-01-01..2026-01-31] [source]",
+    "stats": f"/stats {PERIOD} [source]",
+    "funnel": f"/funnel {PERIOD}",
+    "sources": f"/sources {PERIOD}",
+    "export": f"/export {PERIOD}",
     "paid": "/paid <lead number or @username> <amount> [currency]",
     "spend": "/spend <source> <amount> [currency]",
     "lead": "/lead <lead number or @username>",
 }
+# As wide as leads.source and ad_spend.source.
+SOURCE_LENGTH = 64
 
 
-def _args(command: CommandObject) -> list[str]:
-    return (command.args or "").split()
+async def _refuse(message: Message, name: str, problem: ValueError) -> None:
+    """What was wrong, and how the command is written."""
+    await message.answer(f"{escape(str(problem))}\n{escape(USAGE[name])}")
+
+
+async def _args(message: Message, command: CommandObject, name: str) -> list[str] | None:
+    """The command's words; an over-long one gets a short reply instead (None)."""
+    try:
+        return inputs.split_args(command.args)
+    except ValueError as e:
+        await _refuse(message, name, e)
+        return None
 
 
 async def _period(
-    message: Message, args: list[str], clock: Clock, settings: Settings
+    message: Message, name: str, args: list[str], clock: Clock, settings: Settings
 ) -> Period | None:
     """The period named by the first argument; on a bad one, says how to write it."""
     try:
         return parse_period(args[0] if args else None, clock.now(), tz=settings.zone)
     except ValueError as e:
-        await message.answer(f"{escape(str(e))}\n{escape(USAGE['stats'])}")
+        await _refuse(message, name, e)
+    except OverflowError:
+        # A date next to year 1 or 9999: its day boundaries do not exist.
+        await _refuse(message, name, ValueError("Дата периода вне допустимого диапазона."))
+    return None
+
+
+async def _lead(message: Message, name: str, session: AsyncSession, reference: str) -> Lead | None:
+    """The lead an admin named; a reply when it is malformed or not found (None)."""
+    try:
+        lead = await store.lead_by_reference(session, reference)
+    except ValueError as e:
+        await _refuse(message, name, e)
         return None
+    if lead is None:
+        await message.answer(f"Лид {escape(inputs.quote(reference, 40))} не найден.")
+    return lead
+
+
+def _source(text: str) -> str:
+    return inputs.check_length(text, SOURCE_LENGTH, "Источник")
 
 
 def router(settings: Settings) -> Router:
@@ -58,11 +94,17 @@ def router(settings: Settings) -> Router:
     @r.message(Command("stats"))
     async def cmd_stats(message: Message, command: CommandObject, session: AsyncSession,
                         script: Script, clock: Clock) -> None:  # fmt: skip
-        args = _args(command)
-        period = await _period(message, args, clock, settings)
+        args = await _args(message, command, "stats")
+        if args is None:
+            return
+        period = await _period(message, "stats", args, clock, settings)
         if period is None:
             return
-        source = args[1] if len(args) > 1 else None
+        try:
+            source = _source(args[1]) if len(args) > 1 else None
+        except ValueError as e:
+            await _refuse(message, "stats", e)
+            return
         report = await funnel_report(
             session, script, now=clock.now(), period=period, source=source
         )
@@ -71,8 +113,10 @@ def router(settings: Settings) -> Router:
     @r.message(Command("funnel"))
     async def cmd_funnel(message: Message, command: CommandObject, session: AsyncSession,
                          script: Script, clock: Clock, bot: Bot) -> None:  # fmt: skip
-        args = _args(command)
-        period = await _period(message, args, clock, settings)
+        args = await _args(message, command, "funnel")
+        if args is None:
+            return
+        period = await _period(message, "funnel", args, clock, settings)
         if period is None:
             return
         report = await funnel_report(session, script, now=clock.now(), period=period)
@@ -82,8 +126,10 @@ def router(settings: Settings) -> Router:
     @r.message(Command("sources"))
     async def cmd_sources(message: Message, command: CommandObject, session: AsyncSession,
                           script: Script, clock: Clock) -> None:  # fmt: skip
-        args = _args(command)
-        period = await _period(message, args, clock, settings)
+        args = await _args(message, command, "sources")
+        if args is None:
+            return
+        period = await _period(message, "sources", args, clock, settings)
         if period is None:
             return
         report = await funnel_report(session, script, now=clock.now(), period=period)
@@ -92,30 +138,34 @@ def router(settings: Settings) -> Router:
     @r.message(Command("lead"))
     async def cmd_lead(message: Message, command: CommandObject, session: AsyncSession,
                        script: Script) -> None:  # fmt: skip
-        args = _args(command)
-        lead = await store.lead_by_reference(session, args[0]) if args else None
-        card = await lead_card(session, script, lead.id) if lead else None
-        if card is None:
-            await message.answer(f"Лид не найден. {escape(USAGE['lead'])}")
+        args = await _args(message, command, "lead")
+        if args is None:
             return
-        await message.answer(format_lead_card_html(card))
+        if not args:
+            await message.answer(escape(USAGE["lead"]))
+            return
+        lead = await _lead(message, "lead", session, args[0])
+        card = await lead_card(session, script, lead.id) if lead else None
+        if card is not None:
+            await message.answer(format_lead_card_html(card))
 
     @r.message(Command("paid"))
     async def cmd_paid(message: Message, command: CommandObject, session: AsyncSession,
                        script: Script, clock: Clock) -> None:  # fmt: skip
-        args = _args(command)
+        args = await _args(message, command, "paid")
+        if args is None:
+            return
         if len(args) not in (2, 3):
             await message.answer(escape(USAGE["paid"]))
             return
-        lead = await store.lead_by_reference(session, args[0])
+        lead = await _lead(message, "paid", session, args[0])
         if lead is None:
-            await message.answer(f"Лид {escape(args[0][:40])} не найден.")
             return
         try:
-            amount = parse_amount(args[1])
+            amount = inputs.parse_amount(args[1])
             currency = parse_currency(args[2] if len(args) == 3 else None)
         except ValueError as e:
-            await message.answer(f"{escape(str(e))}\n{escape(USAGE['paid'])}")
+            await _refuse(message, "paid", e)
             return
         user_id = message.from_user.id if message.from_user else None
         stage = await record_purchase(
@@ -130,17 +180,19 @@ def router(settings: Settings) -> Router:
     @r.message(Command("spend"))
     async def cmd_spend(message: Message, command: CommandObject, session: AsyncSession,
                         clock: Clock) -> None:  # fmt: skip
-        args = _args(command)
+        args = await _args(message, command, "spend")
+        if args is None:
+            return
         if len(args) not in (2, 3):
             await message.answer(escape(USAGE["spend"]))
             return
         try:
-            amount = parse_amount(args[1])
+            source = _source(args[0])
+            amount = inputs.parse_amount(args[1])
             currency = parse_currency(args[2] if len(args) == 3 else None)
         except ValueError as e:
-            await message.answer(f"{escape(str(e))}\n{escape(USAGE['spend'])}")
+            await _refuse(message, "spend", e)
             return
-        source = args[0][:64]
         user_id = message.from_user.id if message.from_user else None
         await record_spend(session, source, amount, currency, user_id, clock.now())
         await session.commit()
@@ -149,8 +201,10 @@ def router(settings: Settings) -> Router:
     @r.message(Command("export"))
     async def cmd_export(message: Message, command: CommandObject, session: AsyncSession,
                          script: Script, clock: Clock) -> None:  # fmt: skip
-        args = _args(command)
-        period = await _period(message, args, clock, settings)
+        args = await _args(message, command, "export")
+        if args is None:
+            return
+        period = await _period(message, "export", args, clock, settings)
         if period is None:
             return
         data = await export_leads_csv(session, script, period, clock.now())

@@ -1,5 +1,8 @@
 """The managers' chat: taking a hot lead's card (once), recording its payment (the bot asks
-for the amount with a reply prompt, so no state waits in memory), or marking it unfit."""
+for the amount with a reply prompt, so no state waits in memory), or marking it unfit.
+
+Every button pressed in this chat is answered. An action is honoured only on a card the bot
+sent to this chat, and an amount only as a reply to the bot's own prompt."""
 
 from __future__ import annotations
 
@@ -16,18 +19,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.handoff import card_keyboard
 from bot.settings import Settings
-from funnel import handoff, store
+from funnel import handoff, inputs, store
 from funnel.clock import Clock
+from funnel.html_text import plain_name
 from funnel.models import Lead
-from funnel.purchases import parse_amount, record_purchase
+from funnel.purchases import record_purchase
 from funnel.script import Script
 from funnel.stages import can_move
 from handlers.callbacks import CardCb
 from handlers.respond import answer_callback
 
 AMOUNT_PROMPT = "Сумма оплаты для лида #{lead} (ответьте на это сообщение, например 6900):"
-PROMPT_LEAD = re.compile(r"лида #(\d+)")
+# The prompt itself, not any message naming a lead (such as "Оплата … от лида #7 записана").
+PROMPT_LEAD = re.compile("^" + re.escape(AMOUNT_PROMPT.split("{lead}")[0]) + "([0-9]+)")
 MEMBERS = {ChatMemberStatus.CREATOR, ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.MEMBER}
+ACTS = frozenset({"take", "paid", "unfit"})
+NOT_A_BUTTON = "Эта кнопка не от бота или устарела — ничего не изменилось."
+NOT_THIS_CHAT = "Эта карточка не из этого чата (или ещё не доставлена) — ничего не изменилось."
 
 
 async def is_manager(bot: Bot, settings: Settings, chat_id: int, user_id: int) -> bool:
@@ -51,13 +59,19 @@ def router(settings: Settings) -> Router:
     async def on_card(query: CallbackQuery, callback_data: CardCb, bot: Bot,
                       session: AsyncSession, script: Script, clock: Clock) -> None:  # fmt: skip
         message = query.message
-        if message is None or not await is_manager(
-            bot, settings, message.chat.id, query.from_user.id
-        ):
+        if message is None or not _is_ours(query.data, callback_data):
+            await answer_callback(query, NOT_A_BUTTON)
+            return
+        if not await is_manager(bot, settings, message.chat.id, query.from_user.id):
             await answer_callback(query, "Эти кнопки — только для менеджеров школы.")
             return
         lead = await store.lead_by_id(session, callback_data.lead)
-        if lead is None or lead.deleted_at is not None:
+        if lead is None or not await handoff.has_card(
+            session, lead.id, message.chat.id, message.message_id
+        ):
+            await answer_callback(query, NOT_THIS_CHAT)
+            return
+        if lead.deleted_at is not None:
             await answer_callback(query, "Лид удалён по его просьбе.")
             return
         if callback_data.act == "take":
@@ -75,22 +89,34 @@ def router(settings: Settings) -> Router:
             await session.commit()
             await answer_callback(query, "Отмечен как неподходящий.")
             await _refresh_card(bot, session, script, lead, message.chat.id, message.message_id)
-        else:
-            await answer_callback(query)
+
+    @r.callback_query()
+    async def on_other_button(query: CallbackQuery) -> None:
+        # Not a card's button (forged, stale, or another chat's): still stop the spinner.
+        await answer_callback(query, NOT_A_BUTTON)
 
     @r.message(F.reply_to_message.text.regexp(PROMPT_LEAD, mode="search"), F.text)
     async def on_amount(message: Message, bot: Bot, session: AsyncSession, script: Script,
                         clock: Clock) -> None:  # fmt: skip
-        if message.from_user is None or message.reply_to_message is None:
+        prompt = message.reply_to_message
+        if message.from_user is None or prompt is None or not _from_this_bot(prompt, bot):
             return
         if not await is_manager(bot, settings, message.chat.id, message.from_user.id):
             return
-        match = PROMPT_LEAD.search(message.reply_to_message.text or "")
-        lead = await store.lead_by_id(session, int(match.group(1))) if match else None
-        if lead is None:
+        match = PROMPT_LEAD.search(prompt.text or "")
+        try:
+            lead_id = inputs.parse_lead_id(match.group(1)) if match else None
+        except ValueError:
+            lead_id = None
+        lead = await store.lead_by_id(session, lead_id) if lead_id is not None else None
+        if lead is None or not await handoff.has_card(session, lead.id, message.chat.id, None):
+            await message.reply(NOT_THIS_CHAT)
+            return
+        if lead.deleted_at is not None:
+            await message.reply("Лид удалён по его просьбе — оплата не записана.")
             return
         try:
-            amount = parse_amount(message.text or "")
+            amount = inputs.parse_amount(message.text or "")
         except ValueError as e:
             await message.reply(escape(str(e)))
             return
@@ -104,9 +130,26 @@ def router(settings: Settings) -> Router:
     return r
 
 
+def _is_ours(data: str | None, callback_data: CardCb) -> bool:
+    """Only data the bot itself packs: a known action and a lead number written plainly
+    ('m:take:٣' or 'm:take:007' would unpack too)."""
+    if callback_data.act not in ACTS or data != callback_data.pack():
+        return False
+    try:
+        inputs.parse_lead_id(str(callback_data.lead))
+    except ValueError:
+        return False
+    return True
+
+
+def _from_this_bot(message: Message, bot: Bot) -> bool:
+    author = message.from_user
+    return author is not None and author.is_bot and author.id == bot.id
+
+
 async def _take(query: CallbackQuery, bot: Bot, session: AsyncSession, script: Script,
                 clock: Clock, lead: Lead) -> None:  # fmt: skip
-    name = query.from_user.full_name[:128]
+    name = plain_name(query.from_user.full_name, 128) or "менеджер"
     # One UPDATE decides between two managers tapping at once: only one row changes.
     taken = await session.execute(
         update(Lead)
@@ -117,7 +160,8 @@ async def _take(query: CallbackQuery, bot: Bot, session: AsyncSession, script: S
     await session.commit()
     if not getattr(taken, "rowcount", 0):
         await session.refresh(lead)
-        await answer_callback(query, f"Лид уже в работе у {lead.manager_name or 'коллеги'}.")
+        taker = plain_name(lead.manager_name, 64) or "коллеги"
+        await answer_callback(query, f"Лид уже в работе у {taker}.")
         return
     await session.refresh(lead)
     await answer_callback(query, "Лид ваш. Напишите ему в ближайшее время.")
