@@ -196,35 +196,37 @@ class HandOff:
                 if not rows:
                     break
                 busy.update(row.id for row in rows)
-                tasks = [self.courier.spawn(self._deliver(row)) for row in rows]
+                tasks = [self.courier.spawn(self._deliver_and_record(row)) for row in rows]
                 results = await asyncio.gather(*tasks, return_exceptions=True)
-                outcomes = [r for r in results if isinstance(r, Outcome)]
                 for result in results:
-                    if isinstance(result, Exception):
+                    if isinstance(result, Outcome):
+                        stats.count(result.status)
+                    elif isinstance(result, Exception):
                         log.error(
                             "handoff.deliver_crashed",
                             extra={"event": "handoff.deliver_crashed",
                                    "error": type(result).__name__},
                         )  # fmt: skip
-                await self._record(outcomes)
-                for outcome in outcomes:
-                    stats.count("retried" if outcome.status == "planned" else outcome.status)
                 if len(rows) < self.batch_size:
                     break
         if stats.busy:
             log.info("handoff.tick", extra={"event": "handoff.tick", **stats.as_fields()})
         return stats
 
-    async def _record(self, outcomes: list[Outcome]) -> None:
-        if not outcomes:
-            return
+    async def _deliver_and_record(self, row: Claimed) -> Outcome | None:
+        """One row, recorded as soon as it is done: a card is "sent" (and its message known
+        to the managers' buttons) without waiting for a slow CRM in the same batch."""
+        outcome = await self._deliver(row)
+        if outcome is None:
+            return None
 
         async def write() -> None:
             async with self.sessions() as session:
-                await notifications.record(session, outcomes, self.clock.now())
+                await notifications.record(session, [outcome], self.clock.now())
                 await session.commit()
 
         await transactions.retrying(write, "handoff.record")
+        return outcome
 
     async def close(self) -> None:
         """The graceful stop: cards waiting for the group's limit stay planned, requests on

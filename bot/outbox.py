@@ -25,6 +25,7 @@ from bot.ratelimit import SendLimiter
 from funnel import campaigns
 from funnel.campaigns import Cancel, Outcome, Postpone, Send
 from funnel.clock import Clock
+from funnel.html_text import plain_name
 from funnel.replies import Reply
 from funnel.script import Script
 from funnel.sending_rules import in_window
@@ -350,8 +351,8 @@ class Outbox:
 
 
 def _lead_label(lead_id: int, first_name: str | None, username: str | None) -> str:
-    name = escape((first_name or "")[:64])
-    handle = f" @{escape(username)}" if username else ""
+    name = escape(plain_name(first_name, 64))
+    handle = f" @{escape(plain_name(username, 64))}" if username else ""
     return f"#{lead_id} {name}{handle}".strip()
 
 

@@ -200,19 +200,6 @@ async def plan_erasure(session: AsyncSession, lead_id: int, now: datetime, *, cr
     return len((await session.scalars(statement)).all())
 
 
-async def card_in_chat(session: AsyncSession, lead_id: int, chat_id: int) -> bool:
-    """Did the bot send (or may it have sent) a card for this lead to this chat?"""
-    found = await session.scalar(
-        select(func.count()).where(
-            Notification.lead_id == lead_id,
-            Notification.kind == MANAGER_CARD,
-            Notification.status.in_(("sent", "unknown")),
-            (Notification.chat_id == chat_id) | Notification.chat_id.is_(None),
-        )
-    )
-    return bool(found)
-
-
 @dataclass(frozen=True)
 class Outcome:
     """What one delivery attempt came to: sent; planned again (retry_at); failed for good;
