@@ -54,14 +54,14 @@ def test_check_exits_non_zero_on_a_bad_script(tmp_path: Path) -> None:
     assert "bad.yaml:" in run.stderr and "score" in run.stderr
 
 
-def test_a_failed_reload_keeps_the_last_good_script(tmp_path: Path) -> None:
+async def test_a_failed_reload_keeps_the_last_good_script(tmp_path: Path) -> None:
     path = tmp_path / "script.yaml"
     path.write_text(RU_SCRIPT.read_text(encoding="utf-8"), encoding="utf-8")
     holder = ScriptHolder(path)
     good = holder.current
     path.write_text("format: 1\nstages: [", encoding="utf-8")
     with pytest.raises(ScriptError):
-        holder.reload()
+        await holder.reload()
     assert holder.current is good
 
 
