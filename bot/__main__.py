@@ -76,7 +76,13 @@ def _script_problems(path: Path) -> list[str]:
     return []
 
 
+def _warn_about_roles(settings: Settings) -> None:
+    for line in settings.warnings():
+        print(f"settings: WARNING {line}", file=sys.stderr)
+
+
 async def _check(settings: Settings, script: Path | None) -> int:
+    _warn_about_roles(settings)
     problems = _script_problems(script or settings.script_path)
     for problem in problems:
         print(problem, file=sys.stderr)

@@ -118,6 +118,20 @@ class Settings(BaseSettings):
     def crm_webhook(self) -> str | None:
         return self.crm_webhook_url.get_secret_value() if self.crm_webhook_url else None
 
+    def warnings(self) -> list[str]:
+        """Roles left unset: the bot runs, but someone will miss something."""
+        lines = []
+        if not self.admin_ids:
+            lines.append("ADMIN_IDS is empty: no one can see reports or use /reload")
+        if self.manager_chat_id is None:
+            lines.append(
+                "MANAGER_CHAT_ID is unset: hot leads get no card in a managers' chat, yet "
+                "the script's manager_will_write text still promises them a manager"
+            )
+        if self.bot_token is None:
+            lines.append("BOT_TOKEN is unset: needed for `python -m bot run`")
+        return lines
+
     def is_admin(self, user_id: int | None) -> bool:
         return user_id is not None and user_id in self.admin_ids
 
