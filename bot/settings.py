@@ -3,6 +3,7 @@ per wrong value."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -81,7 +82,12 @@ class Settings(BaseSettings):
         # The message never repeats the value: it may hold a token.
         parsed = urlsplit(text.strip())
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
+            raise ValueError("must be an https:// URL with a host")
+        # The payload is a person's name, username and answers: never in clear over a network.
+        if parsed.scheme == "http" and not is_loopback(parsed.hostname):
+            raise ValueError(
+                "must be https:// (plain http:// only to this machine: 127.0.0.1, ::1, localhost)"
+            )
         return text.strip()
 
     @field_validator("database_url")
@@ -147,6 +153,16 @@ class Settings(BaseSettings):
                 **extra,
             }
         )
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: traffic that never leaves this machine."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class SettingsError(Exception):
