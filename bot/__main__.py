@@ -233,11 +233,12 @@ def _server(url: str) -> str:
 
 
 async def _read(settings: Settings, period_text: str, work: Any) -> Any:
-    """Runs `work(session, script, period, now)` on the database; None on a bad --period."""
+    """Runs `work(session, script, period, now)` on the database; None on a bad --period
+    or script."""
     from bot import db
     from funnel.clock import SystemClock
     from funnel.periods import parse_period
-    from funnel.script import load_script
+    from funnel.script import ScriptError, load_script
 
     now = SystemClock().now()
     try:
@@ -245,7 +246,11 @@ async def _read(settings: Settings, period_text: str, work: Any) -> Any:
     except ValueError as e:
         print(f"--period: {e}", file=sys.stderr)
         return None
-    script = load_script(settings.script_path)
+    try:
+        script = load_script(settings.script_path)
+    except ScriptError as e:
+        print("\n".join(e.problems), file=sys.stderr)
+        return None
     engine = db.create_engine(settings.database_url)
     try:
         await db.migrate(engine)

@@ -172,3 +172,15 @@ def test_check_warns_and_still_fails_on_a_bad_script(tmp_path: Path) -> None:
     first, *problems = run.stderr.splitlines()
     assert first.startswith("settings: WARNING ADMIN_IDS")
     assert problems and all(p.startswith(f"{bad}:") for p in problems)
+
+
+def test_stats_with_a_broken_script_names_it(database: str, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_bytes(b"a: " + b"[" * 10_000)
+    env = {**os.environ, "DATABASE_URL": database, "SCRIPT_PATH": str(broken)}
+    run = subprocess.run(
+        [sys.executable, "-m", "bot", "stats"], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip() == f"{broken}:1: nested deeper than 20 levels"
