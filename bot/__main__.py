@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from bot.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from bot.app import App
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,13 +82,25 @@ def _script_problems(path: Path) -> list[str]:
     return []
 
 
+def _warn_about_roles(settings: Settings) -> None:
+    for line in settings.warnings():
+        print(f"settings: WARNING {line}", file=sys.stderr)
+
+
 async def _check(settings: Settings, script: Path | None) -> int:
+    _warn_about_roles(settings)
     problems = _script_problems(script or settings.script_path)
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems:
         print(f"ok: settings and {script or settings.script_path}")
     return 1 if problems else 0
+
+
+# Telegram unreachable at start-up: try again, less often the longer it lasts.
+RETRY_FIRST_SECONDS = 5.0
+RETRY_MAX_SECONDS = 60.0
+PROBE_TIMEOUT_SECONDS = 10
 
 
 async def _run(settings: Settings) -> int:
@@ -95,25 +113,132 @@ async def _run(settings: Settings) -> int:
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 1
-    app = App(settings, token=settings.bot_token.get_secret_value())
+    _warn_about_roles(settings)
+    token = settings.bot_token.get_secret_value()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await app.start()
-    waiting = asyncio.create_task(stop.wait())
-    await asyncio.wait([waiting, asyncio.ensure_future(app.wait())], return_when="FIRST_COMPLETED")
-    waiting.cancel()
+    app = await _start_when_reachable(lambda: App(settings, token=token), settings, stop)
+    if isinstance(app, int):
+        return app
+    try:
+        waiting = asyncio.create_task(stop.wait())
+        await asyncio.wait(
+            [waiting, asyncio.ensure_future(app.wait())], return_when="FIRST_COMPLETED"
+        )
+        waiting.cancel()
+    finally:
+        await app.stop()
+    return 0
+
+
+async def _start_when_reachable(
+    make_app: Callable[[], App], settings: Settings, stop: asyncio.Event
+) -> App | int:
+    """The started app once Telegram answers, trying again with backoff meanwhile; an exit
+    code when stopped (SIGINT/SIGTERM) or refused before that. One line per failed try."""
+    import aiohttp
+    from aiogram.exceptions import (
+        TelegramAPIError,
+        TelegramNetworkError,
+        TelegramRetryAfter,
+        TelegramServerError,
+        TelegramUnauthorizedError,
+    )
+
+    from funnel.script import ScriptError
+
+    # Telegram's side; a database that cannot be reached is another story, told as before.
+    telegram_away = (TelegramNetworkError, TelegramServerError, TelegramRetryAfter)
+    unreachable = (*telegram_away, aiohttp.ClientError, OSError, TimeoutError)
+    server = _server(settings.telegram_api_url)
+    delay = RETRY_FIRST_SECONDS
+    failed = False
+    app = make_app()
+    while True:
+        error: BaseException
+        try:
+            # The probe changes nothing, so it may fail any number of times; start() runs
+            # once Telegram has just answered.
+            probe = app.bot.get_me(request_timeout=PROBE_TIMEOUT_SECONDS)
+            if not await _unless_stopped(stop, probe):
+                break
+        except unreachable as e:
+            error = e
+        except TelegramAPIError as e:
+            await app.stop()
+            if isinstance(e, TelegramUnauthorizedError):
+                print("telegram: BOT_TOKEN was refused; take it again from @BotFather",
+                      file=sys.stderr)  # fmt: skip
+                return 2
+            print(f"telegram: {server} refused the start ({type(e).__name__})", file=sys.stderr)
+            return 1
+        else:
+            if failed:
+                print(f"telegram: reached {server}; starting", file=sys.stderr, flush=True)
+            try:
+                await app.start()
+                return app
+            except telegram_away as e:
+                error = e
+            # Telegram went away during start(): undo what it got through, start afresh.
+            await app.stop()
+            try:
+                app = make_app()
+            except ScriptError as e:
+                print("\n".join(e.problems), file=sys.stderr)
+                return 1
+        cause = error.__cause__ if isinstance(error, TelegramNetworkError) else None
+        print(
+            f"telegram: cannot reach {server} ({type(cause or error).__name__}); "
+            f"retrying in {delay:g} s",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+        failed = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            break
+        delay = min(delay * 2, RETRY_MAX_SECONDS)
     await app.stop()
     return 0
 
 
+async def _unless_stopped(stop: asyncio.Event, work: Awaitable[Any]) -> bool:
+    """Awaits `work` unless `stop` comes first (then cancels it and returns False)."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([task, stopping], return_when="FIRST_COMPLETED")
+    stopping.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return False
+    task.result()
+    return True
+
+
+def _server(url: str) -> str:
+    """scheme://host:port of the Bot API server: what an operator checks, never a token."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = 0
+    return (
+        f"{parts.scheme}://[{host}]:{port}" if ":" in host else f"{parts.scheme}://{host}:{port}"
+    )
+
+
 async def _read(settings: Settings, period_text: str, work: Any) -> Any:
-    """Runs `work(session, script, period, now)` on the database; None on a bad --period."""
+    """Runs `work(session, script, period, now)` on the database; None on a bad --period
+    or script."""
     from bot import db
     from funnel.clock import SystemClock
     from funnel.periods import parse_period
-    from funnel.script import load_script
+    from funnel.script import ScriptError, load_script
 
     now = SystemClock().now()
     try:
@@ -121,7 +246,11 @@ async def _read(settings: Settings, period_text: str, work: Any) -> Any:
     except ValueError as e:
         print(f"--period: {e}", file=sys.stderr)
         return None
-    script = load_script(settings.script_path)
+    try:
+        script = load_script(settings.script_path)
+    except ScriptError as e:
+        print("\n".join(e.problems), file=sys.stderr)
+        return None
     engine = db.create_engine(settings.database_url)
     try:
         await db.migrate(engine)

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 class CrmWebhook:
@@ -37,7 +38,9 @@ class CrmWebhook:
         async with self._session.post(
             self._url, data=body, headers=headers, allow_redirects=False
         ) as response:
-            await response.read()
+            # The answer is not used: a little is read, the rest is dropped with the
+            # connection, so a CRM answering a gigabyte costs 64 KiB, not the memory.
+            await response.content.read(MAX_ANSWER_BYTES)
             return response.status
 
     async def close(self) -> None:

@@ -3,6 +3,7 @@ per wrong value."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -81,7 +82,12 @@ class Settings(BaseSettings):
         # The message never repeats the value: it may hold a token.
         parsed = urlsplit(text.strip())
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
+            raise ValueError("must be an https:// URL with a host")
+        # The payload is a person's name, username and answers: never in clear over a network.
+        if parsed.scheme == "http" and not is_loopback(parsed.hostname):
+            raise ValueError(
+                "must be https:// (plain http:// only to this machine: 127.0.0.1, ::1, localhost)"
+            )
         return text.strip()
 
     @field_validator("database_url")
@@ -118,6 +124,20 @@ class Settings(BaseSettings):
     def crm_webhook(self) -> str | None:
         return self.crm_webhook_url.get_secret_value() if self.crm_webhook_url else None
 
+    def warnings(self) -> list[str]:
+        """Roles left unset: the bot runs, but someone will miss something."""
+        lines = []
+        if not self.admin_ids:
+            lines.append("ADMIN_IDS is empty: no one can see reports or use /reload")
+        if self.manager_chat_id is None:
+            lines.append(
+                "MANAGER_CHAT_ID is unset: hot leads get no card in a managers' chat, yet "
+                "the script's manager_will_write text still promises them a manager"
+            )
+        if self.bot_token is None:
+            lines.append("BOT_TOKEN is unset: needed for `python -m bot run`")
+        return lines
+
     def is_admin(self, user_id: int | None) -> bool:
         return user_id is not None and user_id in self.admin_ids
 
@@ -133,6 +153,16 @@ class Settings(BaseSettings):
                 **extra,
             }
         )
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: traffic that never leaves this machine."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class SettingsError(Exception):

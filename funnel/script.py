@@ -7,6 +7,7 @@ Python. Texts may use Telegram's HTML subset and `{placeholders}`; both are chec
 from __future__ import annotations
 
 import re
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import time, timedelta
 from functools import cached_property
@@ -388,37 +389,165 @@ def fits_telegram(text: str) -> bool:
 
 # -- loading ------------------------------------------------------------------------------
 
+# A script is some ten kilobytes. The bounds stop a wrong file (a log, a dump, a hostile
+# upload) before parsing, which would take seconds and gigabytes for a few megabytes.
+MAX_SCRIPT_BYTES = 1024 * 1024
+# The shipped scripts nest 7 levels and hold about 650 values.
+MAX_DEPTH = 20
+MAX_VALUES = 20_000
+# What a marketer can read (and a Telegram message can carry) of a long list of mistakes.
+MAX_PROBLEMS = 50
+MAX_PROBLEM_CHARS = 300
+
 
 def load_script(path: str | Path) -> Script:
-    """Reads and validates a script; raises ScriptError naming file and line."""
-    path = Path(path)
+    """Reads and validates a script; raises ScriptError naming file and line, whatever the
+    file holds."""
+    name = str(path)
     try:
-        source = path.read_text(encoding="utf-8")
+        source = _read(Path(path), name)
+    except ScriptError:
+        raise
+    except Exception as e:  # e.g. a path with a NUL byte: still a refusal, not a traceback
+        raise ScriptError([f"{name}: cannot read the script ({type(e).__name__})"]) from e
+    return parse_script(source, name)
+
+
+def _read(path: Path, name: str) -> str:
+    """The file's text, refused before reading when too big, read once and at most one
+    byte past the limit."""
+    try:
+        status = path.stat()
+        if not stat.S_ISREG(status.st_mode):
+            raise ScriptError([f"{name}: not a regular file"])
+        if status.st_size > MAX_SCRIPT_BYTES:
+            raise ScriptError([_too_big(name, status.st_size)])
+        with path.open("rb") as file:
+            # At most one byte past the limit: the file may have grown since stat().
+            raw = file.read(MAX_SCRIPT_BYTES + 1)
     except OSError as e:
-        raise ScriptError([f"{path}: cannot read the script: {e.strerror or e}"]) from e
+        raise ScriptError([f"{name}: cannot read the script: {e.strerror or e}"]) from e
+    if len(raw) > MAX_SCRIPT_BYTES:
+        raise ScriptError([_too_big(name, len(raw))])
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ScriptError([f"{path}: the script is not UTF-8 text"]) from e
-    return parse_script(source, str(path))
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ScriptError(
+            [f"{name}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save it as UTF-8"]
+        ) from e
+
+
+def _too_big(name: str, size: int) -> str:
+    return f"{name}: the script is {size:,} bytes; the limit is {MAX_SCRIPT_BYTES:,} bytes (1 MB)"
 
 
 def parse_script(source: str, name: str = "<script>") -> Script:
+    """Validates a script's text; raises ScriptError naming file and line, for any input."""
     try:
-        root = yaml.compose(source, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(source)
+        return _parse(source, name)
+    except ScriptError:
+        raise
+    except Exception as e:  # a bug or a resource limit: still a refusal, not a traceback
+        raise ScriptError([f"{name}: cannot load the script ({type(e).__name__})"]) from e
+
+
+def _parse(source: str, name: str) -> Script:
+    # Characters are at most as many as bytes: a longer text is surely over the limit.
+    if len(source) > MAX_SCRIPT_BYTES:
+        raise ScriptError([_too_big(name, len(source.encode("utf-8", "replace")))])
+    try:
+        root, data = _compose(source)
+    except _Refused as e:
+        at = e.problem_mark.line + 1 if e.problem_mark else 1
+        raise ScriptError([f"{name}:{at}: {e.problem}"]) from e
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f":{mark.line + 1}" if mark else ""
-        raise ScriptError([f"{name}{line}: not valid YAML: {e.problem or e}"]) from e
+        raise ScriptError([_clip(f"{name}{line}: not valid YAML: {e.problem or e}")]) from e
+    except yaml.reader.ReaderError as e:
+        row = source.count("\n", 0, e.position) + 1
+        char: Any = e.character  # the code point for text input, despite the stubs
+        code = char if isinstance(char, int) else ord(char)
+        raise ScriptError(
+            [f"{name}:{row}: character #x{code:04x} is not allowed in a script"]
+        ) from e
     except yaml.YAMLError as e:
-        raise ScriptError([f"{name}: not valid YAML: {e}"]) from e
+        raise ScriptError([_clip(f"{name}: not valid YAML: {e}")]) from e
     if not isinstance(data, dict):
         raise ScriptError([f"{name}:1: a script is a mapping with format, stages, questions..."])
     try:
         return Script.model_validate(data)
     except ValidationError as e:
-        raise ScriptError(
-            [_describe(name, root, err) for err in e.errors(include_url=False)]
-        ) from e
+        errors = e.errors(include_url=False)
+        problems = [_describe(name, root, err) for err in errors[:MAX_PROBLEMS]]
+        if len(errors) > MAX_PROBLEMS:
+            problems.append(f"{name}: ...and {len(errors) - MAX_PROBLEMS} more problems")
+        raise ScriptError(problems) from e
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader with bounds on nesting and size, and no aliases: `*name` lets a few lines
+    expand into billions of values (a "billion laughs" file)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._values = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _refusal(
+                "aliases (*name) are not allowed in a script; write the value out", event
+            )
+        self._values += 1
+        if self._values > MAX_VALUES:
+            raise _refusal(f"more than {MAX_VALUES:,} values; a script needs far fewer", event)
+        if self._depth >= MAX_DEPTH:
+            raise _refusal(f"nested deeper than {MAX_DEPTH} levels", event)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, OverflowError) as e:
+            # e.g. an integer of 5000 digits, or a date like 2026-13-45
+            kind = str(node.tag).rpartition(":")[2]
+            raise _Refused(None, None, f"cannot read this value as {kind}", node.start_mark) from e
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """Valid YAML that a script may not contain."""
+
+
+def _refusal(problem: str, event: Any) -> _Refused:
+    return _Refused(None, None, problem, event.start_mark)
+
+
+def _compose(source: str) -> tuple[yaml.Node | None, Any]:
+    """The YAML tree (for line numbers) and the data built from that same tree: the text is
+    parsed once."""
+    loader = _BoundedLoader(source)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
+    return root, data
+
+
+def _clip(problem: str) -> str:
+    # Messages may quote the offending value, which can be a whole megabyte.
+    if len(problem) <= MAX_PROBLEM_CHARS:
+        return problem
+    return problem[: MAX_PROBLEM_CHARS - 1] + "…"
 
 
 def _describe(name: str, root: yaml.Node | None, error: Mapping[str, Any]) -> str:
@@ -430,7 +559,7 @@ def _describe(name: str, root: yaml.Node | None, error: Mapping[str, Any]) -> st
         message = "unknown field (a typo?)"
     elif error["type"] == "missing":
         message = "required field is missing"
-    return f"{name}:{line}: {where}: {message}"
+    return _clip(f"{name}:{line}: {where}: {message}")
 
 
 def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int:

@@ -220,9 +220,9 @@ def router(settings: Settings) -> Router:
     @r.message(Command("reload"))
     async def cmd_reload(message: Message, scripts: ScriptHolder) -> None:
         try:
-            script = scripts.reload()
+            script = await scripts.reload()
         except ScriptError as e:
-            lines = "\n".join(escape(p) for p in e.problems[:20])
+            lines = "\n".join(escape(p) for p in scripts.problems_that_fit(e.problems))
             await message.answer(f"Сценарий не принят, работает прежний.\n<code>{lines}</code>")
             return
         await message.answer(f"Сценарий {escape(script.label)} загружен.")

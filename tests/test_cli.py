@@ -115,3 +115,72 @@ def test_rebuild_rollups_keeps_the_report(database: str) -> None:
     assert run.returncode == 0 and "rebuilt" in run.stdout
     after = json.loads(bot_cli(database, "stats", "--json").stdout)
     assert {**after, "generated_at": None} == {**before, "generated_at": None}
+
+
+def check_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m bot check` with the roles set, unless `env` unsets some."""
+    roles = {"BOT_TOKEN": "123456:ABCDEF", "ADMIN_IDS": "5", "MANAGER_CHAT_ID": "-100123"}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "check", *args], cwd=ROOT, capture_output=True,
+        text=True, timeout=120, env={**os.environ, **roles, **env},
+    )  # fmt: skip
+
+
+def test_check_refuses_hostile_scripts_with_file_and_line(tmp_path: Path) -> None:
+    ru = (ROOT / "scripts" / "ru.yaml").read_bytes()
+    hostile = {
+        "huge.yaml": (b"#\n" * (3 * 1024 * 1024), "huge.yaml: the script is 6,291,456 bytes"),
+        "deep.yaml": (b"format: 1\nid: " + b"{a: " * 50_000, "deep.yaml:2: nested deeper"),
+        "bomb.yaml": (b"a: &a [x, x]\nb: [*a, *a]\n", "bomb.yaml:2: aliases (*name)"),
+        "cp1251.yaml": (ru.replace("Вопрос".encode(), "Вопрос".encode("cp1251"), 1), "cp1251"),
+        "digits.yaml": (b"format: " + b"9" * 9000 + b"\n", "digits.yaml:1: cannot read"),
+    }
+    for name, (content, expected) in hostile.items():
+        (tmp_path / name).write_bytes(content)
+        run = check_cli(str(tmp_path / name))
+        assert run.returncode == 1, (name, run.stderr)
+        assert "Traceback" not in run.stderr and run.stdout == "", name
+        assert expected in run.stderr, (name, run.stderr)
+    line = ru[: ru.index("Вопрос".encode())].count(b"\n") + 1
+    assert f"cp1251.yaml:{line}: not UTF-8 text" in check_cli(str(tmp_path / "cp1251.yaml")).stderr
+
+
+def test_check_warns_about_each_unset_role_and_still_passes() -> None:
+    quiet = check_cli()
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert quiet.stdout.startswith("ok: settings and ")
+
+    bare = check_cli(BOT_TOKEN="", ADMIN_IDS="", MANAGER_CHAT_ID="")
+    assert bare.returncode == 0 and bare.stdout.startswith("ok: ")
+    warnings = bare.stderr.splitlines()
+    assert [w.split(" ")[:3] for w in warnings] == [
+        ["settings:", "WARNING", "ADMIN_IDS"],
+        ["settings:", "WARNING", "MANAGER_CHAT_ID"],
+        ["settings:", "WARNING", "BOT_TOKEN"],
+    ]
+    assert "reports" in warnings[0] and "card" in warnings[1] and "run" in warnings[2]
+
+    one = check_cli(MANAGER_CHAT_ID="")
+    assert one.returncode == 0 and one.stderr.splitlines() == [warnings[1]]
+
+
+def test_check_warns_and_still_fails_on_a_bad_script(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("format: 1\n", encoding="utf-8")
+    run = check_cli(str(bad), ADMIN_IDS="")
+    assert run.returncode == 1
+    first, *problems = run.stderr.splitlines()
+    assert first.startswith("settings: WARNING ADMIN_IDS")
+    assert problems and all(p.startswith(f"{bad}:") for p in problems)
+
+
+def test_stats_with_a_broken_script_names_it(database: str, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_bytes(b"a: " + b"[" * 10_000)
+    env = {**os.environ, "DATABASE_URL": database, "SCRIPT_PATH": str(broken)}
+    run = subprocess.run(
+        [sys.executable, "-m", "bot", "stats"], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip() == f"{broken}:1: nested deeper than 20 levels"

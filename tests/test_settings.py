@@ -40,7 +40,53 @@ def test_the_crm_webhook_is_an_http_url_kept_secret() -> None:
         with pytest.raises(SettingsError) as caught:
             load_settings(_env_file=None, crm_webhook_url=wrong)
         [line] = caught.value.lines
-        assert line.startswith("CRM_WEBHOOK_URL: must be an http") and "s3cret" not in line
+        assert line.startswith("CRM_WEBHOOK_URL: must be an https://") and "s3cret" not in line
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://crm.example.com/hook?token=s3cret",
+        "http://10.0.0.5:8080/s3cret",
+        "http://[2001:db8::1]/s3cret",
+        "HTTP://crm.example.com/s3cret",
+        "http://localhost.evil.example/s3cret",
+        "http://127.0.0.1.nip.io/s3cret",
+    ],
+)
+def test_the_crm_webhook_is_https_beyond_this_machine(url: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None, crm_webhook_url=url)
+    [line] = caught.value.lines
+    assert line.startswith("CRM_WEBHOOK_URL: must be https://")
+    assert "s3cret" not in line and "example" not in line and "10.0.0.5" not in line
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://127.1.2.3/hook",
+        "http://[::1]:9000/hook",
+        "http://localhost/hook",
+        "http://LocalHost:81/hook",
+        "https://crm.example.com/hook",
+    ],
+)
+def test_plain_http_is_accepted_for_loopback_only(url: str) -> None:
+    assert load_settings(_env_file=None, crm_webhook_url=url).crm_webhook == url
+
+
+def test_unset_roles_are_warned_about() -> None:
+    bare = load_settings(_env_file=None, bot_token="", admin_ids="", manager_chat_id="")
+    assert [w.split(" ")[0] for w in bare.warnings()] == [
+        "ADMIN_IDS", "MANAGER_CHAT_ID", "BOT_TOKEN"
+    ]  # fmt: skip
+    assert "reports" in bare.warnings()[0] and "card" in bare.warnings()[1]
+    full = load_settings(
+        _env_file=None, bot_token="123456:ABCDEF", admin_ids="5", manager_chat_id="-100123"
+    )
+    assert full.warnings() == []
 
 
 def test_check_exits_non_zero_on_a_bad_script(tmp_path: Path) -> None:
@@ -54,14 +100,14 @@ def test_check_exits_non_zero_on_a_bad_script(tmp_path: Path) -> None:
     assert "bad.yaml:" in run.stderr and "score" in run.stderr
 
 
-def test_a_failed_reload_keeps_the_last_good_script(tmp_path: Path) -> None:
+async def test_a_failed_reload_keeps_the_last_good_script(tmp_path: Path) -> None:
     path = tmp_path / "script.yaml"
     path.write_text(RU_SCRIPT.read_text(encoding="utf-8"), encoding="utf-8")
     holder = ScriptHolder(path)
     good = holder.current
     path.write_text("format: 1\nstages: [", encoding="utf-8")
     with pytest.raises(ScriptError):
-        holder.reload()
+        await holder.reload()
     assert holder.current is good
 
 
