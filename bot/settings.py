@@ -131,8 +131,8 @@ class Settings(BaseSettings):
             lines.append("ADMIN_IDS is empty: no one can see reports or use /reload")
         if self.manager_chat_id is None:
             lines.append(
-                "MANAGER_CHAT_ID is unset: hot leads get no card in a managers' chat, yet "
-                "the script's manager_will_write text still promises them a manager"
+                "MANAGER_CHAT_ID is unset: hot leads get no card in a managers' chat, and "
+                "the bot does not promise them that a manager will write"
             )
         if self.bot_token is None:
             lines.append("BOT_TOKEN is unset: needed for `python -m bot run`")
