@@ -65,6 +65,17 @@ def _insert(session: AsyncSession) -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
+async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    """Inserts the rows whose (lead, kind, occasion) is not there yet; returns how many."""
+    statement = (
+        _insert(session)(Notification)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["lead_id", "kind", "occasion"])
+        .returning(Notification.id)
+    )
+    return len((await session.scalars(statement)).all())
+
+
 async def plan(session: AsyncSession, lead: Lead, kinds: Sequence[Kind], now: datetime) -> int:
     """Inserts one planned row per kind for the lead's current moment, due at once, in the
     caller's transaction (the one that makes the lead hot); a moment already planned is left
@@ -77,13 +88,7 @@ async def plan(session: AsyncSession, lead: Lead, kinds: Sequence[Kind], now: da
          "attempts": 0, "due_at": now, "created_at": now}
         for kind in kinds
     ]  # fmt: skip
-    statement = (
-        _insert(session)(Notification)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["lead_id", "kind", "occasion"])
-        .returning(Notification.id)
-    )
-    return len((await session.scalars(statement)).all())
+    return await _insert_new(session, rows)
 
 
 @dataclass(frozen=True)
@@ -191,13 +196,7 @@ async def plan_erasure(session: AsyncSession, lead_id: int, now: datetime, *, cr
         )  # fmt: skip
     if not rows:
         return 0
-    statement = (
-        _insert(session)(Notification)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["lead_id", "kind", "occasion"])
-        .returning(Notification.id)
-    )
-    return len((await session.scalars(statement)).all())
+    return await _insert_new(session, rows)
 
 
 @dataclass(frozen=True)
