@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--runs", type=int, default=1, help="kill -9 rounds of the three loads")
+    parser.add_argument("--runs", type=int, default=2, help="kill -9 rounds of the three loads")
     parser.add_argument("--seed", type=int, default=None, help="repeat a run (default: random)")
     parser.add_argument("--prospects", type=int, default=60, help="dialogue burst size")
     parser.add_argument("--wave", type=int, default=200, help="touches in the follow-up wave")
