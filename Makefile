@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo test test-postgres lint typecheck check bench bench-report bench-tick bench-delivery run chat emulator clean
+.PHONY: help setup demo test test-postgres lint typecheck check bench bench-report bench-tick bench-delivery bench-faults run chat emulator clean
 
 help:  ## list the tasks
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -47,6 +47,9 @@ bench-tick: $(STAMP)  ## a scheduler tick with nothing due at 1,000,000 leads (t
 
 bench-delivery: $(STAMP)  ## a 2,000-touch wave at >= 95% of the rate, zero 429s
 	$(BIN)/python -m bench.bench_delivery
+
+bench-faults: $(STAMP)  ## kill -9 and SIGTERM under load: nothing doubled, no answer lost (~5 min)
+	$(BIN)/python -m bench.bench_faults $(ARGS)
 
 run: $(STAMP)  ## run the bot on Telegram (needs BOT_TOKEN)
 	$(BIN)/python -m bot run

@@ -15,6 +15,8 @@ async def _serve(args: argparse.Namespace) -> None:
         token=args.token,
         rate_limits=not args.no_rate_limits,
         latency=args.latency,
+        latency_max=args.latency_max,
+        latency_seed=args.latency_seed,
     )
     base_url = await emu.start(host=args.host, port=args.port)
     print(f"Telegram Bot API emulator on {base_url} (token {emu.token})", flush=True)
@@ -30,6 +32,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="the token getMe reports on")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
+    parser.add_argument(
+        "--latency-max",
+        type=float,
+        default=None,
+        help="with it, each request waits a random time between --latency and this",
+    )
+    parser.add_argument("--latency-seed", type=int, default=None, help="repeat that randomness")
     parser.add_argument("--no-rate-limits", action="store_true", help="never answer 429")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):

@@ -32,7 +32,7 @@ Every answer is JSON; failures are `{"ok": false, "error": "..."}` with status 4
     POST /_emulator/faults                      {"method", "times"?, "error_code"?,
                                                  "description"?, "retry_after"?, "hang"?,
                                                  "seconds"?, "apply"?, "chat_id"?}
-    POST /_emulator/settings                    {"latency"?, "rate_limits"?}
+    POST /_emulator/settings                    {"latency"?, "latency_max"?, "rate_limits"?}
 """
 
 from __future__ import annotations
@@ -370,9 +370,18 @@ class _ControlRoutes:
         body = await _body(request)
         if "latency" in body:
             self.emu.latency = float(body["latency"])
+        if "latency_max" in body:
+            high = body["latency_max"]
+            self.emu.latency_max = None if high is None else float(high)
         if "rate_limits" in body:
             self.emu.rate_limits = bool(body["rate_limits"])
-        return _ok({"latency": self.emu.latency, "rate_limits": self.emu.rate_limits})
+        return _ok(
+            {
+                "latency": self.emu.latency,
+                "latency_max": self.emu.latency_max,
+                "rate_limits": self.emu.rate_limits,
+            }
+        )
 
 
 class ControlClient:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import re
 import time
 from collections.abc import Callable
@@ -52,6 +53,8 @@ class TelegramEmulator:
     Usage: `async with TelegramEmulator() as emu:` (or `await emu.start()` / `await emu.stop()`),
     then point aiogram at `emu.base_url` with `TelegramAPIServer.from_base(emu.base_url)`.
     Every well-formed token is accepted; all bots share one world (one update queue).
+    Each request waits `latency` seconds before it is served; with `latency_max` it waits a
+    random time between the two instead (a real network's spread; `latency_seed` repeats it).
     """
 
     def __init__(
@@ -63,6 +66,8 @@ class TelegramEmulator:
         group_per_minute: int = 20,
         rate_limits: bool = True,
         latency: float = 0.0,
+        latency_max: float | None = None,
+        latency_seed: int | None = None,
         token: str = DEFAULT_TOKEN,
         bot_username: str = "leadbot_test_bot",
         bot_first_name: str = "Leadbot",
@@ -75,6 +80,8 @@ class TelegramEmulator:
             raise ValueError(f"not a bot token: {token!r}")
         self.token = token
         self.latency = latency
+        self.latency_max = latency_max
+        self._latency_rng = random.Random(latency_seed)
         self.world = World(wall_clock=wall_clock)
         self.world.bot.id = int(match.group(1))
         self.world.bot.username = bot_username
@@ -245,6 +252,13 @@ class TelegramEmulator:
 
         return await self.world.changed.wait_until(check, timeout)
 
+    def request_latency(self) -> float:
+        """How long the next request waits before it is served."""
+        high = self.latency_max
+        if high is None or high <= self.latency:
+            return self.latency
+        return self._latency_rng.uniform(self.latency, high)
+
     def reset_limits(self) -> None:
         self.limiter.reset()
 
@@ -344,8 +358,9 @@ class TelegramEmulator:
             params = await read_params(request)
             record.params = for_record(params)
             self.world.changed.notify()  # lets tests wait for a request to arrive
-            if self.latency > 0:
-                await asyncio.sleep(self.latency)
+            delay = self.request_latency()
+            if delay > 0:
+                await asyncio.sleep(delay)
             result = await self._run(method, params, record)
         except ApiError as error:
             return self._refuse(record, error, params, started)
