@@ -28,14 +28,21 @@ from bot.scripts import ScriptHolder
 from bot.settings import Settings
 from funnel.clock import Clock, ScaledClock, SystemClock
 from funnel.digest import daily_digest, format_digest_html
+from handlers.i18n import t
 
 log = logging.getLogger("leadbot.app")
-PROSPECT_COMMANDS = [
-    BotCommand(command="start", description="Начать или продолжить"),
-    BotCommand(command="help", description="Помощь"),
-    BotCommand(command="stop", description="Не присылать сообщения"),
-    BotCommand(command="forget", description="Удалить мои данные"),
-]
+
+
+def prospect_commands(language: str) -> list[BotCommand]:
+    """The menu prospects see, in the school's language (that of its script)."""
+    return [
+        BotCommand(command="start", description=t("menu.start", lang=language)),
+        BotCommand(command="help", description=t("menu.help", lang=language)),
+        BotCommand(command="stop", description=t("menu.stop", lang=language)),
+        BotCommand(command="forget", description=t("menu.forget", lang=language)),
+    ]
+
+
 PAID_BROADCAST_RATE = 1000.0
 HANDOFF_JOB_ID = "handoff_tick"
 
@@ -116,7 +123,7 @@ class App:
     async def start(self, *, scheduler: bool = True) -> None:
         await self.prepare()
         await self.bot.delete_webhook(drop_pending_updates=False)
-        await self.bot.set_my_commands(PROSPECT_COMMANDS)
+        await self.bot.set_my_commands(prospect_commands(self.scripts.current.language))
         if scheduler:
             self.scheduler.start()
         self._polling = asyncio.create_task(self.poller.run())

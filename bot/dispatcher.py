@@ -62,7 +62,7 @@ def create_dispatcher(
                 "where": logs.origin(event.exception),
             },
         )
-        await ask_to_try_again(bot, event.update)
+        await ask_to_try_again(bot, event.update, scripts.current.language)
         return True
 
     return dp

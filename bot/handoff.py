@@ -40,6 +40,7 @@ from funnel.notifications import (
 )
 from funnel.script import Script
 from handlers.callbacks import CardCb
+from handlers.i18n import t
 
 log = logging.getLogger("leadbot.handoff")
 
@@ -47,8 +48,6 @@ DEFAULT_BATCH = 50
 # How long stopping the bot waits for deliveries on the wire before abandoning them (a card
 # abandoned mid-request becomes "unknown" at the next start, a webhook is sent again).
 DEFAULT_STOP_GRACE_SECONDS = 5.0
-# What a card says once its lead asked to be forgotten (nothing of the person is left).
-ERASED_CARD = "🗑 Лид #{lead} попросил удалить свои данные. Карточка очищена."
 HandOffStats = DeliveryStats
 
 
@@ -281,7 +280,8 @@ class HandOff:
         async with self.sessions() as session:
             lead = await store.lead_by_id(session, row.lead_id)
             if row.kind == CARD_ERASURE:
-                return ERASED_CARD.format(lead=row.lead_id)
+                # Nothing of the person is left on the card, in the school's language.
+                return t("card.erased", lang=script.language, lead=row.lead_id)
             if row.kind == CRM_FORGOTTEN:
                 if self.webhook is None:
                     return Outcome(row.id, "cancelled", "CRM_WEBHOOK_URL is not set")

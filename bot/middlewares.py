@@ -16,6 +16,7 @@ from sqlalchemy import event as event_api
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import inbox, transactions
+from handlers.i18n import t
 
 log = logging.getLogger("leadbot.updates")
 
@@ -121,7 +122,7 @@ class DbSession(BaseMiddleware):
         )
         bot = data.get("bot")
         if isinstance(event, Update) and bot is not None:
-            await ask_to_try_again(bot, event)
+            await ask_to_try_again(bot, event, data["scripts"].current.language)
 
 
 class _CommitWatch:
@@ -143,17 +144,9 @@ class _CommitWatch:
         self.committed = True
 
 
-TRY_AGAIN = {
-    "ru": "Не получилось сохранить ответ, попробуйте ещё раз через минуту.",
-    "en": "Sorry, that did not go through. Please try again in a minute.",
-}
-
-
-async def ask_to_try_again(bot: Bot, update: Update) -> None:
+async def ask_to_try_again(bot: Bot, update: Update, language: str) -> None:
     """A short word to the person whose update could not be handled; best effort."""
-    user = getattr(update.message or update.callback_query, "from_user", None)
-    language = "ru" if user is not None and (user.language_code or "").startswith("ru") else "en"
-    text = TRY_AGAIN[language]
+    text = t("updates.try_again", lang=language)
     try:
         if update.callback_query is not None:
             await bot.answer_callback_query(update.callback_query.id, text, show_alert=True)

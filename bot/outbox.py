@@ -29,6 +29,7 @@ from funnel.html_text import plain_name
 from funnel.replies import Reply
 from funnel.script import Script
 from funnel.sending_rules import in_window
+from handlers.i18n import t
 from handlers.keyboards import keyboard
 
 log = logging.getLogger("leadbot.outbox")
@@ -338,7 +339,7 @@ class Outbox:
         for (campaign_id, step), labels in round_.alerts.items():
             campaign = script.campaign(campaign_id)
             title = escape(campaign.title if campaign else campaign_id)
-            for text in _alert_texts(title, step, labels):
+            for text in _alert_texts(title, step, labels, script.language):
                 try:
                     await self.bot.send_message(self.manager_chat_id, text, parse_mode="HTML")
                 except TelegramAPIError as error:
@@ -356,14 +357,15 @@ def _lead_label(lead_id: int, first_name: str | None, username: str | None) -> s
     return f"#{lead_id} {name}{handle}".strip()
 
 
-def _alert_texts(title: str, step: int, labels: list[str]) -> list[str]:
-    head = f"🔔 <b>{title}</b>, шаг {step}: отправлено {len(labels)}"
+def _alert_texts(title: str, step: int, labels: list[str], language: str) -> list[str]:
+    head = t("alert.touches_sent", lang=language, n=len(labels), title=title, step=step)
+    continued = head + " " + t("alert.continued", lang=language)
     texts: list[str] = []
     current = head
     for label in labels:
         if len(current) + len(label) + 1 > ALERT_LIMIT:
             texts.append(current)
-            current = head + " (продолжение)"
+            current = continued
         current += "\n" + label
     texts.append(current)
     return texts

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import select, text
 
-from bot.handoff import ERASED_CARD
 from funnel.models import Answer, Base, Lead, Notification
+from handlers.i18n import t
 from tests.e2e.conftest import HOT, World, qualify
 
 # The fake CRM's fixtures are shared with the hand-off tests.
@@ -51,7 +51,7 @@ async def test_forget_erases_the_person_edits_the_cards_and_tells_the_crm(
 
     # The card in the managers' chat no longer shows the person.
     edited = next(m for m in world.managers.messages if m.message_id == card.message_id)
-    assert edited.plain_text == ERASED_CARD.format(lead=1)
+    assert edited.plain_text == t("card.erased", lang="ru", lead=1)
     assert edited.buttons == [] or edited.buttons is None or not any(edited.buttons)
     # The CRM was told, with a key of its own that stays the same on a retry.
     received = await crm.wait_for(2)
