@@ -33,6 +33,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.faults_harness import (
     HOT,
@@ -40,6 +41,7 @@ from bench.faults_harness import (
     NOT_HOT,
     QUESTIONS,
     SENDING,
+    Answers,
     BotProcess,
     Db,
     Gates,
@@ -172,10 +174,10 @@ class Load:
 
     # -- driving ------------------------------------------------------------------------
 
-    def add_prospects(self, answers: Callable[[int], dict], count: int, **kwargs: object) -> None:
+    def add_prospects(self, answers: Callable[[int], Answers], count: int, **kwargs: Any) -> None:
         for i in range(count):
             user = self.emu.add_user(f"Prospect{len(self.prospects)}")
-            prospect = Prospect(user, answers(i), **kwargs)  # type: ignore[arg-type]
+            prospect = Prospect(user, answers(i), **kwargs)
             self.prospects.append(prospect)
 
     def live(self, seconds: float) -> None:
@@ -354,7 +356,16 @@ def _cells(f: Figures) -> list[str]:
     m = f.messages
     sent = ["-"] * 7
     if m is not None:
-        sent = [m.expected, m.delivered, m.lost, m.lost_unknown, m.unknown, f.on_wire, m.doubled]
+        numbers = [
+            m.expected,
+            m.delivered,
+            m.lost,
+            m.lost_unknown,
+            m.unknown,
+            f.on_wire,
+            m.doubled,
+        ]
+        sent = [str(n) for n in numbers]
     return [f.load, stops, *(talk if f.prospects else ["-"] * 3), *map(str, sent),
             str(f.too_many), f"{f.seconds:.0f}"]  # fmt: skip
 

@@ -18,7 +18,7 @@ import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,8 +46,8 @@ TYPED_NEED = "Хочу автоматизировать отчёты на раб
 TYPED_ANSWERS = frozenset({TYPED_NEED})
 
 # Answers by question id: a button label, or ("text", what the prospect types).
-Answers = dict[str, str | tuple[str, str]]
-HOT: Answers = {
+Answers = Mapping[str, str | tuple[str, str]]
+HOT: dict[str, str] = {
     "need": "Сменить профессию",
     "timing": "В ближайшие 2 недели",
     "budget": "Готов(а) оплатить сразу",
@@ -546,9 +546,9 @@ def account_cards(emu: TelegramEmulator, db: Db, group_id: int) -> Messages:
     rows: dict[int, list[str]] = {}
     for lead, _occasion, status in db.cards():
         rows.setdefault(lead, []).append(status)
-    for lead in db.leads().values():
-        if lead["temperature"] == "hot":
-            rows.setdefault(lead["id"], [])
+    for info in db.leads().values():
+        if info["temperature"] == "hot":
+            rows.setdefault(info["id"], [])
     result = Messages(statuses=Counter(s for statuses in rows.values() for s in statuses))
     result.unknown = result.statuses["unknown"]
     for lead, statuses in rows.items():
