@@ -2,7 +2,8 @@
 fresh SQLite file talks to the local emulator (20–80 ms per request) and is killed with
 kill -9 at random moments during three loads, restarted each time:
 
-- dialogue burst: simulated prospects answering the BANT questions (taps and typed answers);
+- dialogue bursts: simulated prospects answering the BANT questions (taps and typed answers),
+  all of them question 1 at once, then question 2 at once, ...;
 - follow-up wave: leads seeded with a due touch, delivered at 30 messages/s;
 - card burst: leads turning hot at once, their cards paced by the managers' group limit.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import random
 import shutil
 import sys
@@ -31,14 +33,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.faults_harness import (
     HOT,
     LAST_QUESTION,
     NOT_HOT,
+    QUESTIONS,
     SENDING,
+    Answers,
     BotProcess,
     Db,
+    Gates,
     Messages,
     Prospect,
     Stop,
@@ -57,6 +63,8 @@ LATENCY = (0.02, 0.08)  # seconds per Bot API request, like a good connection to
 RATE = 30  # RATE_PER_SECOND: Telegram's overall limit
 QUIET_SECONDS = 1.5  # no new message for this long, nothing due: the load is over
 SETTLE_TIMEOUT = 60.0
+BURST_WAIT = 6.0  # a burst goes without the prospects still stuck after this long
+KILL_AFTER_BURST = 1.5  # seconds
 
 
 @dataclass
@@ -166,10 +174,10 @@ class Load:
 
     # -- driving ------------------------------------------------------------------------
 
-    def add_prospects(self, answers: Callable[[int], dict], count: int, **kwargs: object) -> None:
+    def add_prospects(self, answers: Callable[[int], Answers], count: int, **kwargs: Any) -> None:
         for i in range(count):
             user = self.emu.add_user(f"Prospect{len(self.prospects)}")
-            prospect = Prospect(user, answers(i), **kwargs)  # type: ignore[arg-type]
+            prospect = Prospect(user, answers(i), **kwargs)
             self.prospects.append(prospect)
 
     def live(self, seconds: float) -> None:
@@ -205,8 +213,11 @@ class Load:
 
     async def finish(self, messages: Callable[[Db], Messages] | None, wire: Callable) -> Figures:
         assert self.bot is not None
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        outcomes = await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.bot.close()
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise RuntimeError(f"a simulated prospect failed: {outcome!r}") from outcome
         db = Db(self.database)
         f = self.figures
         f.stops = list(self.bot.stops)
@@ -235,14 +246,30 @@ def _chat(request: object) -> int | None:
 
 
 async def dialogue_burst(rng: random.Random, workdir: Path, prospects: int, kills: int) -> Figures:
+    """All prospects answer question 1 at once, then question 2 at once, and so on; kill -9
+    lands at a random moment within KILL_AFTER_BURST seconds of `kills` of those bursts (a
+    kill while everybody waits for the bot to come back measures nothing)."""
     async with Load("dialogue burst", "kill", rng, workdir) as load:
         assert load.bot is not None
         await create_database(load.bot.url)
-        load.add_prospects(lambda i: rng.choice(NOT_HOT), prospects, patience=10.0)
+        gates = Gates(QUESTIONS)
+        load.add_prospects(lambda i: rng.choice(NOT_HOT), prospects, patience=10.0, gates=gates)
         await load.bot.start()
-        load.live(90.0)
-        for _ in range(kills):
-            await load.stop_and_restart(rng.uniform(1.0, 5.0), kill=True)
+        load.live(120.0)
+        killed_at = set(rng.sample(QUESTIONS, min(kills, len(QUESTIONS))))
+
+        def ready(question: str) -> bool:
+            # Everyone still talking waits at the question, or the first one has for a while
+            # (the others are stuck behind a kill and catch up later).
+            if gates.waiting[question] >= sum(not p.done for p in load.prospects):
+                return True
+            return time.monotonic() - gates.first_waiting.get(question, math.inf) > BURST_WAIT
+
+        for question in QUESTIONS:
+            await wait_for(lambda q=question: ready(q), 120.0)  # type: ignore[misc]
+            gates.open(question)
+            if question in killed_at:
+                await load.stop_and_restart(rng.uniform(0.0, KILL_AFTER_BURST), kill=True)
         await load.settle(lambda: False)
         return await load.finish(None, lambda r: False)
 
@@ -275,17 +302,17 @@ async def card_burst(rng: random.Random, workdir: Path, leads: int, kills: int) 
         assert load.bot is not None and load.group is not None
         group_id = load.group.id
         await create_database(load.bot.url)
-        go = asyncio.Event()
-        load.add_prospects(lambda i: HOT, leads, patience=10.0, hold_at=LAST_QUESTION, go=go)
+        gates = Gates([LAST_QUESTION])
+        load.add_prospects(lambda i: HOT, leads, patience=10.0, gates=gates)
         await load.bot.start()
         load.live(150.0)
         # Everyone answers three questions, then all answer the last one at once.
-        await wait_for(lambda: all(p.holding for p in load.prospects), 60.0)
-        go.set()
+        await wait_for(lambda: gates.waiting[LAST_QUESTION] >= leads, 60.0)
+        gates.open(LAST_QUESTION)
         db = Db(load.database)
         for i in range(max(kills, 1)):
-            await load.stop_and_restart(rng.uniform(1.0, 6.0 if i == 0 else 5.0),
-                                        kill=bool(kills))  # fmt: skip
+            after = rng.uniform(0.2, 6.0) if i == 0 else rng.uniform(1.0, 5.0)
+            await load.stop_and_restart(after, kill=bool(kills))
 
         def busy() -> bool:
             statuses = db.card_statuses()
@@ -329,7 +356,16 @@ def _cells(f: Figures) -> list[str]:
     m = f.messages
     sent = ["-"] * 7
     if m is not None:
-        sent = [m.expected, m.delivered, m.lost, m.lost_unknown, m.unknown, f.on_wire, m.doubled]
+        numbers = [
+            m.expected,
+            m.delivered,
+            m.lost,
+            m.lost_unknown,
+            m.unknown,
+            f.on_wire,
+            m.doubled,
+        ]
+        sent = [str(n) for n in numbers]
     return [f.load, stops, *(talk if f.prospects else ["-"] * 3), *map(str, sent),
             str(f.too_many), f"{f.seconds:.0f}"]  # fmt: skip
 

@@ -18,7 +18,7 @@ import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,15 +38,16 @@ _TOUCH_TAG = re.compile(r"\[touch (\w+)/(\d+)\]")
 # A managers' card carries buttons like "m:take:17": the lead it is about.
 _CARD_BUTTON = re.compile(r"^m:\w+:(\d+)$")
 
-# The shipped script's last question, its "continue" button and answers typed as text.
-LAST_QUESTION = "authority"
+# The shipped script's questions in order, its "continue" button, answers typed as text.
+QUESTIONS = ["need", "timing", "budget", "authority"]
+LAST_QUESTION = QUESTIONS[-1]
 CONTINUE_LABEL = "▶️ Продолжить"
 TYPED_NEED = "Хочу автоматизировать отчёты на работе"
 TYPED_ANSWERS = frozenset({TYPED_NEED})
 
 # Answers by question id: a button label, or ("text", what the prospect types).
-Answers = dict[str, str | tuple[str, str]]
-HOT: Answers = {
+Answers = Mapping[str, str | tuple[str, str]]
+HOT: dict[str, str] = {
     "need": "Сменить профессию",
     "timing": "В ближайшие 2 недели",
     "budget": "Готов(а) оплатить сразу",
@@ -545,9 +546,9 @@ def account_cards(emu: TelegramEmulator, db: Db, group_id: int) -> Messages:
     rows: dict[int, list[str]] = {}
     for lead, _occasion, status in db.cards():
         rows.setdefault(lead, []).append(status)
-    for lead in db.leads().values():
-        if lead["temperature"] == "hot":
-            rows.setdefault(lead["id"], [])
+    for info in db.leads().values():
+        if info["temperature"] == "hot":
+            rows.setdefault(info["id"], [])
     result = Messages(statuses=Counter(s for statuses in rows.values() for s in statuses))
     result.unknown = result.statuses["unknown"]
     for lead, statuses in rows.items():
@@ -575,14 +576,38 @@ def question_of(message: BotMessage) -> str | None:
     return None
 
 
+class Gates:
+    """Prospects wait at these questions until the driver opens them: one burst of answers
+    per question, the way a broadcast or an ad campaign makes many people answer at once."""
+
+    def __init__(self, questions: list[str]) -> None:
+        self._open = {question: asyncio.Event() for question in questions}
+        self.waiting: Counter[str] = Counter()
+        self.first_waiting: dict[str, float] = {}  # monotonic: when the first one arrived
+
+    def open(self, question: str) -> None:
+        self._open[question].set()
+
+    async def wait(self, question: str) -> None:
+        event = self._open.get(question)
+        if event is None or event.is_set():
+            return
+        self.first_waiting.setdefault(question, time.monotonic())
+        self.waiting[question] += 1
+        try:
+            await event.wait()
+        finally:
+            self.waiting[question] -= 1
+
+
 class Prospect:
     """Answers the questions with `answers`. When the bot goes silent for `patience` seconds
     (it was killed), does what a person does: sends /start again and taps "continue".
 
     Taps only the question the bot says is current: one it has not answered yet, or the one
     shown right after its own /start or "continue" (the earlier answer vanished). So a
-    question answered twice means the first answer was lost. `hold_at`: waits at that
-    question until `go` is set (many leads turning hot at once)."""
+    question answered twice means the first answer was lost. With `gates`, waits at each
+    gated question until the driver opens it."""
 
     def __init__(
         self,
@@ -590,17 +615,14 @@ class Prospect:
         answers: Answers,
         *,
         patience: float = 10.0,
-        hold_at: str | None = None,
-        go: asyncio.Event | None = None,
+        gates: Gates | None = None,
     ) -> None:
         self.user = user
         self.answers = answers
         self.patience = patience
-        self.hold_at = hold_at
-        self.go = go
+        self.gates = gates
         self.pressed: set[str] = set()
         self.done = False
-        self.holding = False
         self.stalls = 0  # how often the bot went silent and the prospect had to /start
         self.final_answered = False
         self._current_next = True  # the next question shown is the bot's current one
@@ -626,10 +648,8 @@ class Prospect:
             if question in self.pressed and not self._current_next:
                 return  # an old question shown again: no second answer
             self._current_next = False
-            if question == self.hold_at and self.go is not None and not self.go.is_set():
-                self.holding = True
-                await self.go.wait()
-                self.holding = False
+            if self.gates is not None:
+                await self.gates.wait(question)
             self.pressed.add(question)
             answer = self.answers[question]
             if isinstance(answer, tuple):

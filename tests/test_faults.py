@@ -26,6 +26,7 @@ from bench.faults_harness import (
     LAST_QUESTION,
     BotProcess,
     Db,
+    Gates,
     Prospect,
     cards_delivered,
     create_database,
@@ -122,17 +123,17 @@ async def test_sigterm_while_cards_wait_for_the_group_limit_loses_none(tmp_path:
         async with bot_process(emu, tmp_path, MANAGER_CHAT_ID=str(group.id)) as bot:
             db = Db(bot.database)
             await create_database(bot.url)
-            go = asyncio.Event()
+            gates = Gates([LAST_QUESTION])
             prospects = [
-                Prospect(emu.add_user(f"Hot{i}"), HOT, patience=30, hold_at=LAST_QUESTION, go=go)
+                Prospect(emu.add_user(f"Hot{i}"), HOT, patience=30, gates=gates)
                 for i in range(CARDS)
             ]
             await bot.start()
             deadline = time.monotonic() + 120
             tasks = [asyncio.create_task(p.live(deadline)) for p in prospects]
             try:
-                assert await wait_for(lambda: all(p.holding for p in prospects), 60)
-                go.set()  # every prospect answers the last question at once: all hot
+                assert await wait_for(lambda: gates.waiting[LAST_QUESTION] >= CARDS, 60)
+                gates.open(LAST_QUESTION)  # everyone answers the last question at once: hot
                 await emu.wait_until(lambda: len(group.chat.log) >= 20, 60)
                 await asyncio.sleep(1.0)  # the rest wait for the group's minute
                 waiting = db.card_statuses()
