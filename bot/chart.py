@@ -7,7 +7,7 @@ import io
 import textwrap
 from typing import Any
 
-from funnel.analytics import FunnelReport
+from funnel.reports.funnel_report import FunnelReport
 
 __all__ = ["render_funnel_png"]
 

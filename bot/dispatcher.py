@@ -16,7 +16,7 @@ from bot.handoff import HandOff
 from bot.middlewares import DbSession, PerUserOrder, ask_to_try_again
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
-from funnel.clock import Clock
+from funnel.core.clock import Clock
 from handlers import admin, managers, prospect
 
 log = logging.getLogger("leadbot.dispatcher")

@@ -26,11 +26,12 @@ from bot import transactions
 from bot.crm import CrmWebhook
 from bot.delivery import Attempt, Courier, DeliveryStats
 from bot.ratelimit import SendLimiter
-from funnel import crm, handoff, notifications, store
-from funnel.clock import Clock
-from funnel.dialogue import Result
-from funnel.handoff import Card
-from funnel.notifications import (
+from funnel.core import store
+from funnel.core.clock import Clock
+from funnel.dialogue.flow import Result
+from funnel.handoff import cards, crm, notifications
+from funnel.handoff.cards import Card
+from funnel.handoff.notifications import (
     CARD_ERASURE,
     CRM_FORGOTTEN,
     CRM_WEBHOOK,
@@ -38,7 +39,7 @@ from funnel.notifications import (
     Claimed,
     Outcome,
 )
-from funnel.script import Script
+from funnel.script.schema import Script
 from handlers.callbacks import CardCb
 
 log = logging.getLogger("leadbot.handoff")
@@ -292,7 +293,7 @@ class HandOff:
             if row.kind == MANAGER_CARD:
                 if self.manager_chat_id is None:
                     return Outcome(row.id, "cancelled", "MANAGER_CHAT_ID is not set")
-                return await handoff.lead_card(session, script, lead)
+                return await cards.lead_card(session, script, lead)
             if row.kind == CRM_WEBHOOK:
                 if self.webhook is None:
                     return Outcome(row.id, "cancelled", "CRM_WEBHOOK_URL is not set")

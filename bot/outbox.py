@@ -22,13 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot import transactions
 from bot.delivery import Attempt, Claims, Courier, DeliveryStats, safe_error
 from bot.ratelimit import SendLimiter
-from funnel import campaigns
-from funnel.campaigns import Cancel, Outcome, Postpone, Send
-from funnel.clock import Clock
-from funnel.html_text import plain_name
-from funnel.replies import Reply
-from funnel.script import Script
-from funnel.sending_rules import in_window
+from funnel.core.clock import Clock
+from funnel.core.telegram_text import plain_name
+from funnel.dialogue.replies import Reply
+from funnel.followups import planning
+from funnel.followups.planning import Cancel, Outcome, Postpone, Send
+from funnel.followups.sending_rules import in_window
+from funnel.script.schema import Script
 from handlers.keyboards import keyboard
 
 log = logging.getLogger("leadbot.outbox")
@@ -113,7 +113,7 @@ class Outbox:
     async def recover(self) -> int:
         """At start-up: touches a crash left "sending" become "unknown" (they may have left)."""
         async with self.sessions() as session:
-            count = await campaigns.recover_interrupted(session)
+            count = await planning.recover_interrupted(session)
             await session.commit()
         if count:
             log.warning(
@@ -141,7 +141,7 @@ class Outbox:
     async def plan(self, now: datetime) -> int:
         """Inserts the touches that became due by `now`; returns how many are new."""
         async with self.sessions() as session:
-            count = await campaigns.plan_touches(
+            count = await planning.plan_touches(
                 session, self.script(), now, margin=self.plan_margin
             )
             await session.commit()
@@ -224,22 +224,22 @@ class Outbox:
         script = self.script()
         outgoing: list[_Outgoing] = []
         async with self.sessions() as session:
-            await campaigns.take_write_lock(session)
-            pairs = await campaigns.due_touches(session, now, self.batch_size, busy)
+            await planning.take_write_lock(session)
+            pairs = await planning.due_touches(session, now, self.batch_size, busy)
             if not pairs:
                 return [], 0
             lead_ids = sorted({touch.lead_id for touch, _ in pairs})
             since = now - script.frequency_cap.per
-            history = await campaigns.recent_sends(session, lead_ids, since)
+            history = await planning.recent_sends(session, lead_ids, since)
             for touch, lead in pairs:
-                decision = campaigns.decide(
+                decision = planning.decide(
                     touch, lead, script, now, history.get(touch.lead_id, []), self.zone
                 )
                 if isinstance(decision, Cancel):
-                    await campaigns.cancel_touch(session, touch.id, decision.reason)
+                    await planning.cancel_touch(session, touch.id, decision.reason)
                     round_.stats.cancelled += 1
                 elif isinstance(decision, Postpone):
-                    await campaigns.postpone_touch(session, touch.id, decision.until,
+                    await planning.postpone_touch(session, touch.id, decision.until,
                                                    decision.why)  # fmt: skip
                     round_.stats.postponed += 1
                 elif isinstance(decision, Send) and lead is not None and lead.chat_id:
@@ -253,7 +253,7 @@ class Outbox:
                             chat_id=lead.chat_id,
                             campaign=campaign.id,
                             step=touch.step,
-                            reply=campaigns.render_touch(script, campaign, touch.step, lead),
+                            reply=planning.render_touch(script, campaign, touch.step, lead),
                             notify_managers=campaign.steps[touch.step - 1].notify_managers,
                             lead_label=_lead_label(lead.id, lead.first_name, lead.username),
                         )
@@ -269,7 +269,7 @@ class Outbox:
         if not in_window(now, self.script().send_window, self.zone):
             return set()
         async with self.sessions() as session:
-            claimed = await campaigns.claim_for_sending(session, touch_ids, now)
+            claimed = await planning.claim_for_sending(session, touch_ids, now)
             await session.commit()
         return claimed
 
@@ -315,7 +315,7 @@ class Outbox:
 
         async def write() -> Mapping[str, int]:
             async with self.sessions() as session:
-                counts = await campaigns.record_outcomes(session, outcomes, self.clock.now())
+                counts = await planning.record_outcomes(session, outcomes, self.clock.now())
                 await session.commit()
             return counts
 

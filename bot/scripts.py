@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from funnel.script import Script, ScriptError, load_script
+from funnel.script.schema import Script, ScriptError, load_script
 
 log = logging.getLogger("leadbot.scripts")
 # What of a refusal fits one Telegram message (4096 characters) with room for a heading.

@@ -17,17 +17,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.chart import render_funnel_png
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
-from funnel import inputs, store
-from funnel.analytics import funnel_report
-from funnel.campaign_report import campaign_report, format_campaign_report_html
-from funnel.clock import Clock
-from funnel.export import export_leads_csv
-from funnel.lead_card import format_lead_card_html, lead_card
-from funnel.models import Lead
-from funnel.periods import Period, parse_period
-from funnel.purchases import parse_currency, record_purchase, record_spend
+from funnel.core import inputs, store
+from funnel.core.clock import Clock
+from funnel.core.models import Lead
+from funnel.handoff.purchases import parse_currency, record_purchase, record_spend
 from funnel.report_text import format_report_html, format_sources_html
-from funnel.script import Script, ScriptError
+from funnel.reports.campaign_effect import campaign_report, format_campaign_report_html
+from funnel.reports.export import export_leads_csv
+from funnel.reports.funnel_report import funnel_report
+from funnel.reports.lead_card import format_lead_card_html, lead_card
+from funnel.reports.periods import Period, parse_period
+from funnel.script.schema import Script, ScriptError
 
 PERIOD = "[7d|30d|all|2026-01-01..2026-01-31]"
 USAGE = {

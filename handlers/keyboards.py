@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
-from funnel.replies import Reply
+from funnel.dialogue.replies import Reply
 from handlers.callbacks import pack
 
 

@@ -19,13 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.handoff import card_keyboard
 from bot.settings import Settings
-from funnel import handoff, inputs, store
-from funnel.clock import Clock
-from funnel.html_text import plain_name
-from funnel.models import Lead
-from funnel.purchases import record_purchase
-from funnel.script import Script
-from funnel.stages import can_move
+from funnel.core import inputs, store
+from funnel.core.clock import Clock
+from funnel.core.models import Lead
+from funnel.core.stages import can_move
+from funnel.core.telegram_text import plain_name
+from funnel.handoff import cards
+from funnel.handoff.purchases import record_purchase
+from funnel.script.schema import Script
 from handlers.callbacks import CardCb
 from handlers.respond import answer_callback
 
@@ -66,7 +67,7 @@ def router(settings: Settings) -> Router:
             await answer_callback(query, "Эти кнопки — только для менеджеров школы.")
             return
         lead = await store.lead_by_id(session, callback_data.lead)
-        if lead is None or not await handoff.has_card(
+        if lead is None or not await cards.has_card(
             session, lead.id, message.chat.id, message.message_id
         ):
             await answer_callback(query, NOT_THIS_CHAT)
@@ -109,7 +110,7 @@ def router(settings: Settings) -> Router:
         except ValueError:
             lead_id = None
         lead = await store.lead_by_id(session, lead_id) if lead_id is not None else None
-        if lead is None or not await handoff.has_card(session, lead.id, message.chat.id, None):
+        if lead is None or not await cards.has_card(session, lead.id, message.chat.id, None):
             await message.reply(NOT_THIS_CHAT)
             return
         if lead.deleted_at is not None:
@@ -172,7 +173,7 @@ async def _take(query: CallbackQuery, bot: Bot, session: AsyncSession, script: S
 
 async def _refresh_card(bot: Bot, session: AsyncSession, script: Script, lead: Lead,
                         chat_id: int, message_id: int) -> None:  # fmt: skip
-    card = await handoff.lead_card(session, script, lead)
+    card = await cards.lead_card(session, script, lead)
     # "message is not modified" after a double tap: the card already says it.
     with contextlib.suppress(TelegramAPIError):
         await bot.edit_message_text(

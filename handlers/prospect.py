@@ -17,10 +17,10 @@ from aiogram.types import CallbackQuery, ChatMemberUpdated, Message, User
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.handoff import HandOff
-from funnel.clock import Clock
-from funnel.dialogue import Dialogue, Result
-from funnel.script import Script
-from funnel.store import Profile
+from funnel.core.clock import Clock
+from funnel.core.store import Profile
+from funnel.dialogue.flow import Dialogue, Result
+from funnel.script.schema import Script
 from handlers.callbacks import AnswerCb, ButtonCb, SystemCb
 from handlers.respond import respond
 

@@ -11,8 +11,8 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import CallbackQuery
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel.dialogue import Dialogue, Result
-from funnel.html_text import fit_html
+from funnel.core.telegram_text import fit_html
+from funnel.dialogue.flow import Dialogue, Result
 from handlers.keyboards import keyboard
 
 log = logging.getLogger("leadbot.respond")

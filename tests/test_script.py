@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from funnel.script import (
+from funnel.script.schema import (
     MAX_DEPTH,
     MAX_PROBLEMS,
     MAX_SCRIPT_BYTES,

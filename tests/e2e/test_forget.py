@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select, text
 
 from bot.handoff import ERASED_CARD
-from funnel.models import Answer, Base, Lead, Notification
+from funnel.core.models import Answer, Base, Lead, Notification
 from tests.e2e.conftest import HOT, World, qualify
 
 # The fake CRM's fixtures are shared with the hand-off tests.

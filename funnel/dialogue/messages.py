@@ -3,11 +3,11 @@ their answer buttons. Shared by the dialogue and the campaigns so both speak ali
 
 from __future__ import annotations
 
-from funnel import qualification
-from funnel.html_text import cut_plain
-from funnel.models import Lead
-from funnel.replies import Btn, Reply, rows
-from funnel.script import Question, Script, render
+from funnel.core.models import Lead
+from funnel.core.telegram_text import cut_plain
+from funnel.dialogue import qualification
+from funnel.dialogue.replies import Btn, Reply, rows
+from funnel.script.schema import Question, Script, render
 
 
 def text_for(

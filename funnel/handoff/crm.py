@@ -10,9 +10,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel import qualification, store
-from funnel.models import Lead
-from funnel.script import Script
+from funnel.core import store
+from funnel.core.models import Lead
+from funnel.dialogue import qualification
+from funnel.script.schema import Script
 
 # Fixed for ever: the keys of notifications already sent must not change with a release.
 KEY_NAMESPACE = uuid.UUID("6f0d8a52-3c1e-4d0b-9a57-2f4c1b7e9d30")

@@ -8,14 +8,15 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel import messages, qualification, store
-from funnel.clock import Clock
-from funnel.models import Lead
-from funnel.qualification import AnswerRejected
-from funnel.replies import Btn, Reply, rows
-from funnel.script import Question, Script
-from funnel.stages import can_move
-from funnel.store import Profile
+from funnel.core import store
+from funnel.core.clock import Clock
+from funnel.core.models import Lead
+from funnel.core.stages import can_move
+from funnel.core.store import Profile
+from funnel.dialogue import messages, qualification
+from funnel.dialogue.qualification import AnswerRejected
+from funnel.dialogue.replies import Btn, Reply, rows
+from funnel.script.schema import Question, Script
 
 MAX_SOURCE = 64
 

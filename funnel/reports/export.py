@@ -11,9 +11,9 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel.models import Answer, Lead, Purchase
-from funnel.periods import Period
-from funnel.script import Script
+from funnel.core.models import Answer, Lead, Purchase
+from funnel.reports.periods import Period
+from funnel.script.schema import Script
 
 __all__ = ["export_leads_csv", "safe_cell"]
 

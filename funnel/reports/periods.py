@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
-from funnel.clock import as_utc
+from funnel.core.clock import as_utc
 
 __all__ = ["Period", "parse_period"]
 

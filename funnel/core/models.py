@@ -105,7 +105,7 @@ class Lead(Base):
     # Optimistic lock: two instances (or two fast taps) never both advance one lead.
     version: Mapped[int] = mapped_column(Integer, default=1)
     # Every stage the log shows the lead entered, as ",new,engaged,": kept by a database
-    # trigger on the stage log (funnel/rollup.py), never written by the application.
+    # trigger on the stage log (funnel/reports/rollup.py), never written by the application.
     entered: Mapped[str] = mapped_column(Text, server_default=",")
 
     __mapper_args__ = {"version_id_col": version}
@@ -198,7 +198,7 @@ class Notification(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))  # manager_card | crm_webhook
-    # Which hot moment, e.g. "consultation:a17:e42" (funnel/notifications.py): a double tap
+    # Which hot moment, e.g. "consultation:a17:e42" (funnel/handoff/notifications.py): a double tap
     # names the same moment again, starting over names a new one.
     occasion: Mapped[str] = mapped_column(String(64))
     # planned → sending → sent | failed | cancelled | unknown (a card that may have left)
@@ -270,7 +270,7 @@ class JobMark(Base):
     at: Mapped[datetime]
 
 
-# -- the report's rollups: kept by database triggers (funnel/rollup.py), read by the
+# -- the report's rollups: kept by database triggers (funnel/reports/rollup.py), read by the
 # all-time report so it costs the same for a thousand leads or a million.
 
 

@@ -13,12 +13,12 @@ from sqlalchemy import and_, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel import messages, qualification
-from funnel.html_text import fit_html
-from funnel.models import JobMark, Lead, Touch
-from funnel.replies import Btn, Reply, rows
-from funnel.script import Campaign, CampaignStep, Script
-from funnel.sending_rules import in_window, send_allowed_at
+from funnel.core.models import JobMark, Lead, Touch
+from funnel.core.telegram_text import fit_html
+from funnel.dialogue import messages, qualification
+from funnel.dialogue.replies import Btn, Reply, rows
+from funnel.followups.sending_rules import in_window, send_allowed_at
+from funnel.script.schema import Campaign, CampaignStep, Script
 
 # Statuses whose send may have reached the lead: they count against the frequency cap.
 COUNTED_STATUSES = ("sending", "sent", "unknown")

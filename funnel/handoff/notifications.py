@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel.models import Answer, Lead, Notification, StageEvent
+from funnel.core.models import Answer, Lead, Notification, StageEvent
 
 Kind = Literal["manager_card", "crm_webhook", "card_erasure", "crm_forgotten"]
 MANAGER_CARD: Kind = "manager_card"

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel.inputs import parse_lead_id, parse_username
-from funnel.models import Answer, Lead, StageEvent, Touch
+from funnel.core.inputs import parse_lead_id, parse_username
+from funnel.core.models import Answer, Lead, StageEvent, Touch
 
 
 @dataclass(frozen=True)

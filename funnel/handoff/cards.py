@@ -10,11 +10,11 @@ from html import escape
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel import store
-from funnel.html_text import plain_name
-from funnel.models import Lead, Notification
-from funnel.notifications import MANAGER_CARD
-from funnel.script import Script
+from funnel.core import store
+from funnel.core.models import Lead, Notification
+from funnel.core.telegram_text import plain_name
+from funnel.handoff.notifications import MANAGER_CARD
+from funnel.script.schema import Script
 
 # A card that went out, or may have (the answer was lost): either can carry buttons.
 DELIVERED = ("sent", "unknown")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from decimal import ROUND_HALF_UP, Decimal
 
-from funnel.html_text import plain_name
+from funnel.core.telegram_text import plain_name
 
 __all__ = [
     "MAX_AMOUNT",

@@ -10,9 +10,9 @@ from html import escape
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel.html_text import plain_name
-from funnel.models import Answer, Lead, Purchase, StageEvent, Touch
-from funnel.script import Script
+from funnel.core.models import Answer, Lead, Purchase, StageEvent, Touch
+from funnel.core.telegram_text import plain_name
+from funnel.script.schema import Script
 
 __all__ = [
     "CardAnswer",

@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel.analytics import funnel_report
-from funnel.models import Purchase
-from funnel.periods import parse_period
+from funnel.core.models import Purchase
 from funnel.report_text import format_money, format_percent
-from funnel.script import Script
+from funnel.reports.funnel_report import funnel_report
+from funnel.reports.periods import parse_period
+from funnel.script.schema import Script
 
 
 @dataclass(frozen=True)

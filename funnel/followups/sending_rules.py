@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from funnel.clock import as_utc
-from funnel.script import FrequencyCap, SendWindow
+from funnel.core.clock import as_utc
+from funnel.script.schema import FrequencyCap, SendWindow
 
 __all__ = ["cap_release", "in_window", "next_opening", "send_allowed_at"]
 

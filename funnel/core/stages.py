@@ -3,7 +3,7 @@ before a lead has paid, and back in from the exit when a lead re-qualifies."""
 
 from __future__ import annotations
 
-from funnel.script import Script
+from funnel.script.schema import Script
 
 
 def is_exit(script: Script, stage: str) -> bool:

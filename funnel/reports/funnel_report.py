@@ -1,7 +1,7 @@
 """The owner's funnel report, aggregated in SQL from the stage log: reach and conversion per
 stage, time between stages, breakdowns, question drop-off, money and churn. The all-time
-report takes the same counts from the rollups the database keeps (funnel/rollup.py), so it
-costs the same for a thousand leads or a million.
+report takes the same counts from the rollups the database keeps (funnel/reports/rollup.py),
+so it costs the same for a thousand leads or a million.
 
 Definitions the numbers follow (the owner's help and the tests rely on them):
 - A lead *reached* a funnel stage when the log shows it entered that stage or any later one
@@ -32,13 +32,13 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
-from funnel import rollup
-from funnel.clock import as_utc
-from funnel.html_text import cut_plain, visible_text
-from funnel.models import UTCDateTime
-from funnel.periods import Period, parse_period
-from funnel.rollup import bucket_sql, seconds_sql
-from funnel.script import Script
+from funnel.core.clock import as_utc
+from funnel.core.models import UTCDateTime
+from funnel.core.telegram_text import cut_plain, visible_text
+from funnel.reports import rollup
+from funnel.reports.periods import Period, parse_period
+from funnel.reports.rollup import bucket_sql, seconds_sql
+from funnel.script.schema import Script
 
 __all__ = [
     "ChurnRow",
@@ -520,7 +520,7 @@ async def funnel_report(
 ) -> FunnelReport:
     """The whole report for leads created in `period` (and from `source`, when given).
 
-    The all-time report reads the rollups the database keeps (funnel/rollup.py) where it
+    The all-time report reads the rollups the database keeps (funnel/reports/rollup.py) where it
     has them; a period reads the log of the leads created in it. `from_log` always reads the
     log (the tests hold the two equal).
     """

@@ -10,15 +10,15 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel import store
+from funnel.core import store
 
-# The amount's parser moved to funnel.inputs with the others; it is still importable here.
-from funnel.inputs import MAX_AMOUNT as MAX_AMOUNT
-from funnel.inputs import parse_amount as parse_amount
-from funnel.inputs import quote
-from funnel.models import AdSpend, Lead, Purchase
-from funnel.script import Script
-from funnel.stages import can_move
+# The amount's parser moved to funnel.core.inputs with the others; it is still importable here.
+from funnel.core.inputs import MAX_AMOUNT as MAX_AMOUNT
+from funnel.core.inputs import parse_amount as parse_amount
+from funnel.core.inputs import quote
+from funnel.core.models import AdSpend, Lead, Purchase
+from funnel.core.stages import can_move
+from funnel.script.schema import Script
 
 CURRENCY = re.compile(r"[A-Za-z]{3}")
 

@@ -1,7 +1,7 @@
 """The report's rollups: small tables of counts that SQLite triggers keep exact in the same
 transaction as every write, so the all-time report reads thousands of rows, not millions.
 
-What is kept (the tables are in funnel/models.py):
+What is kept (the tables are in funnel/core/models.py):
 - `leads.entered`: the set of stages the log shows each lead entered (",new,engaged,"). A set,
   not "the furthest stage", so a marketer may reorder the funnel without a rebuild: the
   report works out the furthest stage from the set with the script of the day.
@@ -19,7 +19,8 @@ its first /start, the stage log and the answers are append-only, leads are never
 and for anything written behind the triggers' back; a migration that recreates one of the
 tables involved must call `install` again (recreating a table drops its triggers).
 
-PostgreSQL has no such triggers here: its report reads the log (see funnel/analytics.py).
+PostgreSQL has no such triggers here: its report reads the log (see
+funnel/reports/funnel_report.py).
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from funnel.durations import Duration
-from funnel.html_text import check_telegram_html, visible_length
+from funnel.core.telegram_text import check_telegram_html, visible_length
+from funnel.script.durations import Duration
 
 FORMAT = 1
 # Short ASCII ids keep callback data far below Telegram's 64 bytes.

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import and_, case, exists, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel.models import StageEvent, Touch
-from funnel.script import Script
+from funnel.core.models import StageEvent, Touch
+from funnel.script.schema import Script
 
 # A stage move this soon after a touch counts as the touch's effect.
 ADVANCE_WINDOW = timedelta(days=7)

@@ -7,7 +7,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from funnel.script import Disqualifier, Option, Outcome, Question, Script, Temperature
+from funnel.script.schema import Disqualifier, Option, Outcome, Question, Script, Temperature
 
 
 class AnswerRejected(Exception):
