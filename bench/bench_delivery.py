@@ -29,7 +29,7 @@ from bot.ratelimit import RateLimiter
 from bot.settings import DEFAULT_SCRIPT
 from funnel.core import store
 from funnel.core.clock import FakeClock
-from funnel.script.schema import load_script
+from funnel.script.loading import load_script
 
 # Tuesday noon in Moscow, inside the default send window.
 NOW = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)

@@ -23,7 +23,8 @@ from bot.db import create_engine, migrate, sessionmaker
 from funnel.reports import rollup
 from funnel.reports.funnel_report import funnel_report
 from funnel.reports.periods import parse_period
-from funnel.script.schema import Script, load_script
+from funnel.script.loading import load_script
+from funnel.script.schema import Script
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "bench"

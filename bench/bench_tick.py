@@ -25,7 +25,7 @@ from bot.outbox import Outbox
 from bot.settings import DEFAULT_SCRIPT
 from funnel.core.clock import FakeClock
 from funnel.followups import planning
-from funnel.script.schema import load_script
+from funnel.script.loading import load_script
 
 TARGET_MS = 50.0
 # Tuesday noon in Moscow, inside the default send window.

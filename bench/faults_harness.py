@@ -338,7 +338,7 @@ async def seed_wave(url: str, emu: TelegramEmulator, leads: int, version: str) -
 
 
 def script_label(path: Path) -> str:
-    from funnel.script.schema import load_script
+    from funnel.script.loading import load_script
 
     return load_script(path).label
 

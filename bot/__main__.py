@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _script_problems(path: Path) -> list[str]:
-    from funnel.script.schema import ScriptError, load_script
+    from funnel.script.loading import ScriptError, load_script
 
     try:
         load_script(path)
@@ -147,7 +147,7 @@ async def _start_when_reachable(
         TelegramUnauthorizedError,
     )
 
-    from funnel.script.schema import ScriptError
+    from funnel.script.loading import ScriptError
 
     # Telegram's side; a database that cannot be reached is another story, told as before.
     telegram_away = (TelegramNetworkError, TelegramServerError, TelegramRetryAfter)
@@ -238,7 +238,7 @@ async def _read(settings: Settings, period_text: str, work: Any) -> Any:
     from bot import db
     from funnel.core.clock import SystemClock
     from funnel.reports.periods import parse_period
-    from funnel.script.schema import ScriptError, load_script
+    from funnel.script.loading import ScriptError, load_script
 
     now = SystemClock().now()
     try:

@@ -7,7 +7,7 @@ import io
 import textwrap
 from typing import Any
 
-from funnel.reports.funnel_report import FunnelReport
+from funnel.reports.figures import FunnelReport
 
 __all__ = ["render_funnel_png"]
 

@@ -261,7 +261,7 @@ async def _print_results(settings: Settings, clock: DemoClock) -> None:
     from funnel.reports.campaign_effect import campaign_report, format_campaign_report_text
     from funnel.reports.funnel_report import funnel_report
     from funnel.reports.periods import parse_period
-    from funnel.script.schema import load_script
+    from funnel.script.loading import load_script
 
     script = load_script(settings.script_path)
     engine = db.create_engine(settings.database_url)

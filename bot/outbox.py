@@ -25,9 +25,10 @@ from bot.ratelimit import SendLimiter
 from funnel.core.clock import Clock
 from funnel.core.telegram_text import plain_name
 from funnel.dialogue.replies import Reply
-from funnel.followups import planning
-from funnel.followups.planning import Cancel, Outcome, Postpone, Send
+from funnel.followups import planning, rendering, touch_queue
+from funnel.followups.decision import Cancel, Postpone, Send, decide
 from funnel.followups.sending_rules import in_window
+from funnel.followups.touch_queue import Outcome
 from funnel.script.schema import Script
 from handlers.keyboards import keyboard
 
@@ -113,7 +114,7 @@ class Outbox:
     async def recover(self) -> int:
         """At start-up: touches a crash left "sending" become "unknown" (they may have left)."""
         async with self.sessions() as session:
-            count = await planning.recover_interrupted(session)
+            count = await touch_queue.recover_interrupted(session)
             await session.commit()
         if count:
             log.warning(
@@ -224,22 +225,22 @@ class Outbox:
         script = self.script()
         outgoing: list[_Outgoing] = []
         async with self.sessions() as session:
-            await planning.take_write_lock(session)
-            pairs = await planning.due_touches(session, now, self.batch_size, busy)
+            await touch_queue.take_write_lock(session)
+            pairs = await touch_queue.due_touches(session, now, self.batch_size, busy)
             if not pairs:
                 return [], 0
             lead_ids = sorted({touch.lead_id for touch, _ in pairs})
             since = now - script.frequency_cap.per
-            history = await planning.recent_sends(session, lead_ids, since)
+            history = await touch_queue.recent_sends(session, lead_ids, since)
             for touch, lead in pairs:
-                decision = planning.decide(
+                decision = decide(
                     touch, lead, script, now, history.get(touch.lead_id, []), self.zone
                 )
                 if isinstance(decision, Cancel):
-                    await planning.cancel_touch(session, touch.id, decision.reason)
+                    await touch_queue.cancel_touch(session, touch.id, decision.reason)
                     round_.stats.cancelled += 1
                 elif isinstance(decision, Postpone):
-                    await planning.postpone_touch(session, touch.id, decision.until,
+                    await touch_queue.postpone_touch(session, touch.id, decision.until,
                                                    decision.why)  # fmt: skip
                     round_.stats.postponed += 1
                 elif isinstance(decision, Send) and lead is not None and lead.chat_id:
@@ -253,7 +254,7 @@ class Outbox:
                             chat_id=lead.chat_id,
                             campaign=campaign.id,
                             step=touch.step,
-                            reply=planning.render_touch(script, campaign, touch.step, lead),
+                            reply=rendering.render_touch(script, campaign, touch.step, lead),
                             notify_managers=campaign.steps[touch.step - 1].notify_managers,
                             lead_label=_lead_label(lead.id, lead.first_name, lead.username),
                         )
@@ -269,7 +270,7 @@ class Outbox:
         if not in_window(now, self.script().send_window, self.zone):
             return set()
         async with self.sessions() as session:
-            claimed = await planning.claim_for_sending(session, touch_ids, now)
+            claimed = await touch_queue.claim_for_sending(session, touch_ids, now)
             await session.commit()
         return claimed
 
@@ -315,7 +316,7 @@ class Outbox:
 
         async def write() -> Mapping[str, int]:
             async with self.sessions() as session:
-                counts = await planning.record_outcomes(session, outcomes, self.clock.now())
+                counts = await touch_queue.record_outcomes(session, outcomes, self.clock.now())
                 await session.commit()
             return counts
 

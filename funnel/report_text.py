@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from html import escape
 
-from funnel.reports.funnel_report import FunnelReport, Segment, SourceMoney, StageRow
+from funnel.reports.figures import FunnelReport, Segment, SourceMoney, StageRow
 
 __all__ = [
     "TELEGRAM_LIMIT",

@@ -27,7 +27,8 @@ from funnel.reports.export import export_leads_csv
 from funnel.reports.funnel_report import funnel_report
 from funnel.reports.lead_card import format_lead_card_html, lead_card
 from funnel.reports.periods import Period, parse_period
-from funnel.script.schema import Script, ScriptError
+from funnel.script.loading import ScriptError
+from funnel.script.schema import Script
 
 PERIOD = "[7d|30d|all|2026-01-01..2026-01-31]"
 USAGE = {

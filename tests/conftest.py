@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import db
 from funnel.core.clock import FakeClock
-from funnel.script.schema import Script, load_script
+from funnel.script.loading import load_script
+from funnel.script.schema import Script
 
 ROOT = Path(__file__).resolve().parent.parent
 RU_SCRIPT = ROOT / "scripts" / "ru.yaml"

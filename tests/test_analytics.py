@@ -21,9 +21,12 @@ from funnel.core.models import AdSpend, Answer, Lead, Purchase, StageEvent
 from funnel.core.telegram_text import check_telegram_html
 from funnel.report_text import format_report_html, format_report_text, format_sources_html
 from funnel.reports import rollup
-from funnel.reports.funnel_report import FunnelReport, funnel_report, median_from_histogram
+from funnel.reports.arithmetic import median_from_histogram
+from funnel.reports.figures import FunnelReport
+from funnel.reports.funnel_report import funnel_report
 from funnel.reports.periods import parse_period
-from funnel.script.schema import Script, parse_script
+from funnel.script.loading import parse_script
+from funnel.script.schema import Script
 from tests.conftest import POSTGRES_URL, TEST_TEXTS_YAML
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -188,7 +188,7 @@ async def _run_outbox() -> None:
     from bot.ratelimit import RateLimiter
     from bot.scheduler import create_scheduler
     from funnel.core.clock import SystemClock
-    from funnel.script.schema import load_script
+    from funnel.script.loading import load_script
 
     engine = db.create_engine(os.environ["DATABASE_URL"])
     await db.migrate(engine)
