@@ -263,8 +263,8 @@ async def _read(settings: Settings, period_text: str, work: Any) -> Any:
 async def _stats(
     settings: Settings, period_text: str, source: str | None, as_json: bool, from_log: bool
 ) -> int:
-    from funnel.report_text import format_report_text
     from funnel.reports.funnel_report import funnel_report
+    from handlers.views.report import format_report_text
 
     async def work(session: Any, script: Any, period: Any, now: Any) -> Any:
         return await funnel_report(

@@ -27,7 +27,8 @@ from bot.scheduler import add_daily_job, add_interval_job, create_scheduler
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
 from funnel.core.clock import Clock, ScaledClock, SystemClock
-from funnel.reports.digest import daily_digest, format_digest_html
+from funnel.reports.digest import daily_digest
+from handlers.views.digest import format_digest_html
 
 log = logging.getLogger("leadbot.app")
 PROSPECT_COMMANDS = [

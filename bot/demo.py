@@ -256,12 +256,13 @@ async def _school_work(
 
 async def _print_results(settings: Settings, clock: DemoClock) -> None:
     from bot import db
-    from bot.chart import render_funnel_png
-    from funnel.report_text import format_report_text
-    from funnel.reports.campaign_effect import campaign_report, format_campaign_report_text
+    from funnel.reports.campaign_effect import campaign_report
     from funnel.reports.funnel_report import funnel_report
     from funnel.reports.periods import parse_period
     from funnel.script.loading import load_script
+    from handlers.views.campaigns import format_campaign_report_text
+    from handlers.views.chart import render_funnel_png
+    from handlers.views.report import format_report_text
 
     script = load_script(settings.script_path)
     engine = db.create_engine(settings.database_url)

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,7 +31,7 @@ from funnel.core import store
 from funnel.core.clock import Clock
 from funnel.dialogue.flow import Result
 from funnel.handoff import cards, crm, notifications
-from funnel.handoff.cards import Card
+from funnel.handoff.cards import ManagerCard
 from funnel.handoff.notifications import (
     CARD_ERASURE,
     CRM_FORGOTTEN,
@@ -41,6 +42,7 @@ from funnel.handoff.notifications import (
 )
 from funnel.script.schema import Script
 from handlers.callbacks import CardCb
+from handlers.views.manager_card import ERASED_CARD, format_manager_card
 
 log = logging.getLogger("leadbot.handoff")
 
@@ -48,12 +50,18 @@ DEFAULT_BATCH = 50
 # How long stopping the bot waits for deliveries on the wire before abandoning them (a card
 # abandoned mid-request becomes "unknown" at the next start, a webhook is sent again).
 DEFAULT_STOP_GRACE_SECONDS = 5.0
-# What a card says once its lead asked to be forgotten (nothing of the person is left).
-ERASED_CARD = "🗑 Лид #{lead} попросил удалить свои данные. Карточка очищена."
 HandOffStats = DeliveryStats
 
 
-def card_keyboard(card: Card) -> InlineKeyboardMarkup:
+@dataclass(frozen=True)
+class CardMessage:
+    """A managers' card ready to send: its data (for the buttons) and its text."""
+
+    card: ManagerCard
+    text: str
+
+
+def card_keyboard(card: ManagerCard) -> InlineKeyboardMarkup:
     take_data = CardCb(act="take", lead=card.lead_id).pack()
     take = [] if card.taken else [InlineKeyboardButton(text="🙋 Беру", callback_data=take_data)]
     return InlineKeyboardMarkup(
@@ -269,13 +277,15 @@ class HandOff:
         if isinstance(prepared, Outcome):
             return prepared
         claim = functools.partial(self._claim, row.id)
-        if isinstance(prepared, Card):
+        if isinstance(prepared, CardMessage):
             return await self._send_card(row, prepared, claim)
         if isinstance(prepared, str):
             return await self._erase_card(row, prepared, claim)
         return await self._post_webhook(row, *prepared, claim)
 
-    async def _prepare(self, row: Claimed) -> Outcome | Card | str | tuple[dict[str, Any], str]:
+    async def _prepare(
+        self, row: Claimed
+    ) -> Outcome | CardMessage | str | tuple[dict[str, Any], str]:
         """The card, the erasure's text, or the webhook's payload and key, rendered from the
         lead as it is now; or the outcome when there is nothing to deliver any more."""
         script = self.script()
@@ -293,7 +303,8 @@ class HandOff:
             if row.kind == MANAGER_CARD:
                 if self.manager_chat_id is None:
                     return Outcome(row.id, "cancelled", "MANAGER_CHAT_ID is not set")
-                return await cards.lead_card(session, script, lead)
+                card = await cards.manager_card(session, script, lead)
+                return CardMessage(card, format_manager_card(card))
             if row.kind == CRM_WEBHOOK:
                 if self.webhook is None:
                     return Outcome(row.id, "cancelled", "CRM_WEBHOOK_URL is not set")
@@ -302,7 +313,7 @@ class HandOff:
         return Outcome(row.id, "failed", f"unknown kind {row.kind!r}")
 
     async def _send_card(
-        self, row: Claimed, card: Card, claim: Callable[[], Awaitable[bool]]
+        self, row: Claimed, message: CardMessage, claim: Callable[[], Awaitable[bool]]
     ) -> Outcome | None:
         chat_id = self.manager_chat_id
         assert chat_id is not None
@@ -312,8 +323,8 @@ class HandOff:
             functools.partial(
                 self.bot.send_message,
                 chat_id,
-                card.text,
-                reply_markup=card_keyboard(card),
+                message.text,
+                reply_markup=card_keyboard(message.card),
                 request_timeout=self.send_timeout,
             ),
         )

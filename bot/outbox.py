@@ -12,7 +12,6 @@ from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from html import escape
 from zoneinfo import ZoneInfo
 
 from aiogram import Bot
@@ -23,7 +22,6 @@ from bot import transactions
 from bot.delivery import Attempt, Claims, Courier, DeliveryStats, safe_error
 from bot.ratelimit import SendLimiter
 from funnel.core.clock import Clock
-from funnel.core.telegram_text import plain_name
 from funnel.dialogue.replies import Reply
 from funnel.followups import planning, rendering, touch_queue
 from funnel.followups.decision import Cancel, Postpone, Send, decide
@@ -31,6 +29,7 @@ from funnel.followups.sending_rules import in_window
 from funnel.followups.touch_queue import Outcome
 from funnel.script.schema import Script
 from handlers.keyboards import keyboard
+from handlers.views.alerts import alert_texts, lead_label
 
 log = logging.getLogger("leadbot.outbox")
 
@@ -46,7 +45,6 @@ DEFAULT_STOP_GRACE_SECONDS = 10.0
 PLAN_MARGIN_WALL_SECONDS = 120.0
 # A touch refused before delivery without a hint when to come back (no connection).
 RETRY_SECONDS = 30.0
-ALERT_LIMIT = 3900
 
 TickStats = DeliveryStats
 
@@ -256,7 +254,7 @@ class Outbox:
                             step=touch.step,
                             reply=rendering.render_touch(script, campaign, touch.step, lead),
                             notify_managers=campaign.steps[touch.step - 1].notify_managers,
-                            lead_label=_lead_label(lead.id, lead.first_name, lead.username),
+                            lead_label=lead_label(lead.id, lead.first_name, lead.username),
                         )
                     )
             await session.commit()
@@ -338,8 +336,8 @@ class Outbox:
         script = self.script()
         for (campaign_id, step), labels in round_.alerts.items():
             campaign = script.campaign(campaign_id)
-            title = escape(campaign.title if campaign else campaign_id)
-            for text in _alert_texts(title, step, labels):
+            title = campaign.title if campaign else campaign_id
+            for text in alert_texts(title, step, labels):
                 try:
                     await self.bot.send_message(self.manager_chat_id, text, parse_mode="HTML")
                 except TelegramAPIError as error:
@@ -349,22 +347,3 @@ class Outbox:
                         extra={"event": "outbox.alert_failed", "error": safe_error(error)},
                     )
                     return
-
-
-def _lead_label(lead_id: int, first_name: str | None, username: str | None) -> str:
-    name = escape(plain_name(first_name, 64))
-    handle = f" @{escape(plain_name(username, 64))}" if username else ""
-    return f"#{lead_id} {name}{handle}".strip()
-
-
-def _alert_texts(title: str, step: int, labels: list[str]) -> list[str]:
-    head = f"🔔 <b>{title}</b>, шаг {step}: отправлено {len(labels)}"
-    texts: list[str] = []
-    current = head
-    for label in labels:
-        if len(current) + len(label) + 1 > ALERT_LIMIT:
-            texts.append(current)
-            current = head + " (продолжение)"
-        current += "\n" + label
-    texts.append(current)
-    return texts

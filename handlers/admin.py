@@ -6,6 +6,7 @@ message is handled like any other text from a prospect."""
 
 from __future__ import annotations
 
+import asyncio
 from html import escape
 
 from aiogram import Bot, F, Router
@@ -14,21 +15,23 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import BufferedInputFile, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.chart import render_funnel_png
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
 from funnel.core import inputs, store
 from funnel.core.clock import Clock
 from funnel.core.models import Lead
 from funnel.handoff.purchases import parse_currency, record_purchase, record_spend
-from funnel.report_text import format_report_html, format_sources_html
-from funnel.reports.campaign_effect import campaign_report, format_campaign_report_html
+from funnel.reports.campaign_effect import campaign_report
 from funnel.reports.export import export_leads_csv
 from funnel.reports.funnel_report import funnel_report
-from funnel.reports.lead_card import format_lead_card_html, lead_card
+from funnel.reports.lead_card import lead_card
 from funnel.reports.periods import Period, parse_period
 from funnel.script.loading import ScriptError
 from funnel.script.schema import Script
+from handlers.views.campaigns import format_campaign_report_html
+from handlers.views.chart import render_funnel_png
+from handlers.views.lead_card import format_lead_card_html
+from handlers.views.report import format_report_html, format_sources_html
 
 PERIOD = "[7d|30d|all|2026-01-01..2026-01-31]"
 USAGE = {
@@ -121,7 +124,8 @@ def router(settings: Settings) -> Router:
         if period is None:
             return
         report = await funnel_report(session, script, now=clock.now(), period=period)
-        png = render_funnel_png(report, title=script.course)
+        # matplotlib holds the thread for a while: the other updates keep being served.
+        png = await asyncio.to_thread(render_funnel_png, report, title=script.course)
         await message.answer_photo(BufferedInputFile(png, "funnel.png"))
 
     @r.message(Command("sources"))

@@ -29,6 +29,7 @@ from funnel.handoff.purchases import record_purchase
 from funnel.script.schema import Script
 from handlers.callbacks import CardCb
 from handlers.respond import answer_callback
+from handlers.views.manager_card import format_manager_card
 
 AMOUNT_PROMPT = "Сумма оплаты для лида #{lead} (ответьте на это сообщение, например 6900):"
 # The prompt itself, not any message naming a lead (such as "Оплата … от лида #7 записана").
@@ -173,9 +174,10 @@ async def _take(query: CallbackQuery, bot: Bot, session: AsyncSession, script: S
 
 async def _refresh_card(bot: Bot, session: AsyncSession, script: Script, lead: Lead,
                         chat_id: int, message_id: int) -> None:  # fmt: skip
-    card = await cards.lead_card(session, script, lead)
+    card = await cards.manager_card(session, script, lead)
+    text = format_manager_card(card)
     # "message is not modified" after a double tap: the card already says it.
     with contextlib.suppress(TelegramAPIError):
         await bot.edit_message_text(
-            card.text, chat_id=chat_id, message_id=message_id, reply_markup=card_keyboard(card)
+            text, chat_id=chat_id, message_id=message_id, reply_markup=card_keyboard(card)
         )

@@ -16,9 +16,8 @@ from funnel.reports.campaign_effect import (
     CampaignStats,
     StepStats,
     campaign_report,
-    format_campaign_report_html,
-    format_campaign_report_text,
 )
+from handlers.views.campaigns import format_campaign_report_html, format_campaign_report_text
 from tests.test_campaigns import NOON, SCRIPT, add_lead
 
 

@@ -1,12 +1,17 @@
-"""Telegram's HTML subset as the bot writes it: checking marketers' texts, measuring length,
-and cutting a text to Telegram's limit without breaking a tag or an entity."""
+"""Telegram's text rules, in one place: the HTML subset (checking marketers' texts, escaping
+users' text, measuring what the reader sees), the 4096-character limit, and fitting a
+message into it without breaking a tag or an entity."""
 
 from __future__ import annotations
 
 import html
 import re
 import unicodedata
+from collections.abc import Callable, Sequence
 from html.parser import HTMLParser
+
+# The most characters a message's text may have (after entities are parsed).
+TELEGRAM_LIMIT = 4096
 
 # Tags Telegram accepts with parse_mode=HTML.
 ALLOWED_TAGS = frozenset(
@@ -96,10 +101,46 @@ def plain_name(text: str | None, limit: int = 64) -> str:
     return cut_plain(" ".join("".join(kept).split()), limit)
 
 
-def fit_html(text: str, limit: int = 4096) -> str:
-    """`text` if Telegram accepts its length; else its visible text, cut and re-escaped
-    (formatting is lost, the message is not)."""
-    if 1 <= visible_length(text) <= limit:
+def fits_telegram(text: str, limit: int = TELEGRAM_LIMIT) -> bool:
+    """Whether Telegram accepts the text's length: 1 to `limit` visible characters."""
+    return 1 <= visible_length(text) <= limit
+
+
+def fit_to_telegram(*sections: str, separator: str = "\n\n", limit: int = TELEGRAM_LIMIT) -> str:
+    """One message Telegram accepts, from one text or from several sections.
+
+    Sections are joined while the whole stays within `limit` characters as written; one that
+    would overflow is left out whole (never a tag cut in half) and the next are still tried.
+    When nothing fits that way, the first section is sent if its visible text fits, else its
+    visible text is cut and re-escaped: the formatting is lost, the message is not.
+    """
+    text = ""
+    for section in sections:
+        candidate = f"{text}{separator}{section}" if text else section
+        if len(candidate) <= limit:
+            text = candidate
+    if fits_telegram(text, limit):
         return text
-    plain = visible_text(text).strip() or "…"
+    first = sections[0] if sections else ""
+    if fits_telegram(first, limit):
+        return first
+    plain = visible_text(first).strip() or "…"
     return plain_to_html(cut_plain(plain, limit))
+
+
+def lines_that_fit(
+    lines: Sequence[str], budget: int, more: Callable[[int], str], cap: int | None = None
+) -> list[str]:
+    """As many lines as fit in `budget` characters (and `cap` lines), then `more(n)` naming
+    the n lines left out ("…and 12 more")."""
+    kept: list[str] = []
+    used = 0
+    for n, line in enumerate(lines):
+        rest = len(lines) - n
+        tail = len(more(rest)) + 1 if rest > 1 else 0
+        if (cap is not None and n >= cap) or used + len(line) + 1 + tail > budget:
+            kept.append(more(rest))
+            return kept
+        kept.append(line)
+        used += len(line) + 1
+    return kept

@@ -4,7 +4,7 @@ the open question's buttons when the step asks for them, the step's buttons, and
 from __future__ import annotations
 
 from funnel.core.models import Lead
-from funnel.core.telegram_text import fit_html
+from funnel.core.telegram_text import fit_to_telegram
 from funnel.dialogue import messages, qualification
 from funnel.dialogue.replies import Btn, Reply, rows
 from funnel.script.schema import Campaign, Script
@@ -24,7 +24,7 @@ def render_touch(script: Script, campaign: Campaign, step: int, lead: Lead) -> R
     if question is not None:
         number, total = qualification.progress(script, question)
         extra = {"question_number": str(number), "questions_total": str(total)}
-    text = fit_html(messages.text_for(script, lead, spec.text, extra))
+    text = fit_to_telegram(messages.text_for(script, lead, spec.text, extra))
     layout: list[tuple[Btn, ...]] = []
     if spec.with_question and question is not None:
         layout.extend(messages.question_buttons(question))

@@ -1,18 +1,16 @@
-"""The hot-lead card for the sales managers: who the lead is, where they came from, what
-they answered, their score and why, and who took them into work; and whether a card the
-bot sent is where a manager's button says it is."""
+"""The hot-lead card for the sales managers, as data: who the lead is, where they came from,
+what they answered and for how many points, and who took them into work; and whether a card
+the bot sent is where a manager's button says it is."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from html import escape
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.core import store
 from funnel.core.models import Lead, Notification
-from funnel.core.telegram_text import plain_name
 from funnel.handoff.notifications import MANAGER_CARD
 from funnel.script.schema import Script
 
@@ -21,35 +19,61 @@ DELIVERED = ("sent", "unknown")
 
 
 @dataclass(frozen=True)
-class Card:
+class ManagerCardAnswer:
+    """One answer on the card: the tapped option's label, or what the lead typed."""
+
+    bant: str
+    option: str | None
+    typed: str | None
+    score: int
+
+
+@dataclass(frozen=True)
+class ManagerCard:
+    """What the managers' card shows (handlers/views/manager_card.py renders it). Names are
+    as people wrote them: the view cleans and escapes them."""
+
     lead_id: int
-    text: str
+    name: str
+    user_id: int | None
+    username: str | None
+    source: str
+    stage_title: str
+    score: int
+    temperature: str | None
+    answers: tuple[ManagerCardAnswer, ...]
+    manager_name: str | None
     taken: bool
 
 
-async def lead_card(session: AsyncSession, script: Script, lead: Lead) -> Card:
-    answers = await store.current_answers(session, lead.id)
-    name = plain_name(" ".join(p for p in (lead.first_name, lead.last_name) if p), 128) or "—"
-    lines = [f"🔥 <b>Лид #{lead.id}</b>: {escape(name)}"]
-    if lead.user_id is not None:
-        link = f'<a href="tg://user?id={lead.user_id}">написать</a>'
-        username = plain_name(lead.username, 64)
-        handle = f" @{escape(username)}" if username else ""
-        lines.append(f"Чат: {link}{handle}")
-    lines.append(f"Источник: {escape(lead.source)}")
-    lines.append(f"Этап: {escape(script.titles.get(lead.stage, lead.stage))}")
-    temperature = f", {lead.temperature}" if lead.temperature else ""
-    lines.append(f"Баллы: <b>{lead.score}</b>{temperature}")
-    for answer in answers:
+async def manager_card(session: AsyncSession, script: Script, lead: Lead) -> ManagerCard:
+    answers = []
+    for answer in await store.current_answers(session, lead.id):
         question = script.question(answer.question)
         if question is None:
             continue
         option = question.option(answer.option or "")
-        said = option.label if option else plain_name(answer.value, 200) or "—"
-        lines.append(f"• {escape(question.bant)}: {escape(said[:200])} ({answer.score:+d})")
-    if lead.manager_name:
-        lines.append(f"✅ В работе у {escape(plain_name(lead.manager_name, 128))}")
-    return Card(lead.id, "\n".join(lines), lead.manager_id is not None)
+        answers.append(
+            ManagerCardAnswer(
+                question.bant,
+                option.label if option else None,
+                None if option else answer.value,
+                answer.score,
+            )
+        )
+    return ManagerCard(
+        lead_id=lead.id,
+        name=" ".join(p for p in (lead.first_name, lead.last_name) if p),
+        user_id=lead.user_id,
+        username=lead.username,
+        source=lead.source,
+        stage_title=script.titles.get(lead.stage, lead.stage),
+        score=lead.score,
+        temperature=lead.temperature,
+        answers=tuple(answers),
+        manager_name=lead.manager_name,
+        taken=lead.manager_id is not None,
+    )
 
 
 async def has_card(

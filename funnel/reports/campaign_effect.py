@@ -1,11 +1,11 @@
-"""The campaigns' effect for the owner's /campaigns: per campaign and step, what was planned,
-sent, postponed, cancelled (and why), failed or left unknown, and what the leads did next."""
+"""The campaigns' effect for the owner's /campaigns, as data: per campaign and step, what was
+planned, sent, postponed, cancelled (and why), failed or left unknown, and what the leads did
+next (handlers/views/campaigns.py renders it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from html import escape
 from typing import Any
 
 from sqlalchemy import and_, case, exists, func, literal, select
@@ -16,16 +16,6 @@ from funnel.script.schema import Script
 
 # A stage move this soon after a touch counts as the touch's effect.
 ADVANCE_WINDOW = timedelta(days=7)
-TELEGRAM_LIMIT = 4096
-REASONS_RU = {
-    "replied": "ответил",
-    "stage_changed": "сменил этап",
-    "opted_out": "отписался",
-    "blocked": "заблокировал",
-    "forgotten": "удалил данные",
-    "not_eligible": "не подходит",
-    "campaign_removed": "шаг удалён",
-}
 
 
 @dataclass
@@ -46,9 +36,6 @@ class StepStats:
     @property
     def cancelled_total(self) -> int:
         return sum(self.cancelled.values())
-
-    def share(self, part: int) -> str:
-        return f"{100 * part / self.sent:.0f}%" if self.sent else "—"
 
 
 @dataclass
@@ -138,86 +125,3 @@ async def campaign_report(session: AsyncSession, script: Script, now: datetime) 
     for campaign_id, step, count in (await session.execute(advanced_query)).all():
         step_of(campaign_id, step).advanced += count
     return CampaignReport(now, list(by_campaign.values()))
-
-
-# -- formatting ---------------------------------------------------------------------------
-
-
-def _duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
-    parts = [f"{days}д" if days else "", f"{hours}ч" if hours else "",
-             f"{minutes}м" if minutes else ""]  # fmt: skip
-    return " ".join(p for p in parts if p) or "0м"
-
-
-def _cancelled(step: StepStats) -> str:
-    if not step.cancelled:
-        return "0"
-    reasons = ", ".join(
-        f"{REASONS_RU.get(reason, reason)} {n}"
-        for reason, n in sorted(step.cancelled.items(), key=lambda item: -item[1])
-    )
-    return f"{step.cancelled_total} ({reasons})"
-
-
-def _step_line(step: StepStats) -> str:
-    waiting = step.planned + step.sending
-    return (
-        f"Шаг {step.step} (через {_duration(step.after)}): всего {step.total} · "
-        f"ждут {waiting} · отправлено {step.sent} · отложено {step.postponed} · "
-        f"отменено {_cancelled(step)} · ошибки {step.failed} · неизвестно {step.unknown} · "
-        f"ответили за сутки {step.replied} ({step.share(step.replied)}) · "
-        f"прошли дальше {step.advanced} ({step.share(step.advanced)})"
-    )
-
-
-def _lines(report: CampaignReport, html: bool) -> list[str]:
-    def esc(text: str) -> str:
-        return escape(text, quote=False) if html else text
-
-    def bold(text: str) -> str:
-        return f"<b>{text}</b>" if html else text
-
-    when = report.now.strftime("%Y-%m-%d %H:%M UTC")
-    lines = [bold("Кампании") + f" на {when}"]
-    if report.empty:
-        lines.append("Касаний ещё не было.")
-        return lines
-    window = report.advance_window.days
-    lines.append(f"«Прошли дальше» — смена этапа в течение {window} дн. после отправки.")
-    for campaign in report.campaigns:
-        kind = f" [{campaign.kind}]" if campaign.kind else ""
-        gone = " (нет в сценарии)" if not campaign.in_script else ""
-        lines.append("")
-        lines.append(bold(esc(campaign.title)) + esc(f"{kind}{gone}"))
-        lines.extend(esc(_step_line(step)) for step in campaign.steps)
-    return lines
-
-
-def _fit(lines: list[str], limit: int) -> str:
-    """Joins lines, dropping the tail (whole lines, never a tag) to stay within `limit`."""
-    text = "\n".join(lines)
-    if len(text) <= limit:
-        return text
-    kept: list[str] = []
-    size = 0
-    for line in lines:
-        if size + len(line) + 1 > limit - 40:
-            break
-        kept.append(line)
-        size += len(line) + 1
-    kept.append(f"… и ещё строк: {len(lines) - len(kept)}")
-    return "\n".join(kept)
-
-
-def format_campaign_report_html(report: CampaignReport) -> str:
-    """Telegram HTML, at most 4096 characters."""
-    return _fit(_lines(report, html=True), TELEGRAM_LIMIT)
-
-
-def format_campaign_report_text(report: CampaignReport) -> str:
-    """Plain text for the terminal and the demo."""
-    return "\n".join(_lines(report, html=False))

@@ -1,19 +1,17 @@
-"""The owner's morning digest: yesterday's new leads and how far they got, yesterday's
-payments, and the stage that lost the most leads (over the last 30 days)."""
+"""The owner's morning digest, as data: yesterday's new leads and how far they got,
+yesterday's payments, and the stage that lost the most leads (over the last 30 days)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from html import escape
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.core.models import Purchase
-from funnel.report_text import format_money, format_percent
 from funnel.reports.funnel_report import funnel_report
 from funnel.reports.periods import parse_period
 from funnel.script.schema import Script
@@ -58,19 +56,3 @@ async def daily_digest(
         if worst is not None
         else None,
     )
-
-
-def format_digest_html(digest: Digest) -> str:
-    lines = [f"☀️ <b>Итоги за {digest.day}</b>", f"Новых лидов: <b>{digest.leads}</b>"]
-    if digest.leads:
-        for title, reached, share in digest.stages[1:]:
-            lines.append(f"• {escape(title)}: {reached} ({format_percent(share)})")
-    money = ", ".join(format_money(v, c) for c, v in digest.revenue.items()) or "0"
-    lines.append(f"Оплат: {digest.purchases}, выручка: {escape(money)}")
-    if digest.leakiest is not None:
-        title, dropped, kept = digest.leakiest
-        lines.append(
-            f"Больше всего теряем перед этапом «{escape(title)}»: −{dropped} за 30 дней "
-            f"(доходят {format_percent(kept)})"
-        )
-    return "\n".join(lines)

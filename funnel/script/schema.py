@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from funnel.core.telegram_text import check_telegram_html, visible_length
+from funnel.core.telegram_text import check_telegram_html
 from funnel.script.durations import Duration
 
 FORMAT = 1
@@ -369,7 +369,3 @@ def render(template: str, values: Mapping[str, str]) -> str:
     from html import escape
 
     return PLACEHOLDER.sub(lambda m: escape(values.get(m.group(1), ""), quote=False), template)
-
-
-def fits_telegram(text: str) -> bool:
-    return 1 <= visible_length(text) <= 4096

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import select, text
 
-from bot.handoff import ERASED_CARD
 from funnel.core.models import Answer, Base, Lead, Notification
+from handlers.views.manager_card import ERASED_CARD
 from tests.e2e.conftest import HOT, World, qualify
 
 # The fake CRM's fixtures are shared with the hand-off tests.

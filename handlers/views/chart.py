@@ -1,13 +1,16 @@
 """The funnel as a PNG for Telegram: one horizontal bar per stage with counts and percents,
-sized for a phone. matplotlib is imported on first use so the bot starts fast."""
+sized for a phone. matplotlib is imported on first use so the bot starts fast; rendering
+takes a while, so the admin's handler runs it in a worker thread."""
 
 from __future__ import annotations
 
 import io
 import textwrap
+import threading
 from typing import Any
 
 from funnel.reports.figures import FunnelReport
+from handlers.views.numbers import format_percent
 
 __all__ = ["render_funnel_png"]
 
@@ -15,16 +18,18 @@ WIDTH_PX = 1080
 DPI = 100
 BAR_COLOR = "#2f80ed"
 EXIT_COLOR = "#eb5757"
-
-
-def _percent(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.0f}%" if value >= 10 or value.is_integer() else f"{value:.1f}%"
+# matplotlib is not thread-safe (its font objects are shared): charts are drawn one by one.
+_DRAWING = threading.Lock()
 
 
 def render_funnel_png(report: FunnelReport, title: str | None = None) -> bytes:
-    """Bars of leads reached per stage (and exits in red), labelled "count · % of first"."""
+    """Bars of leads reached per stage (and exits in red), labelled "count · % of first".
+    Safe to call from several threads: one chart is drawn at a time."""
+    with _DRAWING:
+        return _render(report, title)
+
+
+def _render(report: FunnelReport, title: str | None) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg", force=True)  # never a display, even where one exists
@@ -37,9 +42,9 @@ def render_funnel_png(report: FunnelReport, title: str | None = None) -> bytes:
     ]
     values = [s.reached for s in stages] + [e.leads for e in exits]
     notes = [
-        f"{s.reached:,}".replace(",", " ") + f" · {_percent(s.conversion_from_first)}"
+        f"{s.reached:,}".replace(",", " ") + f" · {format_percent(s.conversion_from_first)}"
         for s in stages
-    ] + [f"{e.leads:,}".replace(",", " ") + f" · {_percent(e.share)}" for e in exits]
+    ] + [f"{e.leads:,}".replace(",", " ") + f" · {format_percent(e.share)}" for e in exits]
     colors = [BAR_COLOR] * len(stages) + [EXIT_COLOR] * len(exits)
 
     rows = max(len(values), 1)
@@ -63,7 +68,7 @@ def render_funnel_png(report: FunnelReport, title: str | None = None) -> bytes:
         heading += f" · {report.source}"
     conversion = report.totals.overall_conversion
     subtitle = f"Лидов: {report.totals.leads:,}".replace(",", " ")
-    subtitle += f" · оплатили: {_percent(conversion)}"
+    subtitle += f" · оплатили: {format_percent(conversion)}"
     figure.suptitle(heading, fontsize=26, fontweight="bold", fontfamily="DejaVu Sans")
     axes.set_title(subtitle, fontsize=20, fontfamily="DejaVu Sans", loc="left")
     figure.tight_layout()

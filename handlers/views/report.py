@@ -3,65 +3,26 @@ plain table for the terminal. Every name that came from marketers or users is es
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from html import escape
 
+from funnel.core.telegram_text import TELEGRAM_LIMIT, fit_to_telegram, lines_that_fit
 from funnel.reports.figures import FunnelReport, Segment, SourceMoney, StageRow
+from handlers.views.numbers import (
+    NBSP,
+    format_duration,
+    format_money,
+    format_number,
+    format_percent,
+)
 
-__all__ = [
-    "TELEGRAM_LIMIT",
-    "format_duration",
-    "format_money",
-    "format_number",
-    "format_percent",
-    "format_report_html",
-    "format_report_text",
-    "format_sources_html",
-]
+__all__ = ["format_report_html", "format_report_text", "format_sources_html"]
 
-TELEGRAM_LIMIT = 4096
 # Sources listed in /stats before "…and N more": the full list is /sources.
 STATS_SOURCES = 8
 # Monospace columns that fit a phone screen without wrapping (about 34 characters).
 TITLE_WIDTH = 15
-SYMBOLS = {"RUB": "₽", "USD": "$", "EUR": "€", "KZT": "₸", "UAH": "₴", "BYN": "Br"}
 TEMPERATURES = {"hot": "🔥 горячие", "warm": "🌤 тёплые", "cold": "❄️ холодные", None: "без оценки"}
-NBSP = "\u00a0"
-
-
-def format_number(value: float | int) -> str:
-    """1234567 → "1 234 567" with non-breaking spaces, so a number never wraps."""
-    if isinstance(value, float) and not value.is_integer():
-        whole = f"{value:,.2f}".rstrip("0").rstrip(".")
-    else:
-        whole = f"{int(value):,}"
-    return whole.replace(",", NBSP)
-
-
-def format_percent(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if value >= 10 or float(value).is_integer():
-        return f"{value:.0f}%"
-    return f"{value:.1f}%"
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 60:
-        return f"{seconds:.0f}{NBSP}с"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}{NBSP}мин"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f}".rstrip("0").rstrip(".") + f"{NBSP}ч"
-    return f"{seconds / 86400:.1f}".rstrip("0").rstrip(".") + f"{NBSP}дн"
-
-
-def format_money(amount: float | None, currency: str) -> str:
-    if amount is None:
-        return "—"
-    return f"{format_number(round(amount))}{NBSP}{SYMBOLS.get(currency, currency)}"
 
 
 def _cut(value: str, width: int) -> str:
@@ -86,33 +47,6 @@ def _stage_table(stages: Sequence[StageRow]) -> list[str]:
             f"{step:>4} {format_percent(stage.conversion_from_first):>5}"
         )
     return lines
-
-
-def _fit(sections: Iterable[str], limit: int = TELEGRAM_LIMIT) -> str:
-    """Joins sections while they fit; a section that would overflow is left out whole."""
-    text = ""
-    for section in sections:
-        candidate = f"{text}\n\n{section}" if text else section
-        if len(candidate) <= limit:
-            text = candidate
-    return text
-
-
-def _capped(
-    lines: Sequence[str], budget: int, more: Callable[[int], str], cap: int | None = None
-) -> list[str]:
-    """As many lines as fit in `budget` characters (and `cap` lines), then "…and N more"."""
-    kept: list[str] = []
-    used = 0
-    for n, line in enumerate(lines):
-        rest = len(lines) - n
-        tail = len(more(rest)) + 1 if rest > 1 else 0
-        if (cap is not None and n >= cap) or used + len(line) + 1 + tail > budget:
-            kept.append(more(rest))
-            return kept
-        kept.append(line)
-        used += len(line) + 1
-    return kept
 
 
 def format_report_html(report: FunnelReport) -> str:
@@ -173,10 +107,10 @@ def format_report_html(report: FunnelReport) -> str:
     ):
         if len(segments) > 1:
             sections.append(_segments_html(title, segments, names))
-    used = len(_fit(sections))
+    used = len(fit_to_telegram(*sections))
     if report.source is None and report.by_source:
         sections.append(_sources_section(report, TELEGRAM_LIMIT - used - 2))
-    return _fit(sections)
+    return fit_to_telegram(*sections)
 
 
 def _money_html(report: FunnelReport) -> str:
@@ -224,7 +158,9 @@ def _sources_section(report: FunnelReport, budget: int) -> str:
         f"{format_percent(s.overall_conversion)}"
         for s in report.by_source
     ]
-    kept = _capped(lines, budget - len(head) - 1, lambda n: f"…и ещё {n}", cap=STATS_SOURCES)
+    kept = lines_that_fit(
+        lines, budget - len(head) - 1, lambda n: f"…и ещё {n}", cap=STATS_SOURCES
+    )
     return "\n".join([head, *kept])
 
 
@@ -247,7 +183,7 @@ def format_sources_html(report: FunnelReport) -> str:
     if not sources:
         return f"{header}\nЛидов нет."
     lines = [_source_line(s, report.money.currency) for s in sources]
-    kept = _capped(lines, TELEGRAM_LIMIT - len(header) - 1, lambda n: f"…и ещё {n} источн.")
+    kept = lines_that_fit(lines, TELEGRAM_LIMIT - len(header) - 1, lambda n: f"…и ещё {n} источн.")
     return "\n".join([header, *kept])
 
 
