@@ -36,8 +36,11 @@ from funnel.reports.figures import (
     FunnelReport,
     QuestionRow,
     Segment,
+    SourceSegment,
     StageRow,
+    TemperatureSegment,
     Totals,
+    VersionSegment,
 )
 from funnel.reports.money import main_currency, money_figures
 from funnel.reports.periods import Period
@@ -51,6 +54,13 @@ from funnel.reports.report_sql import (
     tally_from_rollups,
 )
 from funnel.script.schema import Script
+
+# The breakdowns, each by the column the tally groups on.
+SEGMENTS: dict[str, type[Segment]] = {
+    "source": SourceSegment,
+    "temperature": TemperatureSegment,
+    "version": VersionSegment,
+}
 
 
 async def funnel_report(
@@ -83,9 +93,7 @@ async def funnel_report(
     leads = sum(overall.values())
     first = stages[0].reached if stages else 0
     customers = leads_reached(stages, script.roles.customer)
-    segments = {
-        dim: _segments(script, by_dim[dim]) for dim in ("source", "temperature", "version")
-    }
+    segments = {dim: _segments(script, by_dim[dim], kind) for dim, kind in SEGMENTS.items()}
     churn_rows = _churn_rows(script, churn)
     churned = sum(row.churned for row in churn_rows)
     totals = Totals(
@@ -158,7 +166,7 @@ def _stage_rows(
 
 
 def _segments(
-    script: Script, values: Mapping[str | None, Counter[int | None]]
+    script: Script, values: Mapping[str | None, Counter[int | None]], kind: type[Segment]
 ) -> tuple[Segment, ...]:
     result = []
     for key, counts in values.items():
@@ -166,7 +174,7 @@ def _segments(
         leads = sum(counts.values())
         first = stages[0].reached if stages else 0
         conversion = percent(leads_reached(stages, script.roles.customer), first)
-        result.append(Segment(key, leads, stages, conversion))
+        result.append(kind(key=key, leads=leads, overall_conversion=conversion, stages=stages))
     result.sort(key=lambda s: (-s.leads, s.key is None, s.key or ""))
     return tuple(result)
 

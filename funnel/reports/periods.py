@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from funnel.core.clock import as_utc
+from funnel.core.records import JsonRecord
 
 __all__ = ["Period", "parse_period"]
 
@@ -21,7 +22,7 @@ _HELP = "use 7d, 30d, all, a date 2026-01-31 or dates 2026-01-01..2026-01-31"
 
 
 @dataclass(frozen=True)
-class Period:
+class Period(JsonRecord):
     """Leads created in [start, end); an open side means "no limit"."""
 
     label: str
@@ -37,13 +38,6 @@ class Period:
         if self.start is not None and moment < self.start:
             return False
         return self.end is None or moment < self.end
-
-    def to_json(self) -> dict[str, str | None]:
-        return {
-            "label": self.label,
-            "start": self.start.isoformat() if self.start else None,
-            "end": self.end.isoformat() if self.end else None,
-        }
 
 
 def parse_period(text: str | None, now: datetime, *, tz: tzinfo = UTC) -> Period:
