@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aiogram import Bot
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import transactions
@@ -41,7 +40,7 @@ from funnel.handoff.notifications import (
     Outcome,
 )
 from funnel.script.schema import Script
-from handlers.callbacks import CardCb
+from handlers.keyboards import card_keyboard
 from handlers.views.manager_card import ERASED_CARD, format_manager_card
 
 log = logging.getLogger("leadbot.handoff")
@@ -59,25 +58,6 @@ class CardMessage:
 
     card: ManagerCard
     text: str
-
-
-def card_keyboard(card: ManagerCard) -> InlineKeyboardMarkup:
-    take_data = CardCb(act="take", lead=card.lead_id).pack()
-    take = [] if card.taken else [InlineKeyboardButton(text="🙋 Беру", callback_data=take_data)]
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            take,
-            [
-                InlineKeyboardButton(
-                    text="💰 Оплатил", callback_data=CardCb(act="paid", lead=card.lead_id).pack()
-                ),
-                InlineKeyboardButton(
-                    text="🚫 Не подходит",
-                    callback_data=CardCb(act="unfit", lead=card.lead_id).pack(),
-                ),
-            ],
-        ]
-    )
 
 
 class HandOff:

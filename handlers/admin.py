@@ -15,8 +15,6 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import BufferedInputFile, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.scripts import ScriptHolder
-from bot.settings import Settings
 from funnel.core import inputs, store
 from funnel.core.clock import Clock
 from funnel.core.models import Lead
@@ -28,6 +26,7 @@ from funnel.reports.lead_card import lead_card
 from funnel.reports.periods import Period, parse_period
 from funnel.script.loading import ScriptError
 from funnel.script.schema import Script
+from handlers.dependencies import BotConfig, ScriptReloader
 from handlers.views.campaigns import format_campaign_report_html
 from handlers.views.chart import render_funnel_png
 from handlers.views.lead_card import format_lead_card_html
@@ -62,11 +61,11 @@ async def _args(message: Message, command: CommandObject, name: str) -> list[str
 
 
 async def _period(
-    message: Message, name: str, args: list[str], clock: Clock, settings: Settings
+    message: Message, name: str, args: list[str], clock: Clock, config: BotConfig
 ) -> Period | None:
     """The period named by the first argument; on a bad one, says how to write it."""
     try:
-        return parse_period(args[0] if args else None, clock.now(), tz=settings.zone)
+        return parse_period(args[0] if args else None, clock.now(), tz=config.zone)
     except ValueError as e:
         await _refuse(message, name, e)
     except OverflowError:
@@ -91,9 +90,9 @@ def _source(text: str) -> str:
     return inputs.check_length(text, SOURCE_LENGTH, "Источник")
 
 
-def router(settings: Settings) -> Router:
+def router(config: BotConfig) -> Router:
     r = Router(name="admin")
-    r.message.filter(F.chat.type == ChatType.PRIVATE, F.from_user.id.in_(settings.admin_ids))
+    r.message.filter(F.chat.type == ChatType.PRIVATE, F.from_user.id.in_(config.admin_ids))
 
     @r.message(Command("stats"))
     async def cmd_stats(message: Message, command: CommandObject, session: AsyncSession,
@@ -101,7 +100,7 @@ def router(settings: Settings) -> Router:
         args = await _args(message, command, "stats")
         if args is None:
             return
-        period = await _period(message, "stats", args, clock, settings)
+        period = await _period(message, "stats", args, clock, config)
         if period is None:
             return
         try:
@@ -120,7 +119,7 @@ def router(settings: Settings) -> Router:
         args = await _args(message, command, "funnel")
         if args is None:
             return
-        period = await _period(message, "funnel", args, clock, settings)
+        period = await _period(message, "funnel", args, clock, config)
         if period is None:
             return
         report = await funnel_report(session, script, now=clock.now(), period=period)
@@ -134,7 +133,7 @@ def router(settings: Settings) -> Router:
         args = await _args(message, command, "sources")
         if args is None:
             return
-        period = await _period(message, "sources", args, clock, settings)
+        period = await _period(message, "sources", args, clock, config)
         if period is None:
             return
         report = await funnel_report(session, script, now=clock.now(), period=period)
@@ -209,7 +208,7 @@ def router(settings: Settings) -> Router:
         args = await _args(message, command, "export")
         if args is None:
             return
-        period = await _period(message, "export", args, clock, settings)
+        period = await _period(message, "export", args, clock, config)
         if period is None:
             return
         data = await export_leads_csv(session, script, period, clock.now())
@@ -223,7 +222,7 @@ def router(settings: Settings) -> Router:
         await message.answer(format_campaign_report_html(report))
 
     @r.message(Command("reload"))
-    async def cmd_reload(message: Message, scripts: ScriptHolder) -> None:
+    async def cmd_reload(message: Message, scripts: ScriptReloader) -> None:
         try:
             script = await scripts.reload()
         except ScriptError as e:

@@ -17,8 +17,6 @@ from aiogram.types import CallbackQuery, ForceReply, Message
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.handoff import card_keyboard
-from bot.settings import Settings
 from funnel.core import inputs, store
 from funnel.core.clock import Clock
 from funnel.core.models import Lead
@@ -28,6 +26,8 @@ from funnel.handoff import cards
 from funnel.handoff.purchases import record_purchase
 from funnel.script.schema import Script
 from handlers.callbacks import CardCb
+from handlers.dependencies import BotConfig
+from handlers.keyboards import card_keyboard
 from handlers.respond import answer_callback
 from handlers.views.manager_card import format_manager_card
 
@@ -40,9 +40,9 @@ NOT_A_BUTTON = "Эта кнопка не от бота или устарела �
 NOT_THIS_CHAT = "Эта карточка не из этого чата (или ещё не доставлена) — ничего не изменилось."
 
 
-async def is_manager(bot: Bot, settings: Settings, chat_id: int, user_id: int) -> bool:
+async def is_manager(bot: Bot, config: BotConfig, chat_id: int, user_id: int) -> bool:
     """Members of the managers' chat and the school's admins may act on cards."""
-    if settings.is_admin(user_id):
+    if config.is_admin(user_id):
         return True
     try:
         member = await bot.get_chat_member(chat_id, user_id)
@@ -51,11 +51,11 @@ async def is_manager(bot: Bot, settings: Settings, chat_id: int, user_id: int) -
     return member.status in MEMBERS
 
 
-def router(settings: Settings) -> Router:
+def router(config: BotConfig) -> Router:
     r = Router(name="managers")
-    in_managers_chat = F.chat.id == settings.manager_chat_id
+    in_managers_chat = F.chat.id == config.manager_chat_id
     r.message.filter(in_managers_chat)
-    r.callback_query.filter(F.message.chat.id == settings.manager_chat_id)
+    r.callback_query.filter(F.message.chat.id == config.manager_chat_id)
 
     @r.callback_query(CardCb.filter())
     async def on_card(query: CallbackQuery, callback_data: CardCb, bot: Bot,
@@ -64,7 +64,7 @@ def router(settings: Settings) -> Router:
         if message is None or not _is_ours(query.data, callback_data):
             await answer_callback(query, NOT_A_BUTTON)
             return
-        if not await is_manager(bot, settings, message.chat.id, query.from_user.id):
+        if not await is_manager(bot, config, message.chat.id, query.from_user.id):
             await answer_callback(query, "Эти кнопки — только для менеджеров школы.")
             return
         lead = await store.lead_by_id(session, callback_data.lead)
@@ -103,7 +103,7 @@ def router(settings: Settings) -> Router:
         prompt = message.reply_to_message
         if message.from_user is None or prompt is None or not _from_this_bot(prompt, bot):
             return
-        if not await is_manager(bot, settings, message.chat.id, message.from_user.id):
+        if not await is_manager(bot, config, message.chat.id, message.from_user.id):
             return
         match = PROMPT_LEAD.search(prompt.text or "")
         try:
