@@ -27,9 +27,9 @@ from bot.emulator import DEFAULT_TOKEN, TelegramEmulator
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
 from bot.settings import DEFAULT_SCRIPT
-from funnel import store
-from funnel.clock import FakeClock
-from funnel.script import load_script
+from funnel.core import store
+from funnel.core.clock import FakeClock
+from funnel.script.loading import load_script
 
 # Tuesday noon in Moscow, inside the default send window.
 NOW = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)

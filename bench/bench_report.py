@@ -20,10 +20,11 @@ from pathlib import Path
 import sqlalchemy
 
 from bot.db import create_engine, migrate, sessionmaker
-from funnel import rollup
-from funnel.analytics import funnel_report
-from funnel.periods import parse_period
-from funnel.script import Script, load_script
+from funnel.reports import rollup
+from funnel.reports.funnel_report import funnel_report
+from funnel.reports.periods import parse_period
+from funnel.script.loading import load_script
+from funnel.script.schema import Script
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "bench"

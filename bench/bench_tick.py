@@ -23,9 +23,9 @@ from sqlalchemy import text
 from bot import db
 from bot.outbox import Outbox
 from bot.settings import DEFAULT_SCRIPT
-from funnel import campaigns
-from funnel.clock import FakeClock
-from funnel.script import load_script
+from funnel.core.clock import FakeClock
+from funnel.followups import planning
+from funnel.script.loading import load_script
 
 TARGET_MS = 50.0
 # Tuesday noon in Moscow, inside the default send window.
@@ -91,7 +91,7 @@ async def _steady_state(outbox: Outbox, url: str) -> int:
             for step, offset in enumerate(campaign.offsets(), 1):
                 await session.execute(
                     text("INSERT OR REPLACE INTO job_marks (name, at) VALUES (:n, :at)"),
-                    {"n": campaigns.mark_name(campaign.id, step), "at": _stamp(NOW - offset)},
+                    {"n": planning.mark_name(campaign.id, step), "at": _stamp(NOW - offset)},
                 )
         await session.commit()
     planned = await outbox.plan(NOW)

@@ -308,7 +308,7 @@ async def seed_wave(url: str, emu: TelegramEmulator, leads: int, version: str) -
     """`leads` prospects who answered the first question two hours ago and went silent: the
     wave campaign makes one touch due for each at the bot's first tick."""
     from bot import db
-    from funnel import store
+    from funnel.core import store
 
     engine = db.create_engine(url)
     await db.migrate(engine)
@@ -339,7 +339,7 @@ async def seed_wave(url: str, emu: TelegramEmulator, leads: int, version: str) -
 
 
 def script_label(path: Path) -> str:
-    from funnel.script import load_script
+    from funnel.script.loading import load_script
 
     return load_script(path).label
 

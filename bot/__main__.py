@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _script_problems(path: Path) -> list[str]:
-    from funnel.script import ScriptError, load_script
+    from funnel.script.loading import ScriptError, load_script
 
     try:
         load_script(path)
@@ -147,7 +147,7 @@ async def _start_when_reachable(
         TelegramUnauthorizedError,
     )
 
-    from funnel.script import ScriptError
+    from funnel.script.loading import ScriptError
 
     # Telegram's side; a database that cannot be reached is another story, told as before.
     telegram_away = (TelegramNetworkError, TelegramServerError, TelegramRetryAfter)
@@ -236,9 +236,9 @@ async def _read(settings: Settings, period_text: str, work: Any) -> Any:
     """Runs `work(session, script, period, now)` on the database; None on a bad --period
     or script."""
     from bot import db
-    from funnel.clock import SystemClock
-    from funnel.periods import parse_period
-    from funnel.script import ScriptError, load_script
+    from funnel.core.clock import SystemClock
+    from funnel.reports.periods import parse_period
+    from funnel.script.loading import ScriptError, load_script
 
     now = SystemClock().now()
     try:
@@ -263,8 +263,8 @@ async def _read(settings: Settings, period_text: str, work: Any) -> Any:
 async def _stats(
     settings: Settings, period_text: str, source: str | None, as_json: bool, from_log: bool
 ) -> int:
-    from funnel.analytics import funnel_report
-    from funnel.report_text import format_report_text
+    from funnel.reports.funnel_report import funnel_report
+    from handlers.views.report import format_report_text
 
     async def work(session: Any, script: Any, period: Any, now: Any) -> Any:
         return await funnel_report(
@@ -282,7 +282,7 @@ async def _stats(
 
 
 async def _export(settings: Settings, period_text: str, output: Path) -> int:
-    from funnel.export import export_leads_csv
+    from funnel.reports.export import export_leads_csv
 
     async def work(session: Any, script: Any, period: Any, now: Any) -> bytes:
         return await export_leads_csv(session, script, period, now)
@@ -297,7 +297,7 @@ async def _export(settings: Settings, period_text: str, output: Path) -> int:
 
 async def _rebuild_rollups(settings: Settings) -> int:
     from bot import db
-    from funnel import rollup
+    from funnel.reports import rollup
 
     engine = db.create_engine(settings.database_url)
     try:

@@ -26,9 +26,10 @@ from bot.ratelimit import RateLimiter
 from bot.scheduler import add_daily_job, add_interval_job, create_scheduler
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
-from funnel.clock import Clock, ScaledClock, SystemClock
-from funnel.digest import daily_digest, format_digest_html
+from funnel.core.clock import Clock, ScaledClock, SystemClock
+from funnel.reports.digest import daily_digest
 from handlers.i18n import t
+from handlers.views.digest import format_digest_html
 
 log = logging.getLogger("leadbot.app")
 

@@ -10,7 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from funnel.models import Base
+from funnel.core.models import Base
 
 ROOT = Path(__file__).resolve().parent.parent
 # How long a writer waits for SQLite's lock before the driver gives up; the update or job is

@@ -20,7 +20,7 @@ from bot.emulator.state import BotMessage
 from bot.emulator.users import SimUser
 from bot.ratelimit import RateLimiter
 from bot.settings import Settings
-from funnel.clock import ScaledClock
+from funnel.core.clock import ScaledClock
 
 DATA = Path("data")
 DATABASE = DATA / "demo.sqlite3"
@@ -228,7 +228,7 @@ async def _school_work(
     with /paid (through Telegram, like a real owner) and some ad spend with /spend."""
     from sqlalchemy import select
 
-    from funnel.models import Lead
+    from funnel.core.models import Lead
 
     for source in SOURCES:
         await owner.send(f"/spend {source} {rng.randrange(5, 40) * 1000}")
@@ -256,12 +256,13 @@ async def _school_work(
 
 async def _print_results(settings: Settings, clock: DemoClock) -> None:
     from bot import db
-    from bot.chart import render_funnel_png
-    from funnel.analytics import funnel_report
-    from funnel.campaign_report import campaign_report, format_campaign_report_text
-    from funnel.periods import parse_period
-    from funnel.report_text import format_report_text
-    from funnel.script import load_script
+    from funnel.reports.campaign_effect import campaign_report
+    from funnel.reports.funnel_report import funnel_report
+    from funnel.reports.periods import parse_period
+    from funnel.script.loading import load_script
+    from handlers.views.campaigns import format_campaign_report_text
+    from handlers.views.chart import render_funnel_png
+    from handlers.views.report import format_report_text
 
     script = load_script(settings.script_path)
     engine = db.create_engine(settings.database_url)

@@ -16,10 +16,20 @@ from bot.handoff import HandOff
 from bot.middlewares import DbSession, PerUserOrder, ask_to_try_again
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
-from funnel.clock import Clock
+from funnel.core.clock import Clock
 from handlers import admin, managers, prospect
+from handlers.dependencies import BotConfig, HandOffPort, ScriptReloader
 
 log = logging.getLogger("leadbot.dispatcher")
+
+
+def bot_config(settings: Settings) -> BotConfig:
+    """What the handlers read of the settings."""
+    return BotConfig(
+        admin_ids=settings.admin_ids,
+        manager_chat_id=settings.manager_chat_id,
+        zone=settings.zone,
+    )
 
 
 def create_dispatcher(
@@ -32,7 +42,11 @@ def create_dispatcher(
     retry_seconds: float = transactions.DEFAULT_BUDGET_SECONDS,
     **extra: Any,
 ) -> Dispatcher:
-    dp = Dispatcher(settings=settings, scripts=scripts, clock=clock, handoff=handoff, **extra)
+    config = bot_config(settings)
+    # The handlers know these by their protocols (handlers/dependencies.py), not by their class.
+    reloader: ScriptReloader = scripts
+    handing_off: HandOffPort = handoff
+    dp = Dispatcher(config=config, scripts=reloader, clock=clock, handoff=handing_off, **extra)
     dp.update.outer_middleware(PerUserOrder())
     dp.update.outer_middleware(DbSession(sessions, retry_seconds=retry_seconds))
 
@@ -46,7 +60,7 @@ def create_dispatcher(
         return await handler(event, data)
 
     dp.update.outer_middleware.register(current_script)
-    dp.include_routers(admin.router(settings), managers.router(settings), prospect.router())
+    dp.include_routers(admin.router(config), managers.router(config), prospect.router())
 
     @dp.errors()
     async def on_error(event: ErrorEvent, bot: Bot) -> bool:

@@ -15,22 +15,23 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from aiogram import Bot
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import transactions
 from bot.crm import CrmWebhook
 from bot.delivery import Attempt, Courier, DeliveryStats
 from bot.ratelimit import SendLimiter
-from funnel import crm, handoff, notifications, store
-from funnel.clock import Clock
-from funnel.dialogue import Result
-from funnel.handoff import Card
-from funnel.notifications import (
+from funnel.core import store
+from funnel.core.clock import Clock
+from funnel.dialogue.flow import Result
+from funnel.handoff import cards, crm, notifications
+from funnel.handoff.cards import ManagerCard
+from funnel.handoff.notifications import (
     CARD_ERASURE,
     CRM_FORGOTTEN,
     CRM_WEBHOOK,
@@ -38,9 +39,10 @@ from funnel.notifications import (
     Claimed,
     Outcome,
 )
-from funnel.script import Script
-from handlers.callbacks import CardCb
+from funnel.script.schema import Script
 from handlers.i18n import t
+from handlers.keyboards import card_keyboard
+from handlers.views.manager_card import format_manager_card
 
 log = logging.getLogger("leadbot.handoff")
 
@@ -51,23 +53,12 @@ DEFAULT_STOP_GRACE_SECONDS = 5.0
 HandOffStats = DeliveryStats
 
 
-def card_keyboard(card: Card) -> InlineKeyboardMarkup:
-    take_data = CardCb(act="take", lead=card.lead_id).pack()
-    take = [] if card.taken else [InlineKeyboardButton(text="🙋 Беру", callback_data=take_data)]
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            take,
-            [
-                InlineKeyboardButton(
-                    text="💰 Оплатил", callback_data=CardCb(act="paid", lead=card.lead_id).pack()
-                ),
-                InlineKeyboardButton(
-                    text="🚫 Не подходит",
-                    callback_data=CardCb(act="unfit", lead=card.lead_id).pack(),
-                ),
-            ],
-        ]
-    )
+@dataclass(frozen=True)
+class CardMessage:
+    """A managers' card ready to send: its data (for the buttons) and its text."""
+
+    card: ManagerCard
+    text: str
 
 
 class HandOff:
@@ -267,13 +258,15 @@ class HandOff:
         if isinstance(prepared, Outcome):
             return prepared
         claim = functools.partial(self._claim, row.id)
-        if isinstance(prepared, Card):
+        if isinstance(prepared, CardMessage):
             return await self._send_card(row, prepared, claim)
         if isinstance(prepared, str):
             return await self._erase_card(row, prepared, claim)
         return await self._post_webhook(row, *prepared, claim)
 
-    async def _prepare(self, row: Claimed) -> Outcome | Card | str | tuple[dict[str, Any], str]:
+    async def _prepare(
+        self, row: Claimed
+    ) -> Outcome | CardMessage | str | tuple[dict[str, Any], str]:
         """The card, the erasure's text, or the webhook's payload and key, rendered from the
         lead as it is now; or the outcome when there is nothing to deliver any more."""
         script = self.script()
@@ -292,7 +285,8 @@ class HandOff:
             if row.kind == MANAGER_CARD:
                 if self.manager_chat_id is None:
                     return Outcome(row.id, "cancelled", "MANAGER_CHAT_ID is not set")
-                return await handoff.lead_card(session, script, lead)
+                card = await cards.manager_card(session, script, lead)
+                return CardMessage(card, format_manager_card(card))
             if row.kind == CRM_WEBHOOK:
                 if self.webhook is None:
                     return Outcome(row.id, "cancelled", "CRM_WEBHOOK_URL is not set")
@@ -301,7 +295,7 @@ class HandOff:
         return Outcome(row.id, "failed", f"unknown kind {row.kind!r}")
 
     async def _send_card(
-        self, row: Claimed, card: Card, claim: Callable[[], Awaitable[bool]]
+        self, row: Claimed, message: CardMessage, claim: Callable[[], Awaitable[bool]]
     ) -> Outcome | None:
         chat_id = self.manager_chat_id
         assert chat_id is not None
@@ -311,8 +305,8 @@ class HandOff:
             functools.partial(
                 self.bot.send_message,
                 chat_id,
-                card.text,
-                reply_markup=card_keyboard(card),
+                message.text,
+                reply_markup=card_keyboard(message.card),
                 request_timeout=self.send_timeout,
             ),
         )

@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import Update as UpdateStatement
 
 from bot import transactions
-from funnel.clock import Clock
-from funnel.models import InboxUpdate
+from funnel.core.clock import Clock
+from funnel.core.models import InboxUpdate
 
 log = logging.getLogger("leadbot.inbox")
 

@@ -12,7 +12,6 @@ from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from html import escape
 from zoneinfo import ZoneInfo
 
 from aiogram import Bot
@@ -22,15 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot import transactions
 from bot.delivery import Attempt, Claims, Courier, DeliveryStats, safe_error
 from bot.ratelimit import SendLimiter
-from funnel import campaigns
-from funnel.campaigns import Cancel, Outcome, Postpone, Send
-from funnel.clock import Clock
-from funnel.html_text import plain_name
-from funnel.replies import Reply
-from funnel.script import Script
-from funnel.sending_rules import in_window
-from handlers.i18n import t
+from funnel.core.clock import Clock
+from funnel.dialogue.replies import Reply
+from funnel.followups import planning, rendering, touch_queue
+from funnel.followups.decision import Cancel, Postpone, Send, decide
+from funnel.followups.sending_rules import in_window
+from funnel.followups.touch_queue import Outcome
+from funnel.script.schema import Script
 from handlers.keyboards import keyboard
+from handlers.views.alerts import alert_texts, lead_label
 
 log = logging.getLogger("leadbot.outbox")
 
@@ -46,7 +45,6 @@ DEFAULT_STOP_GRACE_SECONDS = 10.0
 PLAN_MARGIN_WALL_SECONDS = 120.0
 # A touch refused before delivery without a hint when to come back (no connection).
 RETRY_SECONDS = 30.0
-ALERT_LIMIT = 3900
 
 TickStats = DeliveryStats
 
@@ -114,7 +112,7 @@ class Outbox:
     async def recover(self) -> int:
         """At start-up: touches a crash left "sending" become "unknown" (they may have left)."""
         async with self.sessions() as session:
-            count = await campaigns.recover_interrupted(session)
+            count = await touch_queue.recover_interrupted(session)
             await session.commit()
         if count:
             log.warning(
@@ -142,7 +140,7 @@ class Outbox:
     async def plan(self, now: datetime) -> int:
         """Inserts the touches that became due by `now`; returns how many are new."""
         async with self.sessions() as session:
-            count = await campaigns.plan_touches(
+            count = await planning.plan_touches(
                 session, self.script(), now, margin=self.plan_margin
             )
             await session.commit()
@@ -225,22 +223,22 @@ class Outbox:
         script = self.script()
         outgoing: list[_Outgoing] = []
         async with self.sessions() as session:
-            await campaigns.take_write_lock(session)
-            pairs = await campaigns.due_touches(session, now, self.batch_size, busy)
+            await touch_queue.take_write_lock(session)
+            pairs = await touch_queue.due_touches(session, now, self.batch_size, busy)
             if not pairs:
                 return [], 0
             lead_ids = sorted({touch.lead_id for touch, _ in pairs})
             since = now - script.frequency_cap.per
-            history = await campaigns.recent_sends(session, lead_ids, since)
+            history = await touch_queue.recent_sends(session, lead_ids, since)
             for touch, lead in pairs:
-                decision = campaigns.decide(
+                decision = decide(
                     touch, lead, script, now, history.get(touch.lead_id, []), self.zone
                 )
                 if isinstance(decision, Cancel):
-                    await campaigns.cancel_touch(session, touch.id, decision.reason)
+                    await touch_queue.cancel_touch(session, touch.id, decision.reason)
                     round_.stats.cancelled += 1
                 elif isinstance(decision, Postpone):
-                    await campaigns.postpone_touch(session, touch.id, decision.until,
+                    await touch_queue.postpone_touch(session, touch.id, decision.until,
                                                    decision.why)  # fmt: skip
                     round_.stats.postponed += 1
                 elif isinstance(decision, Send) and lead is not None and lead.chat_id:
@@ -254,9 +252,9 @@ class Outbox:
                             chat_id=lead.chat_id,
                             campaign=campaign.id,
                             step=touch.step,
-                            reply=campaigns.render_touch(script, campaign, touch.step, lead),
+                            reply=rendering.render_touch(script, campaign, touch.step, lead),
                             notify_managers=campaign.steps[touch.step - 1].notify_managers,
-                            lead_label=_lead_label(lead.id, lead.first_name, lead.username),
+                            lead_label=lead_label(lead.id, lead.first_name, lead.username),
                         )
                     )
             await session.commit()
@@ -270,7 +268,7 @@ class Outbox:
         if not in_window(now, self.script().send_window, self.zone):
             return set()
         async with self.sessions() as session:
-            claimed = await campaigns.claim_for_sending(session, touch_ids, now)
+            claimed = await touch_queue.claim_for_sending(session, touch_ids, now)
             await session.commit()
         return claimed
 
@@ -316,7 +314,7 @@ class Outbox:
 
         async def write() -> Mapping[str, int]:
             async with self.sessions() as session:
-                counts = await campaigns.record_outcomes(session, outcomes, self.clock.now())
+                counts = await touch_queue.record_outcomes(session, outcomes, self.clock.now())
                 await session.commit()
             return counts
 
@@ -338,8 +336,8 @@ class Outbox:
         script = self.script()
         for (campaign_id, step), labels in round_.alerts.items():
             campaign = script.campaign(campaign_id)
-            title = escape(campaign.title if campaign else campaign_id)
-            for text in _alert_texts(title, step, labels, script.language):
+            title = campaign.title if campaign else campaign_id
+            for text in alert_texts(title, step, labels, script.language):
                 try:
                     await self.bot.send_message(self.manager_chat_id, text, parse_mode="HTML")
                 except TelegramAPIError as error:
@@ -349,23 +347,3 @@ class Outbox:
                         extra={"event": "outbox.alert_failed", "error": safe_error(error)},
                     )
                     return
-
-
-def _lead_label(lead_id: int, first_name: str | None, username: str | None) -> str:
-    name = escape(plain_name(first_name, 64))
-    handle = f" @{escape(plain_name(username, 64))}" if username else ""
-    return f"#{lead_id} {name}{handle}".strip()
-
-
-def _alert_texts(title: str, step: int, labels: list[str], language: str) -> list[str]:
-    head = t("alert.touches_sent", lang=language, n=len(labels), title=title, step=step)
-    continued = head + " " + t("alert.continued", lang=language)
-    texts: list[str] = []
-    current = head
-    for label in labels:
-        if len(current) + len(label) + 1 > ALERT_LIMIT:
-            texts.append(current)
-            current = continued
-        current += "\n" + label
-    texts.append(current)
-    return texts

@@ -8,7 +8,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from funnel.script import Script, ScriptError, load_script
+from funnel.script.loading import ScriptError, load_script
+from funnel.script.schema import Script
 
 log = logging.getLogger("leadbot.scripts")
 # What of a refusal fits one Telegram message (4096 characters) with room for a heading.

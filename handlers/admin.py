@@ -6,6 +6,7 @@ message is handled like any other text from a prospect."""
 
 from __future__ import annotations
 
+import asyncio
 from html import escape
 
 from aiogram import Bot, F, Router
@@ -14,20 +15,22 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import BufferedInputFile, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.chart import render_funnel_png
-from bot.scripts import ScriptHolder
-from bot.settings import Settings
-from funnel import inputs, store
-from funnel.analytics import funnel_report
-from funnel.campaign_report import campaign_report, format_campaign_report_html
-from funnel.clock import Clock
-from funnel.export import export_leads_csv
-from funnel.lead_card import format_lead_card_html, lead_card
-from funnel.models import Lead
-from funnel.periods import Period, parse_period
-from funnel.purchases import parse_currency, record_purchase, record_spend
-from funnel.report_text import format_report_html, format_sources_html
-from funnel.script import Script, ScriptError
+from funnel.core import inputs, store
+from funnel.core.clock import Clock
+from funnel.core.models import Lead
+from funnel.handoff.purchases import parse_currency, record_purchase, record_spend
+from funnel.reports.campaign_effect import campaign_report
+from funnel.reports.export import export_leads_csv
+from funnel.reports.funnel_report import funnel_report
+from funnel.reports.lead_card import lead_card
+from funnel.reports.periods import Period, parse_period
+from funnel.script.loading import ScriptError
+from funnel.script.schema import Script
+from handlers.dependencies import BotConfig, ScriptReloader
+from handlers.views.campaigns import format_campaign_report_html
+from handlers.views.chart import render_funnel_png
+from handlers.views.lead_card import format_lead_card_html
+from handlers.views.report import format_report_html, format_sources_html
 
 PERIOD = "[7d|30d|all|2026-01-01..2026-01-31]"
 USAGE = {
@@ -58,11 +61,11 @@ async def _args(message: Message, command: CommandObject, name: str) -> list[str
 
 
 async def _period(
-    message: Message, name: str, args: list[str], clock: Clock, settings: Settings
+    message: Message, name: str, args: list[str], clock: Clock, config: BotConfig
 ) -> Period | None:
     """The period named by the first argument; on a bad one, says how to write it."""
     try:
-        return parse_period(args[0] if args else None, clock.now(), tz=settings.zone)
+        return parse_period(args[0] if args else None, clock.now(), tz=config.zone)
     except ValueError as e:
         await _refuse(message, name, e)
     except OverflowError:
@@ -87,9 +90,9 @@ def _source(text: str) -> str:
     return inputs.check_length(text, SOURCE_LENGTH, "Источник")
 
 
-def router(settings: Settings) -> Router:
+def router(config: BotConfig) -> Router:
     r = Router(name="admin")
-    r.message.filter(F.chat.type == ChatType.PRIVATE, F.from_user.id.in_(settings.admin_ids))
+    r.message.filter(F.chat.type == ChatType.PRIVATE, F.from_user.id.in_(config.admin_ids))
 
     @r.message(Command("stats"))
     async def cmd_stats(message: Message, command: CommandObject, session: AsyncSession,
@@ -97,7 +100,7 @@ def router(settings: Settings) -> Router:
         args = await _args(message, command, "stats")
         if args is None:
             return
-        period = await _period(message, "stats", args, clock, settings)
+        period = await _period(message, "stats", args, clock, config)
         if period is None:
             return
         try:
@@ -116,11 +119,12 @@ def router(settings: Settings) -> Router:
         args = await _args(message, command, "funnel")
         if args is None:
             return
-        period = await _period(message, "funnel", args, clock, settings)
+        period = await _period(message, "funnel", args, clock, config)
         if period is None:
             return
         report = await funnel_report(session, script, now=clock.now(), period=period)
-        png = render_funnel_png(report, title=script.course)
+        # matplotlib holds the thread for a while: the other updates keep being served.
+        png = await asyncio.to_thread(render_funnel_png, report, title=script.course)
         await message.answer_photo(BufferedInputFile(png, "funnel.png"))
 
     @r.message(Command("sources"))
@@ -129,7 +133,7 @@ def router(settings: Settings) -> Router:
         args = await _args(message, command, "sources")
         if args is None:
             return
-        period = await _period(message, "sources", args, clock, settings)
+        period = await _period(message, "sources", args, clock, config)
         if period is None:
             return
         report = await funnel_report(session, script, now=clock.now(), period=period)
@@ -204,7 +208,7 @@ def router(settings: Settings) -> Router:
         args = await _args(message, command, "export")
         if args is None:
             return
-        period = await _period(message, "export", args, clock, settings)
+        period = await _period(message, "export", args, clock, config)
         if period is None:
             return
         data = await export_leads_csv(session, script, period, clock.now())
@@ -218,7 +222,7 @@ def router(settings: Settings) -> Router:
         await message.answer(format_campaign_report_html(report))
 
     @r.message(Command("reload"))
-    async def cmd_reload(message: Message, scripts: ScriptHolder) -> None:
+    async def cmd_reload(message: Message, scripts: ScriptReloader) -> None:
         try:
             script = await scripts.reload()
         except ScriptError as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiogram.filters.callback_data import CallbackData
 
-from funnel.replies import Btn
+from funnel.dialogue.replies import Btn
 
 
 class AnswerCb(CallbackData, prefix="a"):

@@ -17,17 +17,19 @@ from aiogram.types import CallbackQuery, ForceReply, Message
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.handoff import card_keyboard
-from bot.settings import Settings
-from funnel import handoff, inputs, store
-from funnel.clock import Clock
-from funnel.html_text import plain_name
-from funnel.models import Lead
-from funnel.purchases import record_purchase
-from funnel.script import Script
-from funnel.stages import can_move
+from funnel.core import inputs, store
+from funnel.core.clock import Clock
+from funnel.core.models import Lead
+from funnel.core.stages import can_move
+from funnel.core.telegram_text import plain_name
+from funnel.handoff import cards
+from funnel.handoff.purchases import record_purchase
+from funnel.script.schema import Script
 from handlers.callbacks import CardCb
+from handlers.dependencies import BotConfig
+from handlers.keyboards import card_keyboard
 from handlers.respond import answer_callback
+from handlers.views.manager_card import format_manager_card
 
 AMOUNT_PROMPT = "Сумма оплаты для лида #{lead} (ответьте на это сообщение, например 6900):"
 # The prompt itself, not any message naming a lead (such as "Оплата … от лида #7 записана").
@@ -38,9 +40,9 @@ NOT_A_BUTTON = "Эта кнопка не от бота или устарела �
 NOT_THIS_CHAT = "Эта карточка не из этого чата (или ещё не доставлена) — ничего не изменилось."
 
 
-async def is_manager(bot: Bot, settings: Settings, chat_id: int, user_id: int) -> bool:
+async def is_manager(bot: Bot, config: BotConfig, chat_id: int, user_id: int) -> bool:
     """Members of the managers' chat and the school's admins may act on cards."""
-    if settings.is_admin(user_id):
+    if config.is_admin(user_id):
         return True
     try:
         member = await bot.get_chat_member(chat_id, user_id)
@@ -49,11 +51,11 @@ async def is_manager(bot: Bot, settings: Settings, chat_id: int, user_id: int) -
     return member.status in MEMBERS
 
 
-def router(settings: Settings) -> Router:
+def router(config: BotConfig) -> Router:
     r = Router(name="managers")
-    in_managers_chat = F.chat.id == settings.manager_chat_id
+    in_managers_chat = F.chat.id == config.manager_chat_id
     r.message.filter(in_managers_chat)
-    r.callback_query.filter(F.message.chat.id == settings.manager_chat_id)
+    r.callback_query.filter(F.message.chat.id == config.manager_chat_id)
 
     @r.callback_query(CardCb.filter())
     async def on_card(query: CallbackQuery, callback_data: CardCb, bot: Bot,
@@ -62,11 +64,11 @@ def router(settings: Settings) -> Router:
         if message is None or not _is_ours(query.data, callback_data):
             await answer_callback(query, NOT_A_BUTTON)
             return
-        if not await is_manager(bot, settings, message.chat.id, query.from_user.id):
+        if not await is_manager(bot, config, message.chat.id, query.from_user.id):
             await answer_callback(query, "Эти кнопки — только для менеджеров школы.")
             return
         lead = await store.lead_by_id(session, callback_data.lead)
-        if lead is None or not await handoff.has_card(
+        if lead is None or not await cards.has_card(
             session, lead.id, message.chat.id, message.message_id
         ):
             await answer_callback(query, NOT_THIS_CHAT)
@@ -101,7 +103,7 @@ def router(settings: Settings) -> Router:
         prompt = message.reply_to_message
         if message.from_user is None or prompt is None or not _from_this_bot(prompt, bot):
             return
-        if not await is_manager(bot, settings, message.chat.id, message.from_user.id):
+        if not await is_manager(bot, config, message.chat.id, message.from_user.id):
             return
         match = PROMPT_LEAD.search(prompt.text or "")
         try:
@@ -109,7 +111,7 @@ def router(settings: Settings) -> Router:
         except ValueError:
             lead_id = None
         lead = await store.lead_by_id(session, lead_id) if lead_id is not None else None
-        if lead is None or not await handoff.has_card(session, lead.id, message.chat.id, None):
+        if lead is None or not await cards.has_card(session, lead.id, message.chat.id, None):
             await message.reply(NOT_THIS_CHAT)
             return
         if lead.deleted_at is not None:
@@ -172,9 +174,10 @@ async def _take(query: CallbackQuery, bot: Bot, session: AsyncSession, script: S
 
 async def _refresh_card(bot: Bot, session: AsyncSession, script: Script, lead: Lead,
                         chat_id: int, message_id: int) -> None:  # fmt: skip
-    card = await handoff.lead_card(session, script, lead)
+    card = await cards.manager_card(session, script, lead)
+    text = format_manager_card(card)
     # "message is not modified" after a double tap: the card already says it.
     with contextlib.suppress(TelegramAPIError):
         await bot.edit_message_text(
-            card.text, chat_id=chat_id, message_id=message_id, reply_markup=card_keyboard(card)
+            text, chat_id=chat_id, message_id=message_id, reply_markup=card_keyboard(card)
         )

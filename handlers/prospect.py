@@ -16,16 +16,18 @@ from aiogram.filters import (
 from aiogram.types import CallbackQuery, ChatMemberUpdated, Message, User
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.handoff import HandOff
-from funnel.clock import Clock
-from funnel.dialogue import Dialogue, Result
-from funnel.script import Script
-from funnel.store import Profile
+from funnel.core.clock import Clock
+from funnel.core.store import Profile
+from funnel.dialogue.flow import Dialogue, Result
+from funnel.script.schema import Script
 from handlers.callbacks import AnswerCb, ButtonCb, SystemCb
+from handlers.dependencies import HandOffPort
 from handlers.respond import respond
 
 
-def _dialogue(session: AsyncSession, script: Script, clock: Clock, handoff: HandOff) -> Dialogue:
+def _dialogue(
+    session: AsyncSession, script: Script, clock: Clock, handoff: HandOffPort
+) -> Dialogue:
     return Dialogue(session, script, clock, managers=handoff.manager_chat_id is not None)
 
 
@@ -41,7 +43,7 @@ def profile_of(user: User, chat_id: int) -> Profile:
 
 
 async def _finish(
-    dialogue: Dialogue, bot: Bot, chat_id: int, result: Result, handoff: HandOff,
+    dialogue: Dialogue, bot: Bot, chat_id: int, result: Result, handoff: HandOffPort,
     callback: CallbackQuery | None = None,
 ) -> None:  # fmt: skip
     # The card and the CRM webhook are written in the dialogue's transaction (respond commits
@@ -64,7 +66,7 @@ def router() -> Router:
     @r.message(CommandStart())
     async def on_start(message: Message, command: CommandObject, bot: Bot,
                        session: AsyncSession, script: Script, clock: Clock,
-                       handoff: HandOff) -> None:  # fmt: skip
+                       handoff: HandOffPort) -> None:  # fmt: skip
         if message.from_user is None:
             return
         dialogue = _dialogue(session, script, clock, handoff)
@@ -74,7 +76,7 @@ def router() -> Router:
     @r.message(Command("help", "stop", "forget"))
     async def on_command(message: Message, command: CommandObject, bot: Bot,
                          session: AsyncSession, script: Script, clock: Clock,
-                         handoff: HandOff) -> None:  # fmt: skip
+                         handoff: HandOffPort) -> None:  # fmt: skip
         if message.from_user is None:
             return
         dialogue = _dialogue(session, script, clock, handoff)
@@ -85,7 +87,7 @@ def router() -> Router:
 
     @r.message(F.text)
     async def on_text(message: Message, bot: Bot, session: AsyncSession, script: Script,
-                      clock: Clock, handoff: HandOff) -> None:  # fmt: skip
+                      clock: Clock, handoff: HandOffPort) -> None:  # fmt: skip
         if message.from_user is None or message.text is None:
             return
         dialogue = _dialogue(session, script, clock, handoff)
@@ -98,7 +100,8 @@ def router() -> Router:
 
     @r.message()
     async def on_unsupported(message: Message, bot: Bot, session: AsyncSession,
-                             script: Script, clock: Clock, handoff: HandOff) -> None:  # fmt: skip
+                             script: Script, clock: Clock,
+                             handoff: HandOffPort) -> None:  # fmt: skip
         """Stickers, photos, voice, contacts...: never stored as an answer."""
         if message.from_user is None:
             return
@@ -109,7 +112,7 @@ def router() -> Router:
     @r.callback_query(AnswerCb.filter())
     async def on_answer(query: CallbackQuery, callback_data: AnswerCb, bot: Bot,
                         session: AsyncSession, script: Script, clock: Clock,
-                        handoff: HandOff) -> None:  # fmt: skip
+                        handoff: HandOffPort) -> None:  # fmt: skip
         dialogue = _dialogue(session, script, clock, handoff)
         chat_id = _chat_id(query)
         result = await dialogue.answer(
@@ -120,7 +123,7 @@ def router() -> Router:
     @r.callback_query(ButtonCb.filter())
     async def on_button(query: CallbackQuery, callback_data: ButtonCb, bot: Bot,
                         session: AsyncSession, script: Script, clock: Clock,
-                        handoff: HandOff) -> None:  # fmt: skip
+                        handoff: HandOffPort) -> None:  # fmt: skip
         dialogue = _dialogue(session, script, clock, handoff)
         chat_id = _chat_id(query)
         result = await dialogue.press(profile_of(query.from_user, chat_id), callback_data.id)
@@ -129,7 +132,7 @@ def router() -> Router:
     @r.callback_query(SystemCb.filter())
     async def on_system(query: CallbackQuery, callback_data: SystemCb, bot: Bot,
                         session: AsyncSession, script: Script, clock: Clock,
-                        handoff: HandOff) -> None:  # fmt: skip
+                        handoff: HandOffPort) -> None:  # fmt: skip
         dialogue = _dialogue(session, script, clock, handoff)
         chat_id = _chat_id(query)
         result = await dialogue.system(profile_of(query.from_user, chat_id), callback_data.op)
@@ -137,7 +140,7 @@ def router() -> Router:
 
     @r.callback_query()
     async def on_forged(query: CallbackQuery, bot: Bot, session: AsyncSession, script: Script,
-                        clock: Clock, handoff: HandOff) -> None:  # fmt: skip
+                        clock: Clock, handoff: HandOffPort) -> None:  # fmt: skip
         """Data we never issued (forged, or from a much older bot): the current question."""
         dialogue = _dialogue(session, script, clock, handoff)
         chat_id = _chat_id(query)

@@ -11,8 +11,8 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import CallbackQuery
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel.dialogue import Dialogue, Result
-from funnel.html_text import fit_html
+from funnel.core.telegram_text import fit_to_telegram
+from funnel.dialogue.flow import Dialogue, Result
 from handlers.keyboards import keyboard
 
 log = logging.getLogger("leadbot.respond")
@@ -31,7 +31,9 @@ async def respond(
         await answer_callback(callback, result.alert)
     for reply in result.replies:
         try:
-            await bot.send_message(chat_id, fit_html(reply.text), reply_markup=keyboard(reply))
+            await bot.send_message(
+                chat_id, fit_to_telegram(reply.text), reply_markup=keyboard(reply)
+            )
         except TelegramForbiddenError:
             # Blocked between the tap and the reply: remember, and stop talking.
             await dialogue.blocked(chat_id, True)

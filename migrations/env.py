@@ -9,7 +9,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from funnel.models import Base
+from funnel.core.models import Base
 
 target_metadata = Base.metadata
 

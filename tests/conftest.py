@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import db
-from funnel.clock import FakeClock
-from funnel.script import Script, load_script
+from funnel.core.clock import FakeClock
+from funnel.script.loading import load_script
+from funnel.script.schema import Script
 
 ROOT = Path(__file__).resolve().parent.parent
 RU_SCRIPT = ROOT / "scripts" / "ru.yaml"

@@ -17,13 +17,16 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import db
-from funnel import rollup
-from funnel.analytics import FunnelReport, funnel_report, median_from_histogram
-from funnel.html_text import check_telegram_html
-from funnel.models import AdSpend, Answer, Lead, Purchase, StageEvent
-from funnel.periods import parse_period
-from funnel.report_text import format_report_html, format_report_text, format_sources_html
-from funnel.script import Script, parse_script
+from funnel.core.models import AdSpend, Answer, Lead, Purchase, StageEvent
+from funnel.core.telegram_text import check_telegram_html
+from funnel.reports import rollup
+from funnel.reports.arithmetic import median_from_histogram
+from funnel.reports.figures import FunnelReport
+from funnel.reports.funnel_report import funnel_report
+from funnel.reports.periods import parse_period
+from funnel.script.loading import parse_script
+from funnel.script.schema import Script
+from handlers.views.report import format_report_html, format_report_text, format_sources_html
 from tests.conftest import POSTGRES_URL, TEST_TEXTS_YAML
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -571,8 +574,9 @@ def test_report_properties(lead_paths: list[list[tuple[str, int]]]) -> None:
 async def test_lead_card(
     sessions: async_sessionmaker[AsyncSession], report_script: Script
 ) -> None:
-    from funnel.lead_card import format_lead_card_html, lead_card
-    from funnel.models import Touch
+    from funnel.core.models import Touch
+    from funnel.reports.lead_card import lead_card
+    from handlers.views.lead_card import format_lead_card_html
 
     b = Builder()
     a = b.lead(

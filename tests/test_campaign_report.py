@@ -9,16 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from funnel.campaign_report import (
+from funnel.core.models import StageEvent, Touch
+from funnel.core.telegram_text import check_telegram_html
+from funnel.reports.campaign_effect import (
     CampaignReport,
     CampaignStats,
     StepStats,
     campaign_report,
-    format_campaign_report_html,
-    format_campaign_report_text,
 )
-from funnel.html_text import check_telegram_html
-from funnel.models import StageEvent, Touch
+from handlers.views.campaigns import format_campaign_report_html, format_campaign_report_text
 from tests.test_campaigns import NOON, SCRIPT, add_lead
 
 

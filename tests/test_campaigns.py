@@ -15,10 +15,12 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import db
-from funnel import campaigns, store
-from funnel.campaigns import Cancel, Postpone, Send
-from funnel.models import JobMark, Lead, Touch
-from funnel.script import Script, parse_script
+from funnel.core import store
+from funnel.core.models import JobMark, Lead, Touch
+from funnel.followups import planning, rendering, touch_queue
+from funnel.followups.decision import Cancel, Postpone, Send, decide
+from funnel.script.loading import parse_script
+from funnel.script.schema import Script
 from tests.conftest import TEST_TEXTS_YAML
 
 ZONE = ZoneInfo("Europe/Moscow")
@@ -149,7 +151,7 @@ async def plan(
     sessions: async_sessionmaker[AsyncSession], now: datetime, script: Script = SCRIPT
 ) -> int:
     async with sessions() as session:
-        count = await campaigns.plan_touches(session, script, now)
+        count = await planning.plan_touches(session, script, now)
         await session.commit()
         return count
 
@@ -235,7 +237,7 @@ async def test_catching_up_a_large_backlog_goes_chunk_by_chunk(sessions: Any) ->
     counts = []
     for _ in range(4):
         async with sessions() as session:
-            counts.append(await campaigns.plan_touches(session, SCRIPT, later, chunk=3))
+            counts.append(await planning.plan_touches(session, SCRIPT, later, chunk=3))
             await session.commit()
     assert counts == [3, 3, 1, 0]
 
@@ -367,22 +369,22 @@ def test_decide_checks_the_lead_again(
     lead: dict[str, Any] | None, touch: dict[str, Any], expected: object
 ) -> None:
     subject = None if lead is None else _lead(**lead)
-    assert campaigns.decide(_touch(**touch), subject, SCRIPT, NOON, [], ZONE) == expected
+    assert decide(_touch(**touch), subject, SCRIPT, NOON, [], ZONE) == expected
 
 
 def test_quiet_hours_postpone_to_the_next_opening() -> None:
     late = datetime(2026, 3, 3, 19, 30, tzinfo=UTC)  # 22:30 in Moscow
-    decision = campaigns.decide(_touch(), _lead(), SCRIPT, late, [], ZONE)
+    decision = decide(_touch(), _lead(), SCRIPT, late, [], ZONE)
     assert decision == Postpone(datetime(2026, 3, 4, 7, 0, tzinfo=UTC), "quiet_hours")
 
 
 def test_the_cap_postpones_until_the_oldest_send_leaves() -> None:
     sent = [NOON - timedelta(hours=23), NOON - timedelta(hours=1)]
-    decision = campaigns.decide(_touch(), _lead(), SCRIPT, NOON, sent, ZONE)
+    decision = decide(_touch(), _lead(), SCRIPT, NOON, sent, ZONE)
     assert decision == Postpone(NOON + timedelta(hours=1), "frequency_cap")
     # When the slot frees at night, the touch waits for the window as well.
     sent = [NOON - timedelta(hours=5), NOON - timedelta(hours=1)]
-    decision = campaigns.decide(_touch(), _lead(), SCRIPT, NOON, sent, ZONE)
+    decision = decide(_touch(), _lead(), SCRIPT, NOON, sent, ZONE)
     assert decision == Postpone(datetime(2026, 3, 4, 7, 0, tzinfo=UTC), "frequency_cap")
 
 
@@ -392,7 +394,7 @@ def test_the_cap_postpones_until_the_oldest_send_leaves() -> None:
 def test_a_nudge_shows_the_open_question_and_the_stop_button() -> None:
     campaign = SCRIPT.campaign("nurture_dialogue")
     assert campaign is not None
-    reply = campaigns.render_touch(SCRIPT, campaign, 1, _lead(first_name="<Ann>"))
+    reply = rendering.render_touch(SCRIPT, campaign, 1, _lead(first_name="<Ann>"))
     assert reply.text == "&lt;Ann&gt;, continue from question 2?"
     labels = [[b.label for b in row] for row in reply.buttons]
     assert labels == [["Now"], ["Not now"], ["Stop messages"]]
@@ -405,8 +407,8 @@ def test_a_nudge_shows_the_open_question_and_the_stop_button() -> None:
 def test_every_touch_of_every_campaign_ends_with_the_stop_button() -> None:
     for campaign in SCRIPT.campaigns:
         for step in range(1, len(campaign.steps) + 1):
-            reply = campaigns.render_touch(SCRIPT, campaign, step, _lead(position=None))
-            assert reply.buttons[-1] == (campaigns.stop_button(SCRIPT),)
+            reply = rendering.render_touch(SCRIPT, campaign, step, _lead(position=None))
+            assert reply.buttons[-1] == (rendering.stop_button(SCRIPT),)
             for row in reply.buttons:
                 assert len(row) >= 1
 
@@ -414,7 +416,7 @@ def test_every_touch_of_every_campaign_ends_with_the_stop_button() -> None:
 def test_cancel_pending_after_opt_out_is_respected_by_planning() -> None:
     # Opted-out leads are filtered in SQL; the same rule is in decide() for touches planned
     # before the opt-out.
-    decision = campaigns.decide(_touch(), _lead(opted_out_at=NOON), SCRIPT, NOON, [], ZONE)
+    decision = decide(_touch(), _lead(opted_out_at=NOON), SCRIPT, NOON, [], ZONE)
     assert decision == Cancel("opted_out")
 
 
@@ -426,7 +428,7 @@ async def test_claim_refuses_a_touch_whose_lead_replied(sessions: Any) -> None:
         await session.execute(update(Lead).where(Lead.id == lead_id).values(cycle=2))
         await session.commit()
     async with sessions() as session:
-        claimed = await campaigns.claim_for_sending(session, [touch.id], NOON)
+        claimed = await touch_queue.claim_for_sending(session, [touch.id], NOON)
         await session.commit()
     assert claimed == set()
     [touch] = await touches(sessions)

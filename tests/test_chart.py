@@ -7,7 +7,7 @@ import warnings
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.chart import render_funnel_png
+from handlers.views.chart import render_funnel_png
 from tests.test_analytics import build_report, classic, make_script
 
 PNG = b"\x89PNG\r\n\x1a\n"

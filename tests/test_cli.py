@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from bot import db
-from funnel.clock import FakeClock
-from funnel.dialogue import Dialogue
-from funnel.script import Script
-from funnel.store import Profile
+from funnel.core.clock import FakeClock
+from funnel.core.store import Profile
+from funnel.dialogue.flow import Dialogue
+from funnel.script.schema import Script
 from tests.conftest import POSTGRES_URL, ROOT
 
 pytestmark = pytest.mark.skipif(bool(POSTGRES_URL), reason="runs the CLI on a SQLite file")

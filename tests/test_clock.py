@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from funnel.clock import Clock, FakeClock, ScaledClock, SystemClock
+from funnel.core.clock import Clock, FakeClock, ScaledClock, SystemClock
 
 START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 

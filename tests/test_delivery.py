@@ -28,8 +28,8 @@ from bot.delivery_middleware import RateLimitMiddleware
 from bot.emulator import DEFAULT_TOKEN, TelegramEmulator
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
-from funnel.clock import FakeClock
-from funnel.models import Touch
+from funnel.core.clock import FakeClock
+from funnel.core.models import Touch
 from tests.test_campaigns import NOON, SCRIPT, ZONE, add_lead
 
 METHOD = SendMessage(chat_id=1, text="x")

@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from funnel.analytics import funnel_report
-from funnel.clock import FakeClock
-from funnel.dialogue import Dialogue, Result
-from funnel.models import Answer, Lead, StageEvent
-from funnel.periods import Period
-from funnel.script import Script
-from funnel.store import Profile
+from funnel.core.clock import FakeClock
+from funnel.core.models import Answer, Lead, StageEvent
+from funnel.core.store import Profile
+from funnel.dialogue.flow import Dialogue, Result
+from funnel.reports.funnel_report import funnel_report
+from funnel.reports.periods import Period
+from funnel.script.schema import Script
 
 ANN = Profile(user_id=501, chat_id=501, first_name="Аня <script>", username="ann")
 Act = Callable[[Dialogue], Awaitable[Result]]
@@ -197,7 +197,7 @@ async def test_a_customer_never_falls_back(sessions, script, clock) -> None:
     await run(sessions, script, clock, lambda d: d.press(ANN, "book"))
     async with sessions() as session:
         lead = (await session.scalars(select(Lead))).one()
-        from funnel.purchases import record_purchase
+        from funnel.handoff.purchases import record_purchase
 
         await record_purchase(session, script, lead, 6900, "RUB", None, clock.now())
         await session.commit()

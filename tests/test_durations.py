@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from funnel.durations import Duration, DurationOrZero, format_duration, parse_duration
+from funnel.script.durations import Duration, DurationOrZero, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

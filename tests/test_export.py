@@ -9,9 +9,9 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from funnel.export import export_leads_csv, safe_cell
-from funnel.periods import parse_period
-from funnel.script import Script
+from funnel.reports.export import export_leads_csv, safe_cell
+from funnel.reports.periods import parse_period
+from funnel.script.schema import Script
 from tests.test_analytics import NOW, Builder, make_script
 
 

@@ -9,10 +9,10 @@ from datetime import datetime
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from funnel.clock import FakeClock
-from funnel.handoff import has_card
-from funnel.models import Lead, Notification
-from funnel.store import Profile, new_lead
+from funnel.core.clock import FakeClock
+from funnel.core.models import Lead, Notification
+from funnel.core.store import Profile, new_lead
+from funnel.handoff.cards import has_card
 
 CHAT, MESSAGE = -1001234567890, 41
 

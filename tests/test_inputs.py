@@ -9,8 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from funnel import purchases
-from funnel.inputs import (
+from funnel.core.inputs import (
     MAX_AMOUNT,
     MAX_ARG,
     MAX_ARGS,
@@ -23,6 +22,7 @@ from funnel.inputs import (
     parse_username,
     split_args,
 )
+from funnel.handoff import purchases
 
 ASCII_DIGITS = "0123456789"
 # Whitespace around the value is stripped, so it is no odd character in the middle.

@@ -22,8 +22,8 @@ from sqlalchemy import func, select
 
 from bot import db
 from bot.emulator import DEFAULT_TOKEN, TelegramEmulator
-from funnel import store
-from funnel.models import Touch
+from funnel.core import store
+from funnel.core.models import Touch
 
 ROOT = Path(__file__).resolve().parent.parent
 LEADS = 400
@@ -187,8 +187,8 @@ async def _run_outbox() -> None:
     from bot.outbox import Outbox
     from bot.ratelimit import RateLimiter
     from bot.scheduler import create_scheduler
-    from funnel.clock import SystemClock
-    from funnel.script import load_script
+    from funnel.core.clock import SystemClock
+    from funnel.script.loading import load_script
 
     engine = db.create_engine(os.environ["DATABASE_URL"])
     await db.migrate(engine)

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.logs import configure
-from funnel.clock import FakeClock
-from funnel.dialogue import Dialogue
-from funnel.script import Script
-from funnel.store import Profile
+from funnel.core.clock import FakeClock
+from funnel.core.store import Profile
+from funnel.dialogue.flow import Dialogue
+from funnel.script.schema import Script
 
 SECRET_ANSWER = "мой телефон +7 900 123-45-67"
 

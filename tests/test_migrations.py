@@ -9,7 +9,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import db
-from funnel.models import Base
+from funnel.core.models import Base
 
 
 async def test_migrations_match_the_models(engine: AsyncEngine) -> None:

@@ -9,13 +9,13 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from funnel import crm, notifications
-from funnel.clock import FakeClock
-from funnel.dialogue import Dialogue, Result
-from funnel.models import Lead, Notification
-from funnel.notifications import CRM_WEBHOOK, MANAGER_CARD, Claimed, Outcome
-from funnel.script import Script
-from funnel.store import Profile
+from funnel.core.clock import FakeClock
+from funnel.core.models import Lead, Notification
+from funnel.core.store import Profile
+from funnel.dialogue.flow import Dialogue, Result
+from funnel.handoff import crm, notifications
+from funnel.handoff.notifications import CRM_WEBHOOK, MANAGER_CARD, Claimed, Outcome
+from funnel.script.schema import Script
 
 ANN = Profile(user_id=701, chat_id=701, first_name="Аня", last_name="Смирнова", username="ann")
 HOT = ["career", "now", "full", "self"]

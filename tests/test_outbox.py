@@ -21,9 +21,9 @@ from bot.emulator import DEFAULT_TOKEN, TelegramEmulator
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
 from bot.scheduler import add_daily_job, create_scheduler
-from funnel import store
-from funnel.clock import FakeClock
-from funnel.models import Lead, Touch
+from funnel.core import store
+from funnel.core.clock import FakeClock
+from funnel.core.models import Lead, Touch
 from tests.test_campaigns import NOON, SCRIPT, ZONE, add_lead, touches
 
 RATE = 200.0

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from funnel.periods import Period, parse_period
+from funnel.reports.periods import Period, parse_period
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.scripts import REPLY_CHARS, ScriptHolder
-from funnel.script import MAX_SCRIPT_BYTES, ScriptError, load_script
+from funnel.script.loading import MAX_SCRIPT_BYTES, ScriptError, load_script
 from tests.conftest import RU_SCRIPT
 
 

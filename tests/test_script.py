@@ -13,16 +13,16 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from funnel.script import (
+from funnel.script.loading import (
     MAX_DEPTH,
     MAX_PROBLEMS,
     MAX_SCRIPT_BYTES,
     MAX_VALUES,
-    Script,
     ScriptError,
     load_script,
     parse_script,
 )
+from funnel.script.schema import Script
 from handlers.callbacks import AnswerCb, ButtonCb, SystemCb
 from tests.conftest import EN_SCRIPT, RU_SCRIPT
 

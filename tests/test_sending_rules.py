@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from funnel.script import FrequencyCap, SendWindow
-from funnel.sending_rules import cap_release, in_window, next_opening, send_allowed_at
+from funnel.followups.sending_rules import cap_release, in_window, next_opening, send_allowed_at
+from funnel.script.schema import FrequencyCap, SendWindow
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -10,7 +10,7 @@ import pytest
 
 from bot.scripts import ScriptHolder
 from bot.settings import SettingsError, load_settings
-from funnel.script import ScriptError
+from funnel.script.loading import ScriptError
 from tests.conftest import ROOT, RU_SCRIPT
 
 

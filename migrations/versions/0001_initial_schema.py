@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import funnel.models
+import funnel.core.models
 
 revision = "0001"
 down_revision = None
@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column("source", sa.String(length=64), nullable=False),
         sa.Column("amount", sa.Numeric(precision=14, scale=2), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
-        sa.Column("at", funnel.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", funnel.core.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("recorded_by", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ad_spend")),
     )
@@ -36,7 +36,7 @@ def upgrade() -> None:
     op.create_table(
         "job_marks",
         sa.Column("name", sa.String(length=64), nullable=False),
-        sa.Column("at", funnel.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", funnel.core.models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_job_marks")),
     )
     op.create_table(
@@ -57,17 +57,23 @@ def upgrade() -> None:
         sa.Column("exit_reason", sa.String(length=32), nullable=True),
         sa.Column("script_version", sa.String(length=64), nullable=False),
         sa.Column("cycle", sa.Integer(), nullable=False),
-        sa.Column("cycle_started_at", funnel.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("created_at", funnel.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("stage_changed_at", funnel.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("last_inbound_at", funnel.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("last_outbound_at", funnel.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("opted_out_at", funnel.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("blocked_at", funnel.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("deleted_at", funnel.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "cycle_started_at", funnel.core.models.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column("created_at", funnel.core.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "stage_changed_at", funnel.core.models.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column("last_inbound_at", funnel.core.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "last_outbound_at", funnel.core.models.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("opted_out_at", funnel.core.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("blocked_at", funnel.core.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("deleted_at", funnel.core.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("manager_id", sa.BigInteger(), nullable=True),
         sa.Column("manager_name", sa.String(length=128), nullable=True),
-        sa.Column("taken_at", funnel.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("taken_at", funnel.core.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_leads")),
         sa.UniqueConstraint("user_id", name=op.f("uq_leads_user_id")),
@@ -87,7 +93,7 @@ def upgrade() -> None:
         sa.Column("value", sa.Text(), nullable=True),
         sa.Column("option", sa.String(length=32), nullable=True),
         sa.Column("score", sa.Integer(), nullable=False),
-        sa.Column("at", funnel.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", funnel.core.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("superseded", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_answers_lead_id_leads"), ondelete="CASCADE"
@@ -103,7 +109,7 @@ def upgrade() -> None:
         sa.Column("lead_id", sa.Integer(), nullable=False),
         sa.Column("amount", sa.Numeric(precision=14, scale=2), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
-        sa.Column("at", funnel.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", funnel.core.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("recorded_by", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_purchases_lead_id_leads"), ondelete="CASCADE"
@@ -120,7 +126,7 @@ def upgrade() -> None:
         sa.Column("lead_id", sa.Integer(), nullable=False),
         sa.Column("from_stage", sa.String(length=32), nullable=True),
         sa.Column("to_stage", sa.String(length=32), nullable=False),
-        sa.Column("at", funnel.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", funnel.core.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("cause", sa.String(length=64), nullable=False),
         sa.ForeignKeyConstraint(
             ["lead_id"],
@@ -143,15 +149,15 @@ def upgrade() -> None:
         sa.Column("campaign", sa.String(length=32), nullable=False),
         sa.Column("step", sa.Integer(), nullable=False),
         sa.Column("cycle", sa.Integer(), nullable=False),
-        sa.Column("due_at", funnel.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("due_at", funnel.core.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("postponed", sa.Integer(), nullable=False),
-        sa.Column("sent_at", funnel.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("replied_at", funnel.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("sent_at", funnel.core.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("replied_at", funnel.core.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("reason", sa.String(length=64), nullable=True),
         sa.Column("error", sa.String(length=256), nullable=True),
-        sa.Column("created_at", funnel.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", funnel.core.models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_touches_lead_id_leads"), ondelete="CASCADE"
         ),

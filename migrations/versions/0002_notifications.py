@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import funnel.models
+import funnel.core.models
 
 revision = "0002"
 down_revision = "0001"
@@ -27,10 +27,10 @@ def upgrade() -> None:
         sa.Column("occasion", sa.String(length=64), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("due_at", funnel.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("due_at", funnel.core.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("error", sa.String(length=256), nullable=True),
-        sa.Column("created_at", funnel.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("sent_at", funnel.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", funnel.core.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", funnel.core.models.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["lead_id"],
             ["leads.id"],

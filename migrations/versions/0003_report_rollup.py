@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from funnel import rollup
+from funnel.reports import rollup
 
 revision = "0003"
 down_revision = "0002"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import funnel.models
+import funnel.core.models
 
 revision = "0004"
 down_revision = "0003"
@@ -27,8 +27,8 @@ def upgrade() -> None:
         "inbox",
         sa.Column("update_id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("payload", sa.Text(), nullable=False),
-        sa.Column("received_at", funnel.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("handled_at", funnel.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("received_at", funnel.core.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("handled_at", funnel.core.models.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("update_id", name=op.f("pk_inbox")),
     )
     with op.batch_alter_table("inbox", schema=None) as batch_op:

@@ -17,7 +17,7 @@ from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
 from bot.emulator.users import SimGroup, SimUser
 from bot.ratelimit import RateLimiter
 from bot.settings import Settings
-from funnel.clock import FakeClock
+from funnel.core.clock import FakeClock
 from tests.botapi_spec import assert_requests_valid
 
 

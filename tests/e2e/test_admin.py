@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from bot.emulator.users import SimUser
-from funnel.models import AdSpend, Lead, Purchase
+from funnel.core.models import AdSpend, Lead, Purchase
 from tests.e2e.conftest import HOT, World, qualify
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from funnel.inputs import MAX_ARG
-from funnel.models import AdSpend, Lead, Purchase, StageEvent
+from funnel.core.inputs import MAX_ARG
+from funnel.core.models import AdSpend, Lead, Purchase, StageEvent
 from tests.e2e.conftest import HOT, World, qualify
 
 INVISIBLE = "\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff"

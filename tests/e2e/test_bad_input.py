@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.emulator.users import SimUser
-from funnel.models import Answer, Lead, StageEvent, Touch
+from funnel.core.models import Answer, Lead, StageEvent, Touch
 from tests.e2e.conftest import World
 
 

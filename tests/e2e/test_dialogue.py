@@ -10,8 +10,8 @@ from sqlalchemy import select
 from bot.app import App
 from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
 from bot.emulator.users import SimUser
-from funnel.clock import FakeClock
-from funnel.models import Answer, Lead, StageEvent
+from funnel.core.clock import FakeClock
+from funnel.core.models import Answer, Lead, StageEvent
 from tests.e2e.conftest import HOT, World, fast_limiter, qualify, settings_for
 
 

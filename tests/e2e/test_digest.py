@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from funnel.clock import FakeClock
+from funnel.core.clock import FakeClock
 from tests.e2e.conftest import World
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select, text
 
-from funnel.models import Answer, Base, Lead, Notification
+from funnel.core.models import Answer, Base, Lead, Notification
 from handlers.i18n import t
 from tests.e2e.conftest import HOT, World, qualify
 

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from bot.app import App
 from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
 from bot.ratelimit import RateLimiter
-from funnel.clock import FakeClock
-from funnel.models import Notification
+from funnel.core.clock import FakeClock
+from funnel.core.models import Notification
 from tests.e2e.conftest import HOT, World, fast_limiter, qualify, settings_for
 
 

@@ -19,8 +19,8 @@ from sqlalchemy import select
 from bot.app import App
 from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
 from bot.logs import FieldsFormatter
-from funnel.clock import FakeClock
-from funnel.models import Notification
+from funnel.core.clock import FakeClock
+from funnel.core.models import Notification
 from tests.e2e.conftest import HOT, WARM, World, fast_limiter, qualify, running_world
 
 BOOK = "📅 Записаться на консультацию"

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bot.emulator.state import BotMessage
-from funnel.models import Answer, Lead, Notification, Purchase, StageEvent
+from funnel.core.models import Answer, Lead, Notification, Purchase, StageEvent
 from tests.e2e.conftest import HOT, WARM, World, qualify
 
 INVISIBLE = "\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.emulator.server import TelegramEmulator
-from funnel.clock import FakeClock
+from funnel.core.clock import FakeClock
 from tests.conftest import RU_SCRIPT
 from tests.e2e.conftest import running_world
 

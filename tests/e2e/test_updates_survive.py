@@ -20,10 +20,10 @@ from bot import db, inbox
 from bot.app import App
 from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
 from bot.logs import FieldsFormatter
-from funnel import purchases
-from funnel.clock import FakeClock
-from funnel.dialogue import Dialogue
-from funnel.models import Answer, InboxUpdate, Lead, Purchase
+from funnel.core.clock import FakeClock
+from funnel.core.models import Answer, InboxUpdate, Lead, Purchase
+from funnel.dialogue.flow import Dialogue
+from funnel.handoff import purchases
 from tests.e2e.conftest import HOT, World, fast_limiter, qualify, running_world, settings_for
 
 NAME, USERNAME = "Зоя", "zoya_private"

@@ -1,0 +1,316 @@
+"""The tables: leads, their append-only stage log, answers, the touch outbox, the hand-off
+outbox (notifications), purchases.
+
+Portable between SQLite and PostgreSQL; every time is stored as UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC and always returns them aware.
+
+    SQLite has no time zones: without this, values would come back naive and compare
+    wrongly with the clock's aware ones.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; pass an aware UTC time")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Nullable: /forget erases the Telegram identity and keeps an anonymous count.
+    user_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    first_name: Mapped[str | None] = mapped_column(String(128))
+    last_name: Mapped[str | None] = mapped_column(String(128))
+    username: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(64), default="direct")
+    stage: Mapped[str] = mapped_column(String(32))
+    # The question the lead is being asked now; None once the questions are over.
+    position: Mapped[str | None] = mapped_column(String(32))
+    score: Mapped[int] = mapped_column(Integer, default=0)
+    temperature: Mapped[str | None] = mapped_column(String(8))
+    variant: Mapped[str | None] = mapped_column(String(16))
+    # Which disqualifier ended the dialogue (win-back campaigns select on it).
+    exit_reason: Mapped[str | None] = mapped_column(String(32))
+    script_version: Mapped[str] = mapped_column(String(64))
+    # Bumped by every inbound message and every stage change; a touch planned for an
+    # older cycle is obsolete (the lead replied or moved on).
+    cycle: Mapped[int] = mapped_column(Integer, default=1)
+    # When the current cycle began: campaign delays count from here.
+    cycle_started_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    stage_changed_at: Mapped[datetime]
+    last_inbound_at: Mapped[datetime | None]
+    last_outbound_at: Mapped[datetime | None]
+    opted_out_at: Mapped[datetime | None]
+    blocked_at: Mapped[datetime | None]
+    deleted_at: Mapped[datetime | None]
+    # The sales manager who took the lead from the managers' chat.
+    manager_id: Mapped[int | None] = mapped_column(BigInteger)
+    manager_name: Mapped[str | None] = mapped_column(String(128))
+    taken_at: Mapped[datetime | None]
+    # Optimistic lock: two instances (or two fast taps) never both advance one lead.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    # Every stage the log shows the lead entered, as ",new,engaged,": kept by a database
+    # trigger on the stage log (funnel/reports/rollup.py), never written by the application.
+    entered: Mapped[str] = mapped_column(Text, server_default=",")
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        Index("ix_leads_stage_cycle_started_at", "stage", "cycle_started_at"),
+        Index("ix_leads_created_at", "created_at"),
+        Index("ix_leads_source", "source"),
+    )
+
+    @property
+    def reachable(self) -> bool:
+        """Whether we may still send this lead an unsolicited message."""
+        return (
+            self.opted_out_at is None
+            and self.blocked_at is None
+            and self.deleted_at is None
+            and self.chat_id is not None
+        )
+
+
+class StageEvent(Base):
+    """Append-only: one row per stage change, written with the lead update."""
+
+    __tablename__ = "stage_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    from_stage: Mapped[str | None] = mapped_column(String(32))
+    to_stage: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime]
+    cause: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_stage_events_lead_id_at", "lead_id", "at"),
+        Index("ix_stage_events_to_stage_lead_id", "to_stage", "lead_id"),
+    )
+
+
+class Answer(Base):
+    __tablename__ = "answers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    question: Mapped[str] = mapped_column(String(32))
+    # The option id for a button, the text for a free answer; None once forgotten.
+    value: Mapped[str | None] = mapped_column(Text)
+    option: Mapped[str | None] = mapped_column(String(32))
+    score: Mapped[int] = mapped_column(Integer, default=0)
+    at: Mapped[datetime]
+    # Answers given before "start over" stay for the drop-off report but stop counting.
+    superseded: Mapped[bool] = mapped_column(default=False)
+
+    __table_args__ = (Index("ix_answers_lead_id_question", "lead_id", "question"),)
+
+
+class Touch(Base):
+    """The outbox of nurture, win-back and post-sale messages: this table is the schedule."""
+
+    __tablename__ = "touches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    campaign: Mapped[str] = mapped_column(String(32))
+    step: Mapped[int] = mapped_column(Integer)
+    cycle: Mapped[int] = mapped_column(Integer)
+    due_at: Mapped[datetime]
+    # planned → sending → sent | cancelled | failed | unknown (left, no answer: never resent)
+    status: Mapped[str] = mapped_column(String(16), default="planned")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    postponed: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[datetime | None]
+    replied_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("lead_id", "campaign", "step", "cycle"),
+        Index("ix_touches_status_due_at", "status", "due_at"),
+        Index("ix_touches_lead_id_status", "lead_id", "status"),
+    )
+
+
+class Notification(Base):
+    """The hand-off outbox: the managers' card and the CRM webhook of a lead's hot moment,
+    written in the transaction that makes the lead hot and delivered after its commit."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # manager_card | crm_webhook
+    # Which hot moment, e.g. "consultation:a17:e42" (funnel/handoff/notifications.py): a double tap
+    # names the same moment again, starting over names a new one.
+    occasion: Mapped[str] = mapped_column(String(64))
+    # planned → sending → sent | failed | cancelled | unknown (a card that may have left)
+    status: Mapped[str] = mapped_column(String(16), default="planned")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[datetime]
+    error: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    # Where a managers' card landed, so it can be edited later (taken, paid, forgotten) and
+    # so a manager's button is honoured only on a card the bot really sent to that chat.
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        UniqueConstraint("lead_id", "kind", "occasion"),
+        Index("ix_notifications_status_due_at", "status", "due_at"),
+    )
+
+
+class InboxUpdate(Base):
+    """An update received from Telegram. Written before the polling offset is confirmed and
+    marked handled (its payload emptied) in the commit of its handling, so an update fetched
+    just before a crash is handled after the restart, and one Telegram delivers again is
+    recognised and skipped. Handled rows are purged after Telegram's retention."""
+
+    __tablename__ = "inbox"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    handled_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_inbox_handled_at", "handled_at"),)
+
+
+class Purchase(Base):
+    __tablename__ = "purchases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    amount: Mapped[float] = mapped_column(Numeric(14, 2))
+    currency: Mapped[str] = mapped_column(String(3), default="RUB")
+    at: Mapped[datetime]
+    recorded_by: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_purchases_lead_id", "lead_id"), Index("ix_purchases_at", "at"))
+
+
+class AdSpend(Base):
+    __tablename__ = "ad_spend"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[float] = mapped_column(Numeric(14, 2))
+    currency: Mapped[str] = mapped_column(String(3), default="RUB")
+    at: Mapped[datetime]
+    recorded_by: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_ad_spend_source", "source"),)
+
+
+class JobMark(Base):
+    """Small persistent bookmarks of background jobs (e.g. how far planning has looked)."""
+
+    __tablename__ = "job_marks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime]
+
+
+# -- the report's rollups: kept by database triggers (funnel/reports/rollup.py), read by the
+# all-time report so it costs the same for a thousand leads or a million.
+
+
+class RollupLeads(Base):
+    """How many leads share one combination of what the all-time report groups by."""
+
+    __tablename__ = "rollup_leads"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # "" stands for no temperature: a key column cannot be NULL.
+    temperature: Mapped[str] = mapped_column(String(8), primary_key=True)
+    script_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    entered: Mapped[str] = mapped_column(Text, primary_key=True)
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    opted_out: Mapped[int] = mapped_column(Integer, primary_key=True)
+    blocked: Mapped[int] = mapped_column(Integer, primary_key=True)
+    leads: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RollupGaps(Base):
+    """Histogram of the time between first entries into two stages, per source; the source
+    "*" holds every source together."""
+
+    __tablename__ = "rollup_gaps"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    from_stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    to_stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    leads: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RollupQuestions(Base):
+    """Per source and question: leads that ever answered it, and leads being asked it now
+    who never answered it."""
+
+    __tablename__ = "rollup_questions"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    question: Mapped[str] = mapped_column(String(32), primary_key=True)
+    answered: Mapped[int] = mapped_column(Integer, default=0)
+    waiting: Mapped[int] = mapped_column(Integer, default=0)

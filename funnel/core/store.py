@@ -1,0 +1,162 @@
+"""Reads and writes of leads, the stage log and answers. Repositories never commit: the
+caller owns the transaction (one per update, one per background batch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from funnel.core.inputs import parse_lead_id, parse_username
+from funnel.core.models import Answer, Lead, StageEvent, Touch
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Who wrote to us, as Telegram describes them."""
+
+    user_id: int
+    chat_id: int
+    first_name: str | None = None
+    last_name: str | None = None
+    username: str | None = None
+    language: str | None = None
+
+
+async def lead_by_user(session: AsyncSession, user_id: int) -> Lead | None:
+    return (await session.scalars(select(Lead).where(Lead.user_id == user_id))).first()
+
+
+async def lead_by_id(session: AsyncSession, lead_id: int) -> Lead | None:
+    return await session.get(Lead, lead_id)
+
+
+def new_lead(
+    profile: Profile, *, source: str, stage: str, position: str | None, version: str, at: datetime
+) -> Lead:
+    return Lead(
+        user_id=profile.user_id,
+        chat_id=profile.chat_id,
+        first_name=profile.first_name,
+        last_name=profile.last_name,
+        username=profile.username,
+        language=profile.language,
+        source=source,
+        stage=stage,
+        position=position,
+        score=0,
+        script_version=version,
+        cycle=1,
+        cycle_started_at=at,
+        created_at=at,
+        stage_changed_at=at,
+        last_inbound_at=at,
+    )
+
+
+def refresh_profile(lead: Lead, profile: Profile) -> None:
+    """Names change in Telegram; keep ours current (but never resurrect a forgotten lead)."""
+    lead.chat_id = profile.chat_id
+    lead.first_name = profile.first_name
+    lead.last_name = profile.last_name
+    lead.username = profile.username
+    lead.language = profile.language
+
+
+def log_entry(session: AsyncSession, lead: Lead, at: datetime) -> None:
+    """The first event of a new lead: entering the funnel (from no stage)."""
+    session.add(StageEvent(lead_id=lead.id, from_stage=None, to_stage=lead.stage, at=at,
+                           cause=f"start:{lead.source}"))  # fmt: skip
+
+
+def log_stage(session: AsyncSession, lead: Lead, to_stage: str, cause: str, at: datetime) -> None:
+    """Moves the lead and appends the event in the same transaction."""
+    session.add(
+        StageEvent(lead_id=lead.id, from_stage=lead.stage, to_stage=to_stage, at=at, cause=cause)
+    )
+    lead.stage = to_stage
+    lead.stage_changed_at = at
+    start_cycle(lead, at)
+
+
+def start_cycle(lead: Lead, at: datetime) -> None:
+    """A new cycle makes every touch planned for the previous one obsolete."""
+    lead.cycle += 1
+    lead.cycle_started_at = at
+
+
+def add_answer(session: AsyncSession, lead: Lead, question: str, option: str | None,
+               value: str, score: int, at: datetime) -> None:  # fmt: skip
+    session.add(
+        Answer(lead_id=lead.id, question=question, option=option, value=value, score=score, at=at)
+    )
+
+
+async def current_answers(session: AsyncSession, lead_id: int) -> list[Answer]:
+    """The answers of the lead's current attempt, oldest first."""
+    query = (
+        select(Answer)
+        .where(Answer.lead_id == lead_id, Answer.superseded.is_(False))
+        .order_by(Answer.id)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def supersede_answers(session: AsyncSession, lead_id: int) -> None:
+    await session.execute(
+        update(Answer)
+        .where(Answer.lead_id == lead_id, Answer.superseded.is_(False))
+        .values(superseded=True)
+    )
+
+
+async def cancel_pending_touches(
+    session: AsyncSession, lead_id: int, reason: str, *, before_cycle: int | None = None
+) -> int:
+    """Cancels the lead's planned touches (only those of older cycles when given)."""
+    query = update(Touch).where(Touch.lead_id == lead_id, Touch.status == "planned")
+    if before_cycle is not None:
+        query = query.where(Touch.cycle < before_cycle)
+    result = await session.execute(query.values(status="cancelled", reason=reason))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def mark_replied(session: AsyncSession, lead_id: int, at: datetime) -> None:
+    """Credits the touches sent in the last day with the lead's reply (the campaign report)."""
+    await session.execute(
+        update(Touch)
+        .where(
+            Touch.lead_id == lead_id,
+            Touch.status == "sent",
+            Touch.replied_at.is_(None),
+            Touch.sent_at >= at - timedelta(days=1),
+        )
+        .values(replied_at=at)
+    )
+
+
+async def forget_lead(session: AsyncSession, lead: Lead, at: datetime) -> None:
+    """Erases the person and their answers (typed texts and chosen options); the lead stays
+    as an anonymous count in the stage log and the report's aggregates."""
+    await session.execute(
+        update(Answer).where(Answer.lead_id == lead.id).values(value=None, option=None)
+    )
+    await cancel_pending_touches(session, lead.id, "forgotten")
+    lead.user_id = None
+    lead.chat_id = None
+    lead.first_name = lead.last_name = lead.username = lead.language = None
+    lead.position = None
+    lead.deleted_at = at
+
+
+async def lead_by_reference(session: AsyncSession, reference: str) -> Lead | None:
+    """A lead named by an admin: its number (#12 or 12) or the Telegram @username; None when
+    there is no such lead, ValueError (with a reason to show) when it names neither."""
+    reference = reference.strip()
+    if reference.startswith("@"):
+        username = parse_username(reference)
+        query = select(Lead).where(func.lower(Lead.username) == username.lower())
+        return (await session.scalars(query)).first()
+    return await session.get(Lead, parse_lead_id(reference))

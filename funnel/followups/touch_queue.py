@@ -1,0 +1,194 @@
+"""The touch queue (the `touches` table): due touches with their leads, the lead's recent
+sends for the frequency cap, claiming for sending, cancelling, postponing, recording what
+Telegram answered, and settling what a crash left "sending"."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from funnel.core.models import JobMark, Lead, Touch
+
+# Statuses whose send may have reached the lead: they count against the frequency cap.
+COUNTED_STATUSES = ("sending", "sent", "unknown")
+
+
+async def take_write_lock(session: AsyncSession) -> None:
+    """On SQLite, start the transaction as a writer before reading.
+
+    A WAL transaction that reads and then writes fails at once ("database is locked") when
+    another connection wrote in between; writing first makes a second writer wait for the
+    busy timeout instead. An update that matches nothing still takes the write lock.
+    PostgreSQL needs none of this.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(
+            update(JobMark).where(JobMark.name == "outbox:lock").values(at=JobMark.at)
+        )
+
+
+async def due_touches(
+    session: AsyncSession, now: datetime, limit: int, exclude: Collection[int] = ()
+) -> list[tuple[Touch, Lead | None]]:
+    """Planned touches whose time has come, oldest first, with their leads; `exclude` names
+    those already on their way (waiting for a slot, still planned).
+
+    On PostgreSQL the rows are locked with SKIP LOCKED so instances share the work; SQLite
+    has one writer at a time, which is enough.
+    """
+    query = (
+        select(Touch, Lead)
+        .outerjoin(Lead, Lead.id == Touch.lead_id)
+        .where(Touch.status == "planned", Touch.due_at <= now)
+        .order_by(Touch.due_at, Touch.id)
+        .limit(limit)
+    )
+    if exclude:
+        query = query.where(Touch.id.not_in(sorted(exclude)))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=Touch)
+    return [(touch, lead) for touch, lead in (await session.execute(query)).all()]
+
+
+async def recent_sends(
+    session: AsyncSession, lead_ids: Sequence[int], since: datetime
+) -> dict[int, list[datetime]]:
+    """Per lead, when its touches that count against the cap went out after `since`."""
+    result: dict[int, list[datetime]] = {lead_id: [] for lead_id in lead_ids}
+    if not lead_ids:
+        return result
+    query = select(Touch.lead_id, Touch.sent_at).where(
+        Touch.lead_id.in_(lead_ids),
+        Touch.status.in_(COUNTED_STATUSES),
+        Touch.sent_at > since,
+    )
+    for lead_id, sent_at in (await session.execute(query)).all():
+        if sent_at is not None:
+            result[lead_id].append(sent_at)
+    return result
+
+
+async def claim_for_sending(
+    session: AsyncSession, touch_ids: Sequence[int], now: datetime
+) -> set[int]:
+    """Marks touches "sending" (attempts + 1) if they are still planned and their lead is still
+    in the same cycle and reachable; returns the ids claimed. Commit before the request leaves:
+    from then on a crash leaves "sending", which recovery turns into "unknown", never a resend.
+    """
+    if not touch_ids:
+        return set()
+    still_current = exists().where(
+        Lead.id == Touch.lead_id,
+        Lead.cycle == Touch.cycle,
+        Lead.opted_out_at.is_(None),
+        Lead.blocked_at.is_(None),
+        Lead.deleted_at.is_(None),
+        Lead.chat_id.is_not(None),
+    )
+    statement = (
+        update(Touch)
+        .where(Touch.id.in_(touch_ids), Touch.status == "planned", still_current)
+        .values(status="sending", attempts=Touch.attempts + 1, sent_at=now)
+        .returning(Touch.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set((await session.scalars(statement)).all())
+
+
+async def cancel_touch(session: AsyncSession, touch_id: int, reason: str) -> None:
+    await session.execute(
+        update(Touch)
+        .where(Touch.id == touch_id, Touch.status == "planned")
+        .values(status="cancelled", reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def postpone_touch(session: AsyncSession, touch_id: int, until: datetime, why: str) -> None:
+    await session.execute(
+        update(Touch)
+        .where(Touch.id == touch_id, Touch.status == "planned")
+        .values(due_at=until, postponed=Touch.postponed + 1, reason=why)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def record_outcomes(
+    session: AsyncSession, outcomes: Sequence[Outcome], now: datetime
+) -> Mapping[str, int]:
+    """Writes what Telegram answered for touches marked "sending"; returns counts by status."""
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        values: dict[str, Any] = {"status": outcome.status, "error": outcome.error}
+        if outcome.status == "sent":
+            values["sent_at"] = outcome.at
+            values["reason"] = None
+        elif outcome.status == "planned":
+            # Telegram refused before delivering (flood control): safe to try again later.
+            values.update(due_at=outcome.retry_at or now, postponed=Touch.postponed + 1,
+                          reason="rate_limited", sent_at=None)  # fmt: skip
+        else:
+            values["reason"] = outcome.reason
+        await session.execute(
+            update(Touch)
+            .where(Touch.id == outcome.touch_id, Touch.status.in_(("sending", "unknown")))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if outcome.status == "sent":
+            await session.execute(
+                update(Lead)
+                .where(Lead.id == outcome.lead_id)
+                .values(last_outbound_at=outcome.at)
+                .execution_options(synchronize_session=False)
+            )
+        elif outcome.reason == "blocked":
+            await session.execute(
+                update(Lead)
+                .where(Lead.id == outcome.lead_id, Lead.blocked_at.is_(None))
+                .values(blocked_at=outcome.at)
+                .execution_options(synchronize_session=False)
+            )
+            await session.execute(
+                update(Touch)
+                .where(Touch.lead_id == outcome.lead_id, Touch.status == "planned")
+                .values(status="cancelled", reason="blocked")
+                .execution_options(synchronize_session=False)
+            )
+    return counts
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one send: sent, failed (Telegram said no), unknown (no answer), or
+    planned again (refused before delivery)."""
+
+    touch_id: int
+    lead_id: int
+    status: Literal["sent", "failed", "unknown", "planned"]
+    at: datetime
+    reason: str | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
+async def recover_interrupted(session: AsyncSession) -> int:
+    """Touches a crash left "sending" may have reached the lead: "unknown", never resent."""
+    result = await session.execute(
+        update(Touch)
+        .where(Touch.status == "sending")
+        .values(status="unknown", error="interrupted: the process stopped while sending")
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result, 0)
+
+
+def _rowcount(result: Any, fallback: int) -> int:
+    count = getattr(result, "rowcount", None)
+    return int(count) if isinstance(count, int) and count >= 0 else fallback

@@ -1,0 +1,343 @@
+"""The report's rollups: small tables of counts that SQLite triggers keep exact in the same
+transaction as every write, so the all-time report reads thousands of rows, not millions.
+
+What is kept (the tables are in funnel/core/models.py):
+- `leads.entered`: the set of stages the log shows each lead entered (",new,engaged,"). A set,
+  not "the furthest stage", so a marketer may reorder the funnel without a rebuild: the
+  report works out the furthest stage from the set with the script of the day.
+- `rollup_leads`: leads per (source, temperature, script version, entered, current stage,
+  opted out, blocked).
+- `rollup_gaps`: per source and per ordered pair of stages, a histogram of the seconds from
+  the first entry into one to the first entry into the other (only when that is not
+  negative), in the report's buckets. The source "*" holds all sources together.
+- `rollup_questions`: per source and question, leads that ever answered it and leads being
+  asked it now who never answered it.
+
+The triggers rely on what the application guarantees: a lead's source never changes after
+its first /start, the stage log and the answers are append-only, leads are never deleted
+(/forget anonymises). `rebuild` recomputes everything from the log, for an existing database
+and for anything written behind the triggers' back; a migration that recreates one of the
+tables involved must call `install` again (recreating a table drops its triggers).
+
+PostgreSQL has no such triggers here: its report reads the log (see
+funnel/reports/funnel_report.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession
+
+__all__ = [
+    "ALL_SOURCES",
+    "GapRow",
+    "LeadsRow",
+    "bucket_sql",
+    "entered_stages",
+    "install",
+    "read_gaps",
+    "read_leads",
+    "read_questions",
+    "rebuild",
+    "seconds_sql",
+    "supported",
+    "uninstall",
+]
+
+ALL_SOURCES = "*"
+
+
+def supported(dialect: str) -> bool:
+    return dialect == "sqlite"
+
+
+def seconds_sql(dialect: str, earlier: str, later: str) -> str:
+    """Whole seconds between two timestamp expressions, as an integer."""
+    if dialect.startswith("postgres"):
+        return f"CAST(round(EXTRACT(EPOCH FROM ({later} - {earlier}))) AS BIGINT)"
+    return f"CAST(round((julianday({later}) - julianday({earlier})) * 86400.0) AS INTEGER)"
+
+
+def bucket_sql(seconds: str) -> str:
+    """The histogram bucket of a number of seconds: exact under an hour, to the minute under
+    two days, to ten minutes beyond; a few thousand buckets at most, whatever the leads."""
+    return (
+        f"CASE WHEN {seconds} < 3600 THEN {seconds} WHEN {seconds} < 172800 "
+        f"THEN {seconds} - {seconds} % 60 ELSE {seconds} - {seconds} % 600 END"
+    )
+
+
+def entered_stages(entered: str) -> list[str]:
+    """The stages of a ",new,engaged," set, in the order they were first entered."""
+    return [stage for stage in entered.split(",") if stage]
+
+
+# -- the triggers (SQLite) ----------------------------------------------------------------
+
+_LEAD_KEY = "(source, temperature, script_version, entered, stage, opted_out, blocked)"
+
+
+def _lead_values(row: str) -> str:
+    return (
+        f"{row}.source, coalesce({row}.temperature, ''), {row}.script_version, {row}.entered, "
+        f"{row}.stage, {row}.opted_out_at IS NOT NULL, {row}.blocked_at IS NOT NULL"
+    )
+
+
+def _count_lead(row: str) -> str:
+    return (
+        f"INSERT INTO rollup_leads {_LEAD_KEY[:-1]}, leads) SELECT {_lead_values(row)}, 1 "
+        f"WHERE 1 ON CONFLICT {_LEAD_KEY} DO UPDATE SET leads = leads + 1;"
+    )
+
+
+def _count_waiting(row: str) -> str:
+    """One more lead waiting at its question, unless it answered that question before."""
+    return (
+        "INSERT INTO rollup_questions (source, question, answered, waiting) "
+        f"SELECT {row}.source, {row}.position, 0, 1 WHERE {row}.position IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM answers a "
+        f"WHERE a.lead_id = {row}.id AND a.question = {row}.position) "
+        "ON CONFLICT (source, question) DO UPDATE SET waiting = waiting + 1;"
+    )
+
+
+_SAME_LEAD_KEY = (
+    "OLD.source IS NEW.source AND coalesce(OLD.temperature, '') IS coalesce(NEW.temperature, '') "
+    "AND OLD.script_version IS NEW.script_version AND OLD.entered IS NEW.entered "
+    "AND OLD.stage IS NEW.stage AND (OLD.opted_out_at IS NULL) IS (NEW.opted_out_at IS NULL) "
+    "AND (OLD.blocked_at IS NULL) IS (NEW.blocked_at IS NULL)"
+)
+
+
+def _triggers() -> dict[str, str]:
+    seconds = seconds_sql("sqlite", "min(at)", "NEW.at")
+    firsts = f"""(SELECT to_stage AS stage, {seconds} AS d FROM stage_events
+                  WHERE lead_id = NEW.lead_id AND id <> NEW.id GROUP BY to_stage)"""
+    return {
+        "rollup_lead_added": f"""
+            CREATE TRIGGER rollup_lead_added AFTER INSERT ON leads BEGIN
+                {_count_lead("NEW")}
+                {_count_waiting("NEW")}
+            END""",
+        "rollup_lead_changed": f"""
+            CREATE TRIGGER rollup_lead_changed
+            AFTER UPDATE OF source, temperature, script_version, entered, stage, opted_out_at,
+                blocked_at ON leads
+            WHEN NOT ({_SAME_LEAD_KEY})
+            BEGIN
+                UPDATE rollup_leads SET leads = leads - 1
+                WHERE {_LEAD_KEY} = ({_lead_values("OLD")});
+                {_count_lead("NEW")}
+            END""",
+        "rollup_lead_asked": f"""
+            CREATE TRIGGER rollup_lead_asked AFTER UPDATE OF position ON leads
+            WHEN OLD.position IS NOT NEW.position
+            BEGIN
+                UPDATE rollup_questions SET waiting = waiting - 1
+                WHERE source = OLD.source AND question = OLD.position AND NOT EXISTS (
+                    SELECT 1 FROM answers a
+                    WHERE a.lead_id = OLD.id AND a.question = OLD.position);
+                {_count_waiting("NEW")}
+            END""",
+        # Only a lead's first answer to a question changes the counts.
+        "rollup_answer_added": """
+            CREATE TRIGGER rollup_answer_added AFTER INSERT ON answers
+            WHEN NOT EXISTS (SELECT 1 FROM answers a WHERE a.lead_id = NEW.lead_id
+                             AND a.question = NEW.question AND a.id <> NEW.id)
+            BEGIN
+                INSERT INTO rollup_questions (source, question, answered, waiting)
+                SELECT l.source, NEW.question, 1, 0 FROM leads l WHERE l.id = NEW.lead_id
+                ON CONFLICT (source, question) DO UPDATE SET answered = answered + 1;
+                UPDATE rollup_questions SET waiting = waiting - 1
+                WHERE question = NEW.question AND source = (
+                    SELECT l.source FROM leads l WHERE l.id = NEW.lead_id
+                    AND l.position = NEW.question);
+            END""",
+        # Only a lead's first entry into a stage changes the counts: the gap from every stage
+        # it entered before (or after, when the log came out of order), then the set.
+        "rollup_stage_entered": f"""
+            CREATE TRIGGER rollup_stage_entered AFTER INSERT ON stage_events
+            WHEN NOT EXISTS (SELECT 1 FROM stage_events e WHERE e.lead_id = NEW.lead_id
+                             AND e.to_stage = NEW.to_stage AND e.id <> NEW.id)
+            BEGIN
+                INSERT INTO rollup_gaps (source, from_stage, to_stage, bucket, leads, seconds)
+                SELECT s.source, g.a, g.b, {bucket_sql("g.d")}, 1, g.d
+                FROM (
+                    SELECT CASE WHEN f.d >= 0 THEN f.stage ELSE NEW.to_stage END AS a,
+                           CASE WHEN f.d >= 0 THEN NEW.to_stage ELSE f.stage END AS b,
+                           abs(f.d) AS d
+                    FROM {firsts} AS f
+                    UNION ALL
+                    SELECT NEW.to_stage, f.stage, 0 FROM {firsts} AS f WHERE f.d = 0
+                ) AS g,
+                (SELECT l.source AS source FROM leads l WHERE l.id = NEW.lead_id
+                 UNION ALL SELECT '{ALL_SOURCES}') AS s
+                WHERE 1
+                ON CONFLICT (source, from_stage, to_stage, bucket) DO UPDATE
+                SET leads = leads + excluded.leads, seconds = seconds + excluded.seconds;
+                UPDATE leads SET entered = entered || NEW.to_stage || ','
+                WHERE id = NEW.lead_id;
+            END""",
+    }
+
+
+def install(connection: Connection) -> None:
+    """Creates the triggers (again); SQLite only."""
+    if not supported(connection.dialect.name):
+        return
+    for name, ddl in _triggers().items():
+        connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
+        connection.exec_driver_sql(ddl)
+
+
+def uninstall(connection: Connection) -> None:
+    if not supported(connection.dialect.name):
+        return
+    for name in _triggers():
+        connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
+
+
+def rebuild(connection: Connection) -> None:
+    """Recomputes every rollup from the log in set-based SQL, triggers off meanwhile (call
+    inside one transaction: nobody sees the tables half built)."""
+    if not supported(connection.dialect.name):
+        return
+    uninstall(connection)
+    seconds = seconds_sql("sqlite", "a.at", "b.at")
+    for statement in (
+        "DELETE FROM rollup_leads",
+        "DELETE FROM rollup_gaps",
+        "DELETE FROM rollup_questions",
+        """UPDATE leads SET entered = ',' || coalesce((
+               SELECT group_concat(stage, ',') || ',' FROM (
+                   SELECT to_stage AS stage FROM stage_events e WHERE e.lead_id = leads.id
+                   GROUP BY to_stage ORDER BY min(e.id))), '')""",
+        f"""INSERT INTO rollup_leads {_LEAD_KEY[:-1]}, leads)
+            SELECT {_lead_values("l")}, count(*) FROM leads l
+            GROUP BY {_lead_values("l")}""",
+        f"""WITH firsts AS (
+                SELECT lead_id, to_stage AS stage, min(at) AS at FROM stage_events
+                GROUP BY lead_id, to_stage),
+            pairs AS (
+                SELECT a.lead_id AS lead_id, a.stage AS a, b.stage AS b, {seconds} AS d
+                FROM firsts a JOIN firsts b ON b.lead_id = a.lead_id AND b.stage <> a.stage),
+            gaps AS (
+                SELECT l.source AS source, p.a, p.b, p.d FROM pairs p
+                JOIN leads l ON l.id = p.lead_id WHERE p.d >= 0
+                UNION ALL SELECT '{ALL_SOURCES}', p.a, p.b, p.d FROM pairs p WHERE p.d >= 0)
+            INSERT INTO rollup_gaps (source, from_stage, to_stage, bucket, leads, seconds)
+            SELECT source, a, b, {bucket_sql("d")}, count(*), sum(d) FROM gaps
+            GROUP BY source, a, b, {bucket_sql("d")}""",
+        """INSERT INTO rollup_questions (source, question, answered, waiting)
+            SELECT l.source, a.question, count(DISTINCT a.lead_id), 0
+            FROM answers a JOIN leads l ON l.id = a.lead_id GROUP BY l.source, a.question""",
+        """INSERT INTO rollup_questions (source, question, answered, waiting)
+            SELECT l.source, l.position, 0, count(*) FROM leads l
+            WHERE l.position IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM answers a WHERE a.lead_id = l.id AND a.question = l.position)
+            GROUP BY l.source, l.position
+            ON CONFLICT (source, question) DO UPDATE SET waiting = excluded.waiting""",
+    ):
+        connection.exec_driver_sql(statement)
+    install(connection)
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LeadsRow:
+    source: str
+    temperature: str | None
+    version: str
+    entered: tuple[str, ...]
+    stage: str
+    opted_out: bool
+    blocked: bool
+    leads: int
+
+
+@dataclass(frozen=True)
+class GapRow:
+    from_stage: str
+    to_stage: str
+    bucket: int
+    leads: int
+    seconds: int
+
+
+async def read_leads(session: AsyncSession, source: str | None) -> list[LeadsRow]:
+    where, params = _source_filter(source)
+    rows = await session.execute(
+        text(
+            "SELECT source, temperature, script_version, entered, stage, opted_out, blocked, "
+            f"leads FROM rollup_leads WHERE leads > 0{where}"
+        ),
+        params,
+    )
+    return [
+        LeadsRow(
+            src,
+            temperature or None,
+            version,
+            tuple(entered_stages(entered)),
+            stage,
+            bool(opted),
+            bool(blocked),
+            int(n),
+        )
+        for src, temperature, version, entered, stage, opted, blocked, n in rows.all()
+    ]
+
+
+async def read_gaps(
+    session: AsyncSession, source: str | None, pairs: Sequence[tuple[str, str]]
+) -> list[GapRow]:
+    """The histograms of the given (from, to) stage pairs, for one source or all."""
+    if not pairs:
+        return []
+    params: dict[str, Any] = {"source": ALL_SOURCES if source is None else source}
+    wanted = []
+    for n, (a, b) in enumerate(pairs):
+        params[f"a{n}"], params[f"b{n}"] = a, b
+        wanted.append(f"(from_stage = :a{n} AND to_stage = :b{n})")
+    rows = await session.execute(
+        text(
+            "SELECT from_stage, to_stage, bucket, leads, seconds FROM rollup_gaps "
+            f"WHERE source = :source AND leads > 0 AND ({' OR '.join(wanted)})"
+        ),
+        params,
+    )
+    return [GapRow(a, b, int(bucket), int(n), int(s)) for a, b, bucket, n, s in rows.all()]
+
+
+async def read_questions(
+    session: AsyncSession, source: str | None
+) -> tuple[dict[str, int], dict[str, int]]:
+    """(answered, waiting) per question."""
+    where, params = _source_filter(source)
+    rows = await session.execute(
+        text(
+            "SELECT question, sum(answered), sum(waiting) FROM rollup_questions "
+            f"WHERE 1 = 1{where} GROUP BY question"
+        ),
+        params,
+    )
+    answered: dict[str, int] = {}
+    waiting: dict[str, int] = {}
+    for question, done, wait in rows.all():
+        answered[question] = int(done or 0)
+        waiting[question] = int(wait or 0)
+    return answered, waiting
+
+
+def _source_filter(source: str | None) -> tuple[str, dict[str, Any]]:
+    if source is None:
+        return "", {}
+    return " AND source = :source", {"source": source}

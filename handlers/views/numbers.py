@@ -1,0 +1,42 @@
+"""Numbers as the owner reads them: thousands apart with spaces that never wrap, percents,
+durations and money with its currency's symbol."""
+
+from __future__ import annotations
+
+SYMBOLS = {"RUB": "₽", "USD": "$", "EUR": "€", "KZT": "₸", "UAH": "₴", "BYN": "Br"}
+NBSP = "\u00a0"
+
+
+def format_number(value: float | int) -> str:
+    """1234567 → "1 234 567" with non-breaking spaces, so a number never wraps."""
+    if isinstance(value, float) and not value.is_integer():
+        whole = f"{value:,.2f}".rstrip("0").rstrip(".")
+    else:
+        whole = f"{int(value):,}"
+    return whole.replace(",", NBSP)
+
+
+def format_percent(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value >= 10 or float(value).is_integer():
+        return f"{value:.0f}%"
+    return f"{value:.1f}%"
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.0f}{NBSP}с"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}{NBSP}мин"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f}".rstrip("0").rstrip(".") + f"{NBSP}ч"
+    return f"{seconds / 86400:.1f}".rstrip("0").rstrip(".") + f"{NBSP}дн"
+
+
+def format_money(amount: float | None, currency: str) -> str:
+    if amount is None:
+        return "—"
+    return f"{format_number(round(amount))}{NBSP}{SYMBOLS.get(currency, currency)}"
