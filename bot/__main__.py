@@ -1,6 +1,6 @@
 """The command line: `python -m bot run | demo | chat | check | stats | export | rebuild-rollups`.
 
-The local Telegram emulator runs on its own with `python -m bot.emulator`."""
+The local Telegram emulator runs on its own with `python -m telegram_emulator`."""
 
 from __future__ import annotations
 
