@@ -9,12 +9,12 @@ STAMP := $(VENV)/.installed
 help:  ## list the tasks
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-# The application with its dev extra, and the emulator (a distribution of its own, never in
-# the application's wheel).
-$(STAMP): pyproject.toml emulator/pyproject.toml
+# The application with its dev extra, the emulator and the dev tools (the demo, the chat):
+# three distributions, so that the application's wheel contains neither of the last two.
+$(STAMP): pyproject.toml emulator/pyproject.toml devtools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./emulator
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./emulator -e ./devtools
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create the virtual environment with every dependency
@@ -34,8 +34,8 @@ lint: $(STAMP)  ## formatting and lint
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-typecheck: $(STAMP)  ## mypy on the application packages and the emulator
-	$(BIN)/mypy bot funnel handlers emulator/telegram_emulator
+typecheck: $(STAMP)  ## mypy on the application packages, the dev tools and the emulator
+	$(BIN)/mypy bot funnel handlers devtools emulator/telegram_emulator
 
 check: lint typecheck test  ## everything CI should be happy with
 
