@@ -9,10 +9,12 @@ STAMP := $(VENV)/.installed
 help:  ## list the tasks
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml
+# The application with its dev extra, the emulator and the dev tools (the demo, the chat):
+# three distributions, so that the application's wheel contains neither of the last two.
+$(STAMP): pyproject.toml emulator/pyproject.toml devtools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./emulator -e ./devtools
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create the virtual environment with every dependency
@@ -32,8 +34,8 @@ lint: $(STAMP)  ## formatting and lint
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-typecheck: $(STAMP)  ## mypy on the application packages
-	$(BIN)/mypy bot funnel handlers
+typecheck: $(STAMP)  ## mypy on the application packages, the dev tools and the emulator
+	$(BIN)/mypy bot funnel handlers devtools emulator/telegram_emulator
 
 check: lint typecheck test  ## everything CI should be happy with
 
@@ -58,7 +60,7 @@ chat: $(STAMP)  ## talk to the bot yourself, offline
 	$(BIN)/python -m bot chat
 
 emulator: $(STAMP)  ## run the local Telegram Bot API emulator on port 8081
-	$(BIN)/python -m bot.emulator --port 8081
+	$(BIN)/python -m telegram_emulator --port 8081
 
 clean:  ## remove the environment and local data
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -20,10 +20,10 @@ from zoneinfo import ZoneInfo
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
+from telegram_emulator import DEFAULT_TOKEN, TelegramEmulator
 
 from bot import db
 from bot.delivery_middleware import RateLimitMiddleware
-from bot.emulator import DEFAULT_TOKEN, TelegramEmulator
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
 from bot.settings import DEFAULT_SCRIPT

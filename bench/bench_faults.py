@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from telegram_emulator import SimGroup, TelegramEmulator
+
 from bench.faults_harness import (
     HOT,
     LAST_QUESTION,
@@ -57,7 +59,6 @@ from bench.faults_harness import (
     wait_for,
     write_wave_script,
 )
-from bot.emulator import SimGroup, TelegramEmulator
 
 LATENCY = (0.02, 0.08)  # seconds per Bot API request, like a good connection to Telegram
 RATE = 30  # RATE_PER_SECOND: Telegram's overall limit

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
-
-from bot.emulator import DEFAULT_TOKEN, BotMessage, RecordedRequest, SimUser, TelegramEmulator
+from telegram_emulator import DEFAULT_TOKEN, BotMessage, RecordedRequest, SimUser, TelegramEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_SCRIPT = ROOT / "scripts" / "ru.yaml"

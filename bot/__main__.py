@@ -1,6 +1,7 @@
 """The command line: `python -m bot run | demo | chat | check | stats | export | rebuild-rollups`.
 
-The local Telegram emulator runs on its own with `python -m bot.emulator`."""
+`demo` and `chat` are developer tools (devtools/) on the local Telegram emulator, which runs
+on its own with `python -m telegram_emulator`; neither ships in the application's wheel."""
 
 from __future__ import annotations
 
@@ -314,15 +315,33 @@ async def _rebuild_rollups(settings: Settings) -> int:
 
 
 async def _demo(settings: Settings, prospects: int, seed: int) -> int:
-    from bot.demo import run_demo
-
+    try:
+        from devtools.demo import run_demo
+    except ModuleNotFoundError as e:
+        return _without_dev_tools("demo", e)
     return await run_demo(settings, prospects=prospects, seed=seed)
 
 
 async def _chat(settings: Settings) -> int:
-    from bot.chat import run_chat
-
+    try:
+        from devtools.chat import run_chat
+    except ModuleNotFoundError as e:
+        return _without_dev_tools("terminal chat", e)
     return await run_chat(settings)
+
+
+def _without_dev_tools(tool: str, error: ModuleNotFoundError) -> int:
+    """One line on what to install when the dev tools or the emulator are absent (a
+    production install); any other missing module is a real error."""
+    missing = (error.name or "").partition(".")[0]
+    if missing == "telegram_emulator":
+        needs = "the emulator: pip install ./emulator"
+    elif missing == "devtools":
+        needs = "the dev tools and the emulator: pip install ./devtools ./emulator"
+    else:
+        raise error
+    print(f"the {tool} needs {needs} (in the repository)", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from bot.paths import shipped
 from funnel.core.models import Base
 
-ROOT = Path(__file__).resolve().parent.parent
 # How long a writer waits for SQLite's lock before the driver gives up; the update or job is
 # then retried in a fresh transaction (bot/transactions.py).
 SQLITE_BUSY_SECONDS = 30.0
@@ -54,7 +54,7 @@ async def migrate(engine: AsyncEngine) -> None:
 
     def upgrade(connection: Any) -> None:
         config = Config()
-        config.set_main_option("script_location", str(ROOT / "migrations"))
+        config.set_main_option("script_location", str(shipped("migrations")))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SCRIPT = ROOT / "scripts" / "ru.yaml"
+from bot.paths import shipped
+
+DEFAULT_SCRIPT = shipped("scripts") / "ru.yaml"
 DEFAULT_DATABASE = "sqlite+aiosqlite:///data/leadbot.sqlite3"
 
 

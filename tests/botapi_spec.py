@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from bot.emulator import FileDescriptor, RecordedRequest
+from telegram_emulator import FileDescriptor, RecordedRequest
 
 SPEC_PATH = Path(__file__).resolve().parent / "data" / "telegram" / "bot-api.json"
 _INTEGER = re.compile(r"^-?\d+$")

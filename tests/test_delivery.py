@@ -22,10 +22,10 @@ from aiogram.exceptions import (
 )
 from aiogram.methods import SendMessage
 from sqlalchemy import select
+from telegram_emulator import DEFAULT_TOKEN, TelegramEmulator
 
 from bot.delivery import Courier, classify
 from bot.delivery_middleware import RateLimitMiddleware
-from bot.emulator import DEFAULT_TOKEN, TelegramEmulator
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
 from funnel.core.clock import FakeClock

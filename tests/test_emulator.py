@@ -36,8 +36,7 @@ from aiogram.types import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from bot.emulator import ControlClient, HtmlParseError, TelegramEmulator, parse_html
+from telegram_emulator import ControlClient, HtmlParseError, TelegramEmulator, parse_html
 
 try:
     from tests.botapi_spec import assert_requests_valid, validate_request

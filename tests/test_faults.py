@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from telegram_emulator import SimUser, TelegramEmulator
 
 from bench.faults_harness import (
     HOT,
@@ -36,7 +37,6 @@ from bench.faults_harness import (
     wait_for,
     write_wave_script,
 )
-from bot.emulator import SimUser, TelegramEmulator
 
 # At 10 messages a second and at most 80 ms a request, one or two requests are on the wire at
 # any moment; 10 leaves room for slow commits around them. Rows waiting for the rate limiter

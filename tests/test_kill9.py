@@ -19,9 +19,9 @@ from typing import IO
 
 import pytest
 from sqlalchemy import func, select
+from telegram_emulator import DEFAULT_TOKEN, TelegramEmulator
 
 from bot import db
-from bot.emulator import DEFAULT_TOKEN, TelegramEmulator
 from funnel.core import store
 from funnel.core.models import Touch
 

@@ -68,22 +68,12 @@ def python_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*.py") if "__pycache__" not in p.parts)
 
 
+# The emulator is a distribution of its own (emulator/pyproject.toml), imported by this name.
+EMULATOR = ROOT / "emulator" / "telegram_emulator"
+
+
 def emulator_packages() -> list[Path]:
-    """Every package of this repository named like the emulator, wherever it lives
-    (bot/emulator today, a top-level package of its own tomorrow)."""
-    found = []
-    for top in sorted(ROOT.iterdir()):
-        if not top.is_dir() or top.name.startswith(".") or top.name in NOT_OURS:
-            continue
-        if (top / "pyvenv.cfg").exists():  # a virtual environment
-            continue
-        for init in top.rglob("__init__.py"):
-            package = init.parent
-            if "emulator" in package.name and "emulator" not in package.parent.name:
-                found.append(package)
-        if (top / "__init__.py").is_file() and "emulator" in top.name:
-            found.append(top)
-    return sorted(set(found))
+    return [EMULATOR] if (EMULATOR / "__init__.py").is_file() else []
 
 
 def in_emulator(path: Path) -> bool:
@@ -100,7 +90,7 @@ def top(module: str) -> str:
 
 
 def emulator_modules() -> tuple[str, ...]:
-    return tuple(module_of(package) for package in emulator_packages())
+    return tuple(package.name for package in emulator_packages())
 
 
 def is_emulator(module: str) -> bool:

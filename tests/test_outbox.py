@@ -15,9 +15,9 @@ from aiogram.client.telegram import TelegramAPIServer
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from telegram_emulator import DEFAULT_TOKEN, TelegramEmulator
 
 from bot.delivery_middleware import RateLimitMiddleware
-from bot.emulator import DEFAULT_TOKEN, TelegramEmulator
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
 from bot.scheduler import add_daily_job, create_scheduler

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from telegram_emulator.server import DEFAULT_TOKEN, TelegramEmulator
+from telegram_emulator.users import SimGroup, SimUser
 
 from bot.app import App
-from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
-from bot.emulator.users import SimGroup, SimUser
 from bot.ratelimit import RateLimiter
 from bot.settings import Settings
 from funnel.core.clock import FakeClock

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from sqlalchemy import select
+from telegram_emulator.users import SimUser
 
-from bot.emulator.users import SimUser
 from funnel.core.models import AdSpend, Lead, Purchase
 from tests.e2e.conftest import HOT, World, qualify
 

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from sqlalchemy import func, select
+from telegram_emulator.users import SimUser
 
-from bot.emulator.users import SimUser
 from funnel.core.models import Answer, Lead, StageEvent, Touch
 from tests.e2e.conftest import World
 

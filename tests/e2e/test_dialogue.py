@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import select
+from telegram_emulator.server import DEFAULT_TOKEN, TelegramEmulator
+from telegram_emulator.users import SimUser
 
 from bot.app import App
-from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
-from bot.emulator.users import SimUser
 from funnel.core.clock import FakeClock
 from funnel.core.models import Answer, Lead, StageEvent
 from tests.e2e.conftest import HOT, World, fast_limiter, qualify, settings_for

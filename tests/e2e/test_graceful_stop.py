@@ -8,9 +8,9 @@ import asyncio
 from pathlib import Path
 
 from sqlalchemy import select
+from telegram_emulator.server import DEFAULT_TOKEN, TelegramEmulator
 
 from bot.app import App
-from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
 from bot.ratelimit import RateLimiter
 from funnel.core.clock import FakeClock
 from funnel.core.models import Notification

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from sqlalchemy import select
+from telegram_emulator.server import DEFAULT_TOKEN, TelegramEmulator
 
 from bot.app import App
-from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
 from bot.logs import FieldsFormatter
 from funnel.core.clock import FakeClock
 from funnel.core.models import Notification

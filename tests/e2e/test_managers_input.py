@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import func, select, update
+from telegram_emulator.state import BotMessage
 
-from bot.emulator.state import BotMessage
 from funnel.core.models import Answer, Lead, Notification, Purchase, StageEvent
 from tests.e2e.conftest import HOT, WARM, World, qualify
 

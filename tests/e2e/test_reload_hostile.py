@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from telegram_emulator.server import TelegramEmulator
 
-from bot.emulator.server import TelegramEmulator
 from funnel.core.clock import FakeClock
 from tests.conftest import RU_SCRIPT
 from tests.e2e.conftest import running_world

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
+from telegram_emulator.server import DEFAULT_TOKEN, TelegramEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 

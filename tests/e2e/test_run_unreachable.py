@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from telegram_emulator.server import DEFAULT_TOKEN, TelegramEmulator
 
-from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
 from tests.botapi_spec import assert_requests_valid
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from aiogram.types import Update
 from sqlalchemy import select, update
+from telegram_emulator.server import DEFAULT_TOKEN, TelegramEmulator
 
 from bot import db, inbox
 from bot.app import App
-from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
 from bot.logs import FieldsFormatter
 from funnel.core.clock import FakeClock
 from funnel.core.models import Answer, InboxUpdate, Lead, Purchase

@@ -1,5 +1,6 @@
-"""Run the emulator on its own: `python -m bot.emulator --port 8081`, then start the bot with
-TELEGRAM_API_URL=http://127.0.0.1:8081 and drive it through the control API (`/_emulator/`)."""
+"""Run the emulator on its own: `python -m telegram_emulator --port 8081`, then start the
+bot with TELEGRAM_API_URL=http://127.0.0.1:8081 and drive it through the control API
+(`/_emulator/`)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bot.emulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m telegram_emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="the token getMe reports on")

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from telegram_emulator.server import DEFAULT_TOKEN, TelegramEmulator
+from telegram_emulator.state import BotMessage
+from telegram_emulator.users import SimUser
+
 from bot.app import App
-from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
-from bot.emulator.state import BotMessage
-from bot.emulator.users import SimUser
 from bot.ratelimit import RateLimiter
 from bot.settings import Settings
 from funnel.core.clock import ScaledClock

@@ -40,19 +40,89 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import aiohttp
 from aiohttp import web
 
-from .state import BotMessage, CallbackAnswer, FileDescriptor, FileInfo, RecordedRequest
+from .state import (
+    BotMessage,
+    CallbackAnswer,
+    EmulatorStats,
+    FileDescriptor,
+    FileInfo,
+    RecordedRequest,
+    World,
+)
 
 if TYPE_CHECKING:
-    from .server import TelegramEmulator
     from .users import SimGroup, SimUser
 
 PREFIX = "/_emulator"
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+
+
+class ControlledEmulator(Protocol):
+    """What the control API drives: the `TelegramEmulator` that mounts it, described here so
+    that this module does not import the server back."""
+
+    world: World
+    users: dict[int, SimUser]
+    groups: dict[int, SimGroup]
+    latency: float
+    latency_max: float | None
+    rate_limits: bool
+
+    @property
+    def requests(self) -> list[RecordedRequest]: ...
+
+    @property
+    def stats(self) -> EmulatorStats: ...
+
+    def add_user(
+        self,
+        first_name: str = ...,
+        last_name: str | None = ...,
+        username: str | None = ...,
+        language_code: str | None = ...,
+        *,
+        user_id: int | None = ...,
+        started: bool = ...,
+    ) -> SimUser: ...
+
+    def add_group(
+        self, title: str = ..., members: list[SimUser] | None = ..., *, chat_id: int | None = ...
+    ) -> SimGroup: ...
+
+    def user(self, user_id: int) -> SimUser: ...
+
+    async def wait_until(
+        self,
+        check: Callable[[], T | None],
+        timeout: float = ...,  # noqa: ASYNC109
+    ) -> T: ...
+
+    def fail_next(
+        self,
+        method: str,
+        times: int = ...,
+        *,
+        error_code: int = ...,
+        description: str | None = ...,
+        retry_after: int | None = ...,
+        chat_id: int | None = ...,
+    ) -> None: ...
+
+    def hang_next(
+        self,
+        method: str,
+        times: int = ...,
+        *,
+        seconds: float | None = ...,
+        apply: bool = ...,
+        chat_id: int | None = ...,
+    ) -> None: ...
 
 
 class ControlError(Exception):
@@ -123,7 +193,7 @@ def _ok(payload: dict[str, Any]) -> web.Response:
     )
 
 
-def setup_control_routes(app: web.Application, emu: TelegramEmulator) -> None:
+def setup_control_routes(app: web.Application, emu: ControlledEmulator) -> None:
     """Mount the control API on the emulator's application."""
     routes = _ControlRoutes(emu)
     table: list[tuple[str, str, RouteHandler]] = [
@@ -184,7 +254,7 @@ def _int(value: Any, name: str) -> int:
 
 
 class _ControlRoutes:
-    def __init__(self, emu: TelegramEmulator) -> None:
+    def __init__(self, emu: ControlledEmulator) -> None:
         self.emu = emu
 
     def _user(self, request: web.Request) -> SimUser:

@@ -7,9 +7,10 @@ import asyncio
 import sys
 from pathlib import Path
 
+from telegram_emulator.server import DEFAULT_TOKEN, TelegramEmulator
+from telegram_emulator.state import BotMessage
+
 from bot.app import App
-from bot.emulator.server import DEFAULT_TOKEN, TelegramEmulator
-from bot.emulator.state import BotMessage
 from bot.settings import Settings
 
 DATABASE = Path("data") / "chat.sqlite3"
