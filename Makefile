@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo test test-postgres lint typecheck check bench bench-report bench-tick bench-delivery bench-faults run chat emulator clean
+.PHONY: help setup demo test test-postgres lint typecheck check bench bench-report bench-tick bench-delivery bench-faults i18n-extract i18n-update i18n-compile run chat emulator clean
 
 help:  ## list the tasks
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -38,6 +38,18 @@ typecheck: $(STAMP)  ## mypy on the application packages, the dev tools and the 
 	$(BIN)/mypy bot funnel handlers devtools emulator/telegram_emulator
 
 check: lint typecheck test  ## everything CI should be happy with
+
+# The bot's own texts: the code names keys with t("key") and, for counted texts, tn("key", n).
+I18N_KEYWORDS := -k t -k tn:1,1
+
+i18n-extract: $(STAMP)  ## the keys the code names, as locales/leadbot.pot
+	$(BIN)/pybabel extract --no-location --omit-header $(I18N_KEYWORDS) -o locales/leadbot.pot bot funnel handlers
+
+i18n-update: i18n-extract  ## add the new keys to every language's catalog (then write their texts)
+	$(BIN)/pybabel update --no-fuzzy-matching -i locales/leadbot.pot -d locales -D leadbot
+
+i18n-compile: $(STAMP)  ## check that every catalog compiles (the bot reads the .po files itself)
+	$(BIN)/pybabel compile --statistics -d locales -D leadbot
 
 bench: bench-report bench-tick bench-delivery  ## the performance targets, with figures
 

@@ -1,10 +1,10 @@
 """The bot's own texts (admin replies, managers' cards and buttons, reports, the menu, hints)
 in every language, from gettext catalogs: `locales/<lang>/LC_MESSAGES/leadbot.po`.
 
-Code names keys (`t("admin.paid.recorded", lead=12)`); the catalogs hold the words, with
-Russian plural forms where a number is counted. The catalogs are read as `.po` and compiled
-in memory with Babel, so no compiled file lives in the repository or the wheel. Prospects'
-texts are not here: they are the marketer's script.
+Code names keys (`t("admin.paid.recorded", lead=12)`, `tn("alert.touches_sent", 3, ...)`
+for a counted text); the catalogs hold the words, with Russian plural forms. They are read
+as `.po` and compiled in memory with Babel, so no compiled file lives in the repository or
+the wheel. Prospects' texts are not here: they are the marketer's script.
 """
 
 from __future__ import annotations
@@ -61,14 +61,17 @@ def language_of(code: str | None) -> str:
     return short if short in LANGUAGES else DEFAULT_LANGUAGE
 
 
-def t(key: str, /, *, lang: str | None = None, n: int | None = None, **fields: Any) -> str:
+def t(key: str, /, *, lang: str | None = None, **fields: Any) -> str:
     """The text of `key` in `lang` (default: the current update's language), with `fields`
-    filled in; `n` picks the plural form (and is available as `{n}`)."""
-    source = catalogs()
+    filled in."""
     locale = language_of(lang) if lang is not None else None
-    if n is None:
-        template = source.gettext(key, locale=locale)
-    else:
-        template = source.gettext(key, key, n, locale=locale)
-        fields.setdefault("n", n)
+    template = catalogs().gettext(key, locale=locale)
     return template.format(**fields) if fields else template
+
+
+def tn(key: str, n: int, /, *, lang: str | None = None, **fields: Any) -> str:
+    """A counted text: `n` picks the plural form of `key` (Russian has three) and fills
+    `{n}`. A separate function so that `pybabel extract -k tn:1,1` knows it is plural."""
+    locale = language_of(lang) if lang is not None else None
+    template = catalogs().gettext(key, key, n, locale=locale)
+    return template.format(n=n, **fields)

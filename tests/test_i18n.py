@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from babel.messages.pofile import read_po
 
-from handlers.i18n import DOMAIN, LANGUAGES, locales_dir, t
+from handlers.i18n import DOMAIN, LANGUAGES, locales_dir, t, tn
 
 ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -38,7 +38,7 @@ def keys_in_code() -> set[str]:
                 if (
                     isinstance(node, ast.Call)
                     and isinstance(node.func, ast.Name)
-                    and node.func.id == "t"
+                    and node.func.id in ("t", "tn")
                     and node.args
                     and isinstance(node.args[0], ast.Constant)
                     and isinstance(node.args[0].value, str)
@@ -71,10 +71,30 @@ def test_the_code_names_only_keys_that_exist_and_every_key_is_used() -> None:
     ("n", "word"), [(1, "сообщение"), (2, "сообщения"), (5, "сообщений"), (21, "сообщение")]
 )
 def test_russian_plurals(n: int, word: str) -> None:
-    text = t("alert.touches_sent", lang="ru", n=n, title="T", step=1)
+    text = tn("alert.touches_sent", n, lang="ru", title="T", step=1)
     assert text.endswith(f"{n} {word}")
 
 
 def test_an_unknown_language_falls_back_to_the_default() -> None:
     assert t("menu.help", lang="de") == t("menu.help", lang="ru") == "Помощь"
     assert t("menu.help", lang="en") == "Help"
+
+
+def test_counted_texts_are_plural_in_the_catalogs() -> None:
+    """`tn` keys have plural forms in every language (what `make i18n-update` keeps)."""
+    counted = set()
+    for folder in ("bot", "funnel", "handlers"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Name)
+                    and node.func.id == "tn"
+                    and isinstance(node.args[0], ast.Constant)
+                ):
+                    counted.add(node.args[0].value)
+    assert counted
+    for language, forms in (("ru", 3), ("en", 2)):
+        texts = catalog(language)
+        for key in counted:
+            assert len(texts[key]) == forms, (language, key)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from html import escape
 
 from funnel.core.telegram_text import plain_name
-from handlers.i18n import t
+from handlers.i18n import t, tn
 
 # Below TELEGRAM_LIMIT with room for the heading of a continued message.
 ALERT_LIMIT = 3900
@@ -22,7 +22,7 @@ def alert_texts(campaign_title: str, step: int, labels: list[str], language: str
     """One message per ALERT_LIMIT characters of lead labels, each under the campaign's title,
     in the school's language."""
     title = escape(campaign_title)
-    head = t("alert.touches_sent", lang=language, n=len(labels), title=title, step=step)
+    head = tn("alert.touches_sent", len(labels), lang=language, title=title, step=step)
     continued = head + " " + t("alert.continued", lang=language)
     texts: list[str] = []
     current = head
