@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
-from aiogram import Bot, F, Router
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiogram import BaseMiddleware, Bot, F, Router
 from aiogram.enums import ChatType
 from aiogram.filters import (
     KICKED,
@@ -13,22 +17,14 @@ from aiogram.filters import (
     CommandObject,
     CommandStart,
 )
-from aiogram.types import CallbackQuery, ChatMemberUpdated, Message, User
+from aiogram.types import CallbackQuery, ChatMemberUpdated, Message, TelegramObject, User
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel.core.clock import Clock
 from funnel.core.store import Profile
 from funnel.dialogue.flow import Dialogue, Result
-from funnel.script.schema import Script
 from handlers.callbacks import AnswerCb, ButtonCb, SystemCb
 from handlers.dependencies import HandOffPort
 from handlers.respond import respond
-
-
-def _dialogue(
-    session: AsyncSession, script: Script, clock: Clock, handoff: HandOffPort
-) -> Dialogue:
-    return Dialogue(session, script, clock, managers=handoff.manager_chat_id is not None)
 
 
 def profile_of(user: User, chat_id: int) -> Profile:
@@ -42,18 +38,56 @@ def profile_of(user: User, chat_id: int) -> Profile:
     )
 
 
-async def _finish(
-    dialogue: Dialogue, bot: Bot, chat_id: int, result: Result, handoff: HandOffPort,
-    callback: CallbackQuery | None = None,
-) -> None:  # fmt: skip
-    # The card and the CRM webhook are written in the dialogue's transaction (respond commits
-    # it), then delivered at once; the tick delivers whatever an error or a crash left.
-    planned = await handoff.plan(dialogue.session, result)
-    try:
-        await respond(dialogue, bot, chat_id, result, callback)
-    finally:
-        if planned:
-            handoff.kick()
+@dataclass(frozen=True)
+class Reply:
+    """Delivers a dialogue result to the prospect's chat: plans the hand-off in the dialogue's
+    transaction, commits, answers the tap, sends, then kicks the hand-off's delivery."""
+
+    dialogue: Dialogue
+    bot: Bot
+    chat_id: int
+    handoff: HandOffPort
+    callback: CallbackQuery | None = None
+
+    async def __call__(self, result: Result) -> None:
+        # The card and the CRM webhook are written in the dialogue's transaction (respond
+        # commits it), then delivered at once; the tick delivers what an error or crash left.
+        planned = await self.handoff.plan(self.dialogue.session, result)
+        try:
+            await respond(self.dialogue, self.bot, self.chat_id, result, self.callback)
+        finally:
+            if planned:
+                self.handoff.kick()
+
+
+class ProspectContext(BaseMiddleware):
+    """Gives each prospect handler its `dialogue`, the sender's `profile` and `reply`, so a
+    handler is one line of funnel call."""
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        user: User | None = data.get("event_from_user")
+        if user is None:
+            return None  # a channel post or an anonymous admin: no prospect to talk to
+        chat = data.get("event_chat")
+        # A tap on a message too old for Telegram to include still comes from the user's chat.
+        chat_id = chat.id if chat is not None else user.id
+        handoff: HandOffPort = data["handoff"]
+        dialogue = Dialogue(
+            data["session"],
+            data["script"],
+            data["clock"],
+            managers=handoff.manager_chat_id is not None,
+        )
+        callback = event if isinstance(event, CallbackQuery) else None
+        data["dialogue"] = dialogue
+        data["profile"] = profile_of(user, chat_id)
+        data["reply"] = Reply(dialogue, data["bot"], chat_id, handoff, callback)
+        return await handler(event, data)
 
 
 def router() -> Router:
@@ -62,106 +96,96 @@ def router() -> Router:
     r.message.filter(private)
     r.callback_query.filter(F.message.chat.type == ChatType.PRIVATE)
     r.my_chat_member.filter(F.chat.type == ChatType.PRIVATE)
+    for observer in (r.message, r.callback_query, r.my_chat_member):
+        observer.middleware(ProspectContext())
 
     @r.message(CommandStart())
-    async def on_start(message: Message, command: CommandObject, bot: Bot,
-                       session: AsyncSession, script: Script, clock: Clock,
-                       handoff: HandOffPort) -> None:  # fmt: skip
-        if message.from_user is None:
-            return
-        dialogue = _dialogue(session, script, clock, handoff)
-        result = await dialogue.start(profile_of(message.from_user, message.chat.id), command.args)
-        await _finish(dialogue, bot, message.chat.id, result, handoff)
+    async def on_start(
+        message: Message,
+        command: CommandObject,
+        dialogue: Dialogue,
+        profile: Profile,
+        reply: Reply,
+    ) -> None:
+        await reply(await dialogue.start(profile, command.args))
 
     @r.message(Command("help", "stop", "forget"))
-    async def on_command(message: Message, command: CommandObject, bot: Bot,
-                         session: AsyncSession, script: Script, clock: Clock,
-                         handoff: HandOffPort) -> None:  # fmt: skip
-        if message.from_user is None:
-            return
-        dialogue = _dialogue(session, script, clock, handoff)
-        profile = profile_of(message.from_user, message.chat.id)
+    async def on_command(
+        message: Message,
+        command: CommandObject,
+        dialogue: Dialogue,
+        profile: Profile,
+        reply: Reply,
+    ) -> None:
         actions = {"help": dialogue.help, "stop": dialogue.stop, "forget": dialogue.forget_request}
-        result = await actions[command.command](profile)
-        await _finish(dialogue, bot, message.chat.id, result, handoff)
+        await reply(await actions[command.command](profile))
 
     @r.message(F.text)
-    async def on_text(message: Message, bot: Bot, session: AsyncSession, script: Script,
-                      clock: Clock, handoff: HandOffPort) -> None:  # fmt: skip
-        if message.from_user is None or message.text is None:
-            return
-        dialogue = _dialogue(session, script, clock, handoff)
-        profile = profile_of(message.from_user, message.chat.id)
-        if message.text.startswith("/"):
-            result = await dialogue.unknown_command(profile)
+    async def on_text(
+        message: Message, dialogue: Dialogue, profile: Profile, reply: Reply
+    ) -> None:
+        text = message.text or ""
+        if text.startswith("/"):
+            await reply(await dialogue.unknown_command(profile))
         else:
-            result = await dialogue.answer(profile, None, text=message.text)
-        await _finish(dialogue, bot, message.chat.id, result, handoff)
+            await reply(await dialogue.answer(profile, None, text=text))
 
     @r.message()
-    async def on_unsupported(message: Message, bot: Bot, session: AsyncSession,
-                             script: Script, clock: Clock,
-                             handoff: HandOffPort) -> None:  # fmt: skip
+    async def on_unsupported(
+        message: Message, dialogue: Dialogue, profile: Profile, reply: Reply
+    ) -> None:
         """Stickers, photos, voice, contacts...: never stored as an answer."""
-        if message.from_user is None:
-            return
-        dialogue = _dialogue(session, script, clock, handoff)
-        result = await dialogue.unsupported(profile_of(message.from_user, message.chat.id))
-        await _finish(dialogue, bot, message.chat.id, result, handoff)
+        await reply(await dialogue.unsupported(profile))
 
     @r.callback_query(AnswerCb.filter())
-    async def on_answer(query: CallbackQuery, callback_data: AnswerCb, bot: Bot,
-                        session: AsyncSession, script: Script, clock: Clock,
-                        handoff: HandOffPort) -> None:  # fmt: skip
-        dialogue = _dialogue(session, script, clock, handoff)
-        chat_id = _chat_id(query)
-        result = await dialogue.answer(
-            profile_of(query.from_user, chat_id), callback_data.q, option_id=callback_data.o
-        )
-        await _finish(dialogue, bot, chat_id, result, handoff, query)
+    async def on_answer(
+        query: CallbackQuery,
+        callback_data: AnswerCb,
+        dialogue: Dialogue,
+        profile: Profile,
+        reply: Reply,
+    ) -> None:
+        await reply(await dialogue.answer(profile, callback_data.q, option_id=callback_data.o))
 
     @r.callback_query(ButtonCb.filter())
-    async def on_button(query: CallbackQuery, callback_data: ButtonCb, bot: Bot,
-                        session: AsyncSession, script: Script, clock: Clock,
-                        handoff: HandOffPort) -> None:  # fmt: skip
-        dialogue = _dialogue(session, script, clock, handoff)
-        chat_id = _chat_id(query)
-        result = await dialogue.press(profile_of(query.from_user, chat_id), callback_data.id)
-        await _finish(dialogue, bot, chat_id, result, handoff, query)
+    async def on_button(
+        query: CallbackQuery,
+        callback_data: ButtonCb,
+        dialogue: Dialogue,
+        profile: Profile,
+        reply: Reply,
+    ) -> None:
+        await reply(await dialogue.press(profile, callback_data.id))
 
     @r.callback_query(SystemCb.filter())
-    async def on_system(query: CallbackQuery, callback_data: SystemCb, bot: Bot,
-                        session: AsyncSession, script: Script, clock: Clock,
-                        handoff: HandOffPort) -> None:  # fmt: skip
-        dialogue = _dialogue(session, script, clock, handoff)
-        chat_id = _chat_id(query)
-        result = await dialogue.system(profile_of(query.from_user, chat_id), callback_data.op)
-        await _finish(dialogue, bot, chat_id, result, handoff, query)
+    async def on_system(
+        query: CallbackQuery,
+        callback_data: SystemCb,
+        dialogue: Dialogue,
+        profile: Profile,
+        reply: Reply,
+    ) -> None:
+        await reply(await dialogue.system(profile, callback_data.op))
 
     @r.callback_query()
-    async def on_forged(query: CallbackQuery, bot: Bot, session: AsyncSession, script: Script,
-                        clock: Clock, handoff: HandOffPort) -> None:  # fmt: skip
+    async def on_forged(
+        query: CallbackQuery, dialogue: Dialogue, profile: Profile, reply: Reply
+    ) -> None:
         """Data we never issued (forged, or from a much older bot): the current question."""
-        dialogue = _dialogue(session, script, clock, handoff)
-        chat_id = _chat_id(query)
-        result = await dialogue.system(profile_of(query.from_user, chat_id), "stale")
-        await _finish(dialogue, bot, chat_id, result, handoff, query)
+        await reply(await dialogue.system(profile, "stale"))
 
     @r.my_chat_member(ChatMemberUpdatedFilter(member_status_changed=KICKED))
-    async def on_blocked(event: ChatMemberUpdated, session: AsyncSession, script: Script,
-                         clock: Clock) -> None:  # fmt: skip
-        await Dialogue(session, script, clock).blocked(event.from_user.id, True)
+    async def on_blocked(
+        event: ChatMemberUpdated, dialogue: Dialogue, session: AsyncSession
+    ) -> None:
+        await dialogue.blocked(event.from_user.id, True)
         await session.commit()
 
     @r.my_chat_member(ChatMemberUpdatedFilter(member_status_changed=MEMBER))
-    async def on_unblocked(event: ChatMemberUpdated, session: AsyncSession, script: Script,
-                           clock: Clock) -> None:  # fmt: skip
-        await Dialogue(session, script, clock).blocked(event.from_user.id, False)
+    async def on_unblocked(
+        event: ChatMemberUpdated, dialogue: Dialogue, session: AsyncSession
+    ) -> None:
+        await dialogue.blocked(event.from_user.id, False)
         await session.commit()
 
     return r
-
-
-def _chat_id(query: CallbackQuery) -> int:
-    # A tap on a message too old for Telegram to include still comes from the user's chat.
-    return query.message.chat.id if query.message is not None else query.from_user.id
