@@ -30,7 +30,8 @@ def catalog(language: str) -> dict[str, tuple[str, ...]]:
     return found
 
 
-def keys_in_code() -> set[str]:
+def keys_named(*functions: str) -> set[str]:
+    """The literal keys that calls of `functions` name in bot/, funnel/ and handlers/."""
     used: set[str] = set()
     for folder in ("bot", "funnel", "handlers"):
         for path in (ROOT / folder).rglob("*.py"):
@@ -38,7 +39,7 @@ def keys_in_code() -> set[str]:
                 if (
                     isinstance(node, ast.Call)
                     and isinstance(node.func, ast.Name)
-                    and node.func.id in ("t", "tn")
+                    and node.func.id in functions
                     and node.args
                     and isinstance(node.args[0], ast.Constant)
                     and isinstance(node.args[0].value, str)
@@ -62,7 +63,7 @@ def test_every_key_is_in_every_language_with_the_same_placeholders() -> None:
 
 def test_the_code_names_only_keys_that_exist_and_every_key_is_used() -> None:
     known = set(catalog("ru"))
-    used = keys_in_code()
+    used = keys_named("t", "tn")
     assert used - known == set(), "keys without texts"
     assert known - used == set(), "texts no code names"
 
@@ -82,17 +83,7 @@ def test_an_unknown_language_falls_back_to_the_default() -> None:
 
 def test_counted_texts_are_plural_in_the_catalogs() -> None:
     """`tn` keys have plural forms in every language (what `make i18n-update` keeps)."""
-    counted = set()
-    for folder in ("bot", "funnel", "handlers"):
-        for path in (ROOT / folder).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if (
-                    isinstance(node, ast.Call)
-                    and isinstance(node.func, ast.Name)
-                    and node.func.id == "tn"
-                    and isinstance(node.args[0], ast.Constant)
-                ):
-                    counted.add(node.args[0].value)
+    counted = keys_named("tn")
     assert counted
     for language, forms in (("ru", 3), ("en", 2)):
         texts = catalog(language)
