@@ -240,12 +240,13 @@ async def _read(settings: Settings, period_text: str, work: Any) -> Any:
     from funnel.core.clock import SystemClock
     from funnel.reports.periods import parse_period
     from funnel.script.loading import ScriptError, load_script
+    from handlers.errors import explain
 
     now = SystemClock().now()
     try:
         period = parse_period(period_text, now, tz=settings.zone)
     except ValueError as e:
-        print(f"--period: {e}", file=sys.stderr)
+        print(f"--period: {explain(e, 'en')}", file=sys.stderr)
         return None
     try:
         script = load_script(settings.script_path)

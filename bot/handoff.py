@@ -306,7 +306,7 @@ class HandOff:
                 self.bot.send_message,
                 chat_id,
                 message.text,
-                reply_markup=card_keyboard(message.card),
+                reply_markup=card_keyboard(message.card, self.script().language),
                 request_timeout=self.send_timeout,
             ),
         )

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.core import inputs, store
 from funnel.core.clock import Clock
+from funnel.core.errors import InputError
 from funnel.core.models import Lead
 from funnel.handoff.purchases import parse_currency, record_purchase, record_spend
 from funnel.reports.campaign_effect import campaign_report
@@ -27,67 +28,81 @@ from funnel.reports.periods import Period, parse_period
 from funnel.script.loading import ScriptError
 from funnel.script.schema import Script
 from handlers.dependencies import BotConfig, ScriptReloader
+from handlers.errors import explain
+from handlers.i18n import t
 from handlers.views.campaigns import format_campaign_report_html
 from handlers.views.chart import render_funnel_png
 from handlers.views.lead_card import format_lead_card_html
 from handlers.views.report import format_report_html, format_sources_html
 
 PERIOD = "[7d|30d|all|2026-01-01..2026-01-31]"
-USAGE = {
-    "stats": f"/stats {PERIOD} [source]",
-    "funnel": f"/funnel {PERIOD}",
-    "sources": f"/sources {PERIOD}",
-    "export": f"/export {PERIOD}",
-    "paid": "/paid <lead number or @username> <amount> [currency]",
-    "spend": "/spend <source> <amount> [currency]",
-    "lead": "/lead <lead number or @username>",
-}
+
+
+def usage(name: str, lang: str) -> str:
+    """How the command is written, in `lang`."""
+    texts = {
+        "stats": lambda: t("admin.usage.stats", lang=lang, period=PERIOD),
+        "funnel": lambda: t("admin.usage.funnel", lang=lang, period=PERIOD),
+        "sources": lambda: t("admin.usage.sources", lang=lang, period=PERIOD),
+        "export": lambda: t("admin.usage.export", lang=lang, period=PERIOD),
+        "paid": lambda: t("admin.usage.paid", lang=lang),
+        "spend": lambda: t("admin.usage.spend", lang=lang),
+        "lead": lambda: t("admin.usage.lead", lang=lang),
+    }
+    return texts[name]()
+
+
 # As wide as leads.source and ad_spend.source.
 SOURCE_LENGTH = 64
 
 
-async def _refuse(message: Message, name: str, problem: ValueError) -> None:
+async def _refuse(message: Message, name: str, problem: ValueError, lang: str) -> None:
     """What was wrong, and how the command is written."""
-    await message.answer(f"{escape(str(problem))}\n{escape(USAGE[name])}")
+    await message.answer(f"{escape(explain(problem, lang))}\n{escape(usage(name, lang))}")
 
 
-async def _args(message: Message, command: CommandObject, name: str) -> list[str] | None:
+async def _args(
+    message: Message, command: CommandObject, name: str, lang: str
+) -> list[str] | None:
     """The command's words; an over-long one gets a short reply instead (None)."""
     try:
         return inputs.split_args(command.args)
     except ValueError as e:
-        await _refuse(message, name, e)
+        await _refuse(message, name, e, lang)
         return None
 
 
 async def _period(
-    message: Message, name: str, args: list[str], clock: Clock, config: BotConfig
+    message: Message, name: str, args: list[str], clock: Clock, config: BotConfig, lang: str
 ) -> Period | None:
     """The period named by the first argument; on a bad one, says how to write it."""
     try:
         return parse_period(args[0] if args else None, clock.now(), tz=config.zone)
     except ValueError as e:
-        await _refuse(message, name, e)
+        await _refuse(message, name, e, lang)
     except OverflowError:
         # A date next to year 1 or 9999: its day boundaries do not exist.
-        await _refuse(message, name, ValueError("Дата периода вне допустимого диапазона."))
+        await _refuse(message, name, InputError("period.out_of_range"), lang)
     return None
 
 
-async def _lead(message: Message, name: str, session: AsyncSession, reference: str) -> Lead | None:
+async def _lead(
+    message: Message, name: str, session: AsyncSession, reference: str, lang: str
+) -> Lead | None:
     """The lead an admin named; a reply when it is malformed or not found (None)."""
     try:
         lead = await store.lead_by_reference(session, reference)
     except ValueError as e:
-        await _refuse(message, name, e)
+        await _refuse(message, name, e, lang)
         return None
     if lead is None:
-        await message.answer(f"Лид {escape(inputs.quote(reference, 40))} не найден.")
+        quoted = escape(inputs.quote(reference, 40))
+        await message.answer(t("admin.lead.not_found", lang=lang, lead=quoted))
     return lead
 
 
 def _source(text: str) -> str:
-    return inputs.check_length(text, SOURCE_LENGTH, "Источник")
+    return inputs.check_length(text, SOURCE_LENGTH, "source")
 
 
 def router(config: BotConfig) -> Router:
@@ -97,16 +112,17 @@ def router(config: BotConfig) -> Router:
     @r.message(Command("stats"))
     async def cmd_stats(message: Message, command: CommandObject, session: AsyncSession,
                         script: Script, clock: Clock) -> None:  # fmt: skip
-        args = await _args(message, command, "stats")
+        lang = script.language
+        args = await _args(message, command, "stats", lang)
         if args is None:
             return
-        period = await _period(message, "stats", args, clock, config)
+        period = await _period(message, "stats", args, clock, config, lang)
         if period is None:
             return
         try:
             source = _source(args[1]) if len(args) > 1 else None
         except ValueError as e:
-            await _refuse(message, "stats", e)
+            await _refuse(message, "stats", e, lang)
             return
         report = await funnel_report(
             session, script, now=clock.now(), period=period, source=source
@@ -116,10 +132,11 @@ def router(config: BotConfig) -> Router:
     @r.message(Command("funnel"))
     async def cmd_funnel(message: Message, command: CommandObject, session: AsyncSession,
                          script: Script, clock: Clock, bot: Bot) -> None:  # fmt: skip
-        args = await _args(message, command, "funnel")
+        lang = script.language
+        args = await _args(message, command, "funnel", lang)
         if args is None:
             return
-        period = await _period(message, "funnel", args, clock, config)
+        period = await _period(message, "funnel", args, clock, config, lang)
         if period is None:
             return
         report = await funnel_report(session, script, now=clock.now(), period=period)
@@ -130,10 +147,11 @@ def router(config: BotConfig) -> Router:
     @r.message(Command("sources"))
     async def cmd_sources(message: Message, command: CommandObject, session: AsyncSession,
                           script: Script, clock: Clock) -> None:  # fmt: skip
-        args = await _args(message, command, "sources")
+        lang = script.language
+        args = await _args(message, command, "sources", lang)
         if args is None:
             return
-        period = await _period(message, "sources", args, clock, config)
+        period = await _period(message, "sources", args, clock, config, lang)
         if period is None:
             return
         report = await funnel_report(session, script, now=clock.now(), period=period)
@@ -142,13 +160,14 @@ def router(config: BotConfig) -> Router:
     @r.message(Command("lead"))
     async def cmd_lead(message: Message, command: CommandObject, session: AsyncSession,
                        script: Script) -> None:  # fmt: skip
-        args = await _args(message, command, "lead")
+        lang = script.language
+        args = await _args(message, command, "lead", lang)
         if args is None:
             return
         if not args:
-            await message.answer(escape(USAGE["lead"]))
+            await message.answer(escape(usage("lead", lang)))
             return
-        lead = await _lead(message, "lead", session, args[0])
+        lead = await _lead(message, "lead", session, args[0], lang)
         card = await lead_card(session, script, lead.id) if lead else None
         if card is not None:
             await message.answer(format_lead_card_html(card))
@@ -156,20 +175,21 @@ def router(config: BotConfig) -> Router:
     @r.message(Command("paid"))
     async def cmd_paid(message: Message, command: CommandObject, session: AsyncSession,
                        script: Script, clock: Clock) -> None:  # fmt: skip
-        args = await _args(message, command, "paid")
+        lang = script.language
+        args = await _args(message, command, "paid", lang)
         if args is None:
             return
         if len(args) not in (2, 3):
-            await message.answer(escape(USAGE["paid"]))
+            await message.answer(escape(usage("paid", lang)))
             return
-        lead = await _lead(message, "paid", session, args[0])
+        lead = await _lead(message, "paid", session, args[0], lang)
         if lead is None:
             return
         try:
             amount = inputs.parse_amount(args[1])
             currency = parse_currency(args[2] if len(args) == 3 else None)
         except ValueError as e:
-            await _refuse(message, "paid", e)
+            await _refuse(message, "paid", e, lang)
             return
         user_id = message.from_user.id if message.from_user else None
         stage = await record_purchase(
@@ -178,37 +198,43 @@ def router(config: BotConfig) -> Router:
         await session.commit()
         title = escape(script.titles.get(stage, stage))
         await message.answer(
-            f"Оплата {amount} {currency} от лида #{lead.id} записана. Этап: {title}."
-        )
+            t("paid.recorded", lang=lang, amount=amount, currency=currency, lead=lead.id,
+              stage=title)
+        )  # fmt: skip
 
     @r.message(Command("spend"))
     async def cmd_spend(message: Message, command: CommandObject, session: AsyncSession,
-                        clock: Clock) -> None:  # fmt: skip
-        args = await _args(message, command, "spend")
+                        script: Script, clock: Clock) -> None:  # fmt: skip
+        lang = script.language
+        args = await _args(message, command, "spend", lang)
         if args is None:
             return
         if len(args) not in (2, 3):
-            await message.answer(escape(USAGE["spend"]))
+            await message.answer(escape(usage("spend", lang)))
             return
         try:
             source = _source(args[0])
             amount = inputs.parse_amount(args[1])
             currency = parse_currency(args[2] if len(args) == 3 else None)
         except ValueError as e:
-            await _refuse(message, "spend", e)
+            await _refuse(message, "spend", e, lang)
             return
         user_id = message.from_user.id if message.from_user else None
         await record_spend(session, source, amount, currency, user_id, clock.now())
         await session.commit()
-        await message.answer(f"Расход {amount} {currency} на «{escape(source)}» записан.")
+        await message.answer(
+            t("admin.spend.recorded", lang=lang, amount=amount, currency=currency,
+              source=escape(source))
+        )  # fmt: skip
 
     @r.message(Command("export"))
     async def cmd_export(message: Message, command: CommandObject, session: AsyncSession,
                          script: Script, clock: Clock) -> None:  # fmt: skip
-        args = await _args(message, command, "export")
+        lang = script.language
+        args = await _args(message, command, "export", lang)
         if args is None:
             return
-        period = await _period(message, "export", args, clock, config)
+        period = await _period(message, "export", args, clock, config, lang)
         if period is None:
             return
         data = await export_leads_csv(session, script, period, clock.now())
@@ -222,13 +248,14 @@ def router(config: BotConfig) -> Router:
         await message.answer(format_campaign_report_html(report))
 
     @r.message(Command("reload"))
-    async def cmd_reload(message: Message, scripts: ScriptReloader) -> None:
+    async def cmd_reload(message: Message, scripts: ScriptReloader, script: Script) -> None:
         try:
-            script = await scripts.reload()
+            loaded = await scripts.reload()
         except ScriptError as e:
             lines = "\n".join(escape(p) for p in scripts.problems_that_fit(e.problems))
-            await message.answer(f"Сценарий не принят, работает прежний.\n<code>{lines}</code>")
+            await message.answer(t("admin.reload.refused", lang=script.language, problems=lines))
             return
-        await message.answer(f"Сценарий {escape(script.label)} загружен.")
+        label = escape(loaded.label)
+        await message.answer(t("admin.reload.loaded", lang=loaded.language, label=label))
 
     return r

@@ -7,6 +7,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from funnel.dialogue.replies import Reply
 from funnel.handoff.cards import ManagerCard
 from handlers.callbacks import CardCb, pack
+from handlers.i18n import t
 
 
 def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
@@ -20,18 +21,21 @@ def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     )
 
 
-def card_keyboard(card: ManagerCard) -> InlineKeyboardMarkup:
+def card_keyboard(card: ManagerCard, lang: str | None = None) -> InlineKeyboardMarkup:
+    """The card's buttons in `lang`, the school's language (the script's)."""
     take_data = CardCb(act="take", lead=card.lead_id).pack()
-    take = [] if card.taken else [InlineKeyboardButton(text="🙋 Беру", callback_data=take_data)]
+    take_text = t("card.button.take", lang=lang)
+    take = [] if card.taken else [InlineKeyboardButton(text=take_text, callback_data=take_data)]
     return InlineKeyboardMarkup(
         inline_keyboard=[
             take,
             [
                 InlineKeyboardButton(
-                    text="💰 Оплатил", callback_data=CardCb(act="paid", lead=card.lead_id).pack()
+                    text=t("card.button.paid", lang=lang),
+                    callback_data=CardCb(act="paid", lead=card.lead_id).pack(),
                 ),
                 InlineKeyboardButton(
-                    text="🚫 Не подходит",
+                    text=t("card.button.unfit", lang=lang),
                     callback_data=CardCb(act="unfit", lead=card.lead_id).pack(),
                 ),
             ],

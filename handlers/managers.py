@@ -1,5 +1,7 @@
 """The managers' chat: taking a hot lead's card (once), recording its payment (the bot asks
-for the amount with a reply prompt, so no state waits in memory), or marking it unfit.
+for the amount with a reply prompt whose message id is kept in the database, so no state
+waits in memory and a restart loses nothing), or marking it unfit. Texts are in the school's
+language (the script's).
 
 Every button pressed in this chat is answered. An action is honoured only on a card the bot
 sent to this chat, and an amount only as a reply to the bot's own prompt."""
@@ -7,8 +9,8 @@ sent to this chat, and an amount only as a reply to the bot's own prompt."""
 from __future__ import annotations
 
 import contextlib
-import re
 from html import escape
+from typing import Any
 
 from aiogram import Bot, F, Router
 from aiogram.enums import ChatMemberStatus
@@ -19,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.core import inputs, store
 from funnel.core.clock import Clock
-from funnel.core.models import Lead
+from funnel.core.models import AmountPrompt, Lead
 from funnel.core.stages import can_move
 from funnel.core.telegram_text import plain_name
 from funnel.handoff import cards
@@ -27,17 +29,14 @@ from funnel.handoff.purchases import record_purchase
 from funnel.script.schema import Script
 from handlers.callbacks import CardCb
 from handlers.dependencies import BotConfig
+from handlers.errors import explain
+from handlers.i18n import t
 from handlers.keyboards import card_keyboard
 from handlers.respond import answer_callback
 from handlers.views.manager_card import format_manager_card
 
-AMOUNT_PROMPT = "Сумма оплаты для лида #{lead} (ответьте на это сообщение, например 6900):"
-# The prompt itself, not any message naming a lead (such as "Оплата … от лида #7 записана").
-PROMPT_LEAD = re.compile("^" + re.escape(AMOUNT_PROMPT.split("{lead}")[0]) + "([0-9]+)")
 MEMBERS = {ChatMemberStatus.CREATOR, ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.MEMBER}
 ACTS = frozenset({"take", "paid", "unfit"})
-NOT_A_BUTTON = "Эта кнопка не от бота или устарела — ничего не изменилось."
-NOT_THIS_CHAT = "Эта карточка не из этого чата (или ещё не доставлена) — ничего не изменилось."
 
 
 async def is_manager(bot: Bot, config: BotConfig, chat_id: int, user_id: int) -> bool:
@@ -60,74 +59,83 @@ def router(config: BotConfig) -> Router:
     @r.callback_query(CardCb.filter())
     async def on_card(query: CallbackQuery, callback_data: CardCb, bot: Bot,
                       session: AsyncSession, script: Script, clock: Clock) -> None:  # fmt: skip
+        lang = script.language
         message = query.message
         if message is None or not _is_ours(query.data, callback_data):
-            await answer_callback(query, NOT_A_BUTTON)
+            await answer_callback(query, t("manager.not_a_button", lang=lang))
             return
         if not await is_manager(bot, config, message.chat.id, query.from_user.id):
-            await answer_callback(query, "Эти кнопки — только для менеджеров школы.")
+            await answer_callback(query, t("manager.only_managers", lang=lang))
             return
         lead = await store.lead_by_id(session, callback_data.lead)
         if lead is None or not await cards.has_card(
             session, lead.id, message.chat.id, message.message_id
         ):
-            await answer_callback(query, NOT_THIS_CHAT)
+            await answer_callback(query, t("manager.not_this_chat", lang=lang))
             return
         if lead.deleted_at is not None:
-            await answer_callback(query, "Лид удалён по его просьбе.")
+            await answer_callback(query, t("manager.lead_erased", lang=lang))
             return
         if callback_data.act == "take":
             await _take(query, bot, session, script, clock, lead)
         elif callback_data.act == "paid":
             await answer_callback(query)
-            await bot.send_message(
+            prompt = await bot.send_message(
                 message.chat.id,
-                AMOUNT_PROMPT.format(lead=lead.id),
+                t("manager.amount_prompt", lang=lang, lead=lead.id),
                 reply_markup=ForceReply(selective=True),
             )
+            # The reply is matched by this message's id, whatever the prompt's words.
+            session.add(
+                AmountPrompt(
+                    chat_id=prompt.chat.id,
+                    message_id=prompt.message_id,
+                    lead_id=lead.id,
+                    created_at=clock.now(),
+                )
+            )
+            await session.commit()
         elif callback_data.act == "unfit":
             if can_move(script, lead.stage, script.roles.exit):
                 store.log_stage(session, lead, script.roles.exit, "manager:unfit", clock.now())
             await session.commit()
-            await answer_callback(query, "Отмечен как неподходящий.")
+            await answer_callback(query, t("manager.unfit_marked", lang=lang))
             await _refresh_card(bot, session, script, lead, message.chat.id, message.message_id)
 
     @r.callback_query()
-    async def on_other_button(query: CallbackQuery) -> None:
+    async def on_other_button(query: CallbackQuery, script: Script) -> None:
         # Not a card's button (forged, stale, or another chat's): still stop the spinner.
-        await answer_callback(query, NOT_A_BUTTON)
+        await answer_callback(query, t("manager.not_a_button", lang=script.language))
 
-    @r.message(F.reply_to_message.text.regexp(PROMPT_LEAD, mode="search"), F.text)
+    @r.message(F.reply_to_message, F.text, _replies_to_a_prompt)
     async def on_amount(message: Message, bot: Bot, session: AsyncSession, script: Script,
-                        clock: Clock) -> None:  # fmt: skip
-        prompt = message.reply_to_message
-        if message.from_user is None or prompt is None or not _from_this_bot(prompt, bot):
+                        clock: Clock, prompt: AmountPrompt) -> None:  # fmt: skip
+        lang = script.language
+        if message.from_user is None:
             return
         if not await is_manager(bot, config, message.chat.id, message.from_user.id):
             return
-        match = PROMPT_LEAD.search(prompt.text or "")
-        try:
-            lead_id = inputs.parse_lead_id(match.group(1)) if match else None
-        except ValueError:
-            lead_id = None
-        lead = await store.lead_by_id(session, lead_id) if lead_id is not None else None
+        lead = await store.lead_by_id(session, prompt.lead_id)
         if lead is None or not await cards.has_card(session, lead.id, message.chat.id, None):
-            await message.reply(NOT_THIS_CHAT)
+            await message.reply(t("manager.not_this_chat", lang=lang))
             return
         if lead.deleted_at is not None:
-            await message.reply("Лид удалён по его просьбе — оплата не записана.")
+            await message.reply(t("manager.lead_erased_not_recorded", lang=lang))
             return
         try:
             amount = inputs.parse_amount(message.text or "")
         except ValueError as e:
-            await message.reply(escape(str(e)))
+            await message.reply(escape(explain(e, lang)))
             return
         stage = await record_purchase(
             session, script, lead, amount, "RUB", message.from_user.id, clock.now()
         )
         await session.commit()
         title = escape(script.titles.get(stage, stage))
-        await message.reply(f"Оплата {amount} RUB от лида #{lead.id} записана. Этап: {title}.")
+        await message.reply(
+            t("paid.recorded", lang=lang, amount=amount, currency="RUB", lead=lead.id,
+              stage=title)
+        )  # fmt: skip
 
     return r
 
@@ -144,6 +152,18 @@ def _is_ours(data: str | None, callback_data: CardCb) -> bool:
     return True
 
 
+async def _replies_to_a_prompt(
+    message: Message, bot: Bot, session: AsyncSession
+) -> dict[str, Any] | bool:
+    """A reply to the bot's own amount prompt in this chat: the prompt's row (as `prompt`),
+    found by the replied message's id. Anything else is not this handler's."""
+    replied = message.reply_to_message
+    if replied is None or not _from_this_bot(replied, bot):
+        return False
+    prompt = await session.get(AmountPrompt, (message.chat.id, replied.message_id))
+    return {"prompt": prompt} if prompt is not None else False
+
+
 def _from_this_bot(message: Message, bot: Bot) -> bool:
     author = message.from_user
     return author is not None and author.is_bot and author.id == bot.id
@@ -151,7 +171,8 @@ def _from_this_bot(message: Message, bot: Bot) -> bool:
 
 async def _take(query: CallbackQuery, bot: Bot, session: AsyncSession, script: Script,
                 clock: Clock, lead: Lead) -> None:  # fmt: skip
-    name = plain_name(query.from_user.full_name, 128) or "менеджер"
+    lang = script.language
+    name = plain_name(query.from_user.full_name, 128) or t("manager.default_name", lang=lang)
     # One UPDATE decides between two managers tapping at once: only one row changes.
     taken = await session.execute(
         update(Lead)
@@ -162,11 +183,14 @@ async def _take(query: CallbackQuery, bot: Bot, session: AsyncSession, script: S
     await session.commit()
     if not getattr(taken, "rowcount", 0):
         await session.refresh(lead)
-        taker = plain_name(lead.manager_name, 64) or "коллеги"
-        await answer_callback(query, f"Лид уже в работе у {taker}.")
+        taker = plain_name(lead.manager_name, 64)
+        if taker:
+            await answer_callback(query, t("manager.taken_by", lang=lang, name=taker))
+        else:
+            await answer_callback(query, t("manager.taken_by_colleague", lang=lang))
         return
     await session.refresh(lead)
-    await answer_callback(query, "Лид ваш. Напишите ему в ближайшее время.")
+    await answer_callback(query, t("manager.taken", lang=lang))
     if query.message is not None:
         await _refresh_card(bot, session, script, lead, query.message.chat.id,
                             query.message.message_id)  # fmt: skip
@@ -179,5 +203,8 @@ async def _refresh_card(bot: Bot, session: AsyncSession, script: Script, lead: L
     # "message is not modified" after a double tap: the card already says it.
     with contextlib.suppress(TelegramAPIError):
         await bot.edit_message_text(
-            text, chat_id=chat_id, message_id=message_id, reply_markup=card_keyboard(card)
+            text,
+            chat_id=chat_id,
+            message_id=message_id,
+            reply_markup=card_keyboard(card, script.language),
         )

@@ -1,12 +1,14 @@
 """What admins and managers type, parsed in one place: lead and Telegram ids, amounts, and
-how long a command's arguments may be. Each refusal is a ValueError whose text can be shown
-to the person as is (after HTML escaping); nothing else is ever raised."""
+how long a command's arguments may be. Each refusal is an InputError (a ValueError) with a
+code and fields, which the presentation words in the reader's language; nothing else is
+ever raised."""
 
 from __future__ import annotations
 
 import re
 from decimal import ROUND_HALF_UP, Decimal
 
+from funnel.core.errors import InputError
 from funnel.core.telegram_text import plain_name
 
 __all__ = [
@@ -16,6 +18,7 @@ __all__ = [
     "MAX_LEAD_ID",
     "MAX_TELEGRAM_ID",
     "MAX_USERNAME",
+    "InputError",
     "check_length",
     "parse_amount",
     "parse_id",
@@ -56,73 +59,75 @@ def split_args(text: str | None) -> list[str]:
     """A command's arguments, each at most MAX_ARG characters and MAX_ARGS in all."""
     raw = text or ""
     if len(raw) > MAX_ARGS:
-        raise ValueError(f"Слишком длинно: после команды не больше {MAX_ARGS} символов.")
+        raise InputError("arguments.too_long", limit=MAX_ARGS)
     args = raw.split()
     if any(len(arg) > MAX_ARG for arg in args):
-        raise ValueError(f"Слишком длинно: каждое слово не длиннее {MAX_ARG} символов.")
+        raise InputError("argument.too_long", limit=MAX_ARG)
     return args
 
 
 def check_length(text: str, limit: int, what: str) -> str:
-    """`text` when it fits a column of `limit` characters."""
+    """`text` when it fits a column of `limit` characters; `what` names the value in the
+    refusal's code ("source" → "source.too_long")."""
     if len(text) > limit:
-        raise ValueError(f"{what}: не длиннее {limit} символов.")
+        raise InputError(f"{what}.too_long", limit=limit)
     return text
 
 
-def parse_id(text: str, *, maximum: int = MAX_TELEGRAM_ID, what: str = "Номер") -> int:
-    """'12' or '#12' → 12: ASCII digits only, from 1 to `maximum`."""
+def parse_id(text: str, *, maximum: int = MAX_TELEGRAM_ID, what: str = "id") -> int:
+    """'12' or '#12' → 12: ASCII digits only, from 1 to `maximum`. `what` ("id",
+    "lead_id", "telegram_id") starts the refusal's code ("lead_id.not_digits")."""
     raw = text.strip()
     digits = raw[1:] if raw.startswith("#") else raw
     if not _DIGITS.fullmatch(digits):
-        raise ValueError(f"{what} {quote(text)} не понят: нужны цифры 0–9, например #12.")
+        raise InputError(f"{what}.not_digits", value=quote(text))
     significant = digits.lstrip("0")
     # Compared as text first: int() of thousands of digits is slow, then refused anyway.
     if len(significant) > len(str(maximum)) or int(significant or "0") > maximum:
-        raise ValueError(f"{what} {quote(text)} слишком большой: не больше {maximum}.")
+        raise InputError(f"{what}.too_large", value=quote(text), limit=maximum)
     if not significant:
-        raise ValueError(f"{what} должен быть больше 0.")
+        raise InputError(f"{what}.not_positive")
     return int(significant)
 
 
 def parse_lead_id(text: str) -> int:
-    return parse_id(text, maximum=MAX_LEAD_ID, what="Номер лида")
+    return parse_id(text, maximum=MAX_LEAD_ID, what="lead_id")
 
 
 def parse_telegram_id(text: str) -> int:
-    return parse_id(text, maximum=MAX_TELEGRAM_ID, what="Telegram id")
+    return parse_id(text, maximum=MAX_TELEGRAM_ID, what="telegram_id")
 
 
 def parse_username(text: str) -> str:
     """'@anna' → 'anna' (the @ is optional)."""
     name = text.strip().removeprefix("@")
     if not name:
-        raise ValueError("После @ нужен username, например @anna.")
-    return check_length(name, MAX_USERNAME, "Username")
+        raise InputError("username.empty")
+    return check_length(name, MAX_USERNAME, "username")
 
 
 def parse_amount(text: str) -> Decimal:
     """'6900', '6 900', '6900,50' → Decimal, rounded half up to kopecks before it is checked:
     0.001 is refused (it would be recorded as 0.00), 0.005 is 0.01."""
     if len(text) > MAX_ARG:
-        raise ValueError(f"Сумма слишком длинная: не больше {MAX_ARG} символов.")
+        raise InputError("amount.too_long", limit=MAX_ARG)
     cleaned = text.strip().translate(_SEPARATORS)
     negative = cleaned.startswith(_MINUS)
     if negative:
         cleaned = cleaned[1:]
     if not _AMOUNT.fullmatch(cleaned):
-        raise ValueError(f"{quote(text)} — не сумма: нужны цифры 0–9, например 6900 или 6900,50.")
-    positive = "Сумма должна быть больше 0 (после округления до копеек)."
+        raise InputError("amount.not_a_number", value=quote(text))
+    positive = InputError("amount.not_positive")
     if negative:
-        raise ValueError(positive)
+        raise positive
     amount = Decimal(cleaned.replace(",", "."))
-    too_big = f"Сумма должна быть меньше {MAX_AMOUNT:,}.".replace(",", " ")
+    too_big = InputError("amount.too_large", limit=f"{MAX_AMOUNT:,}".replace(",", " "))
     # Checked before rounding as well: quantize() refuses a number of hundreds of digits.
     if amount >= MAX_AMOUNT:
-        raise ValueError(too_big)
+        raise too_big
     amount = amount.quantize(CENT, rounding=ROUND_HALF_UP)
     if amount <= 0:
-        raise ValueError(positive)
+        raise positive
     if amount >= MAX_AMOUNT:
-        raise ValueError(too_big)
+        raise too_big
     return amount

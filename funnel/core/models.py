@@ -248,6 +248,18 @@ class Purchase(Base):
     __table_args__ = (Index("ix_purchases_lead_id", "lead_id"), Index("ix_purchases_at", "at"))
 
 
+class AmountPrompt(Base):
+    """The bot's prompt in the managers' chat for a lead's payment amount: a manager's reply
+    to that message (matched by its id, never by its words) is the amount for that lead."""
+
+    __tablename__ = "amount_prompts"
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    message_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime]
+
+
 class AdSpend(Base):
     __tablename__ = "ad_spend"
 

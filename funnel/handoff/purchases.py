@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.core import store
+from funnel.core.errors import InputError
 
 # The amount's parser moved to funnel.core.inputs with the others; it is still importable here.
 from funnel.core.inputs import MAX_AMOUNT as MAX_AMOUNT
@@ -27,7 +28,7 @@ def parse_currency(text: str | None, default: str = "RUB") -> str:
     if text is None:
         return default
     if not CURRENCY.fullmatch(text):
-        raise ValueError(f"{quote(text, 10)} — не код валюты (например RUB, USD).")
+        raise InputError("currency.not_a_code", value=quote(text, 10))
     return text.upper()
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from funnel.core.clock import as_utc
+from funnel.core.errors import InputError
+from funnel.core.inputs import quote
 from funnel.core.records import JsonRecord
 
 __all__ = ["Period", "parse_period"]
@@ -18,7 +20,6 @@ __all__ = ["Period", "parse_period"]
 MAX_DAYS = 3650
 _DAYS = re.compile(r"^(\d{1,4})\s*(d|д|days?|дн(?:ей|я)?)?$")
 _RANGE = re.compile(r"^(\d{4}-\d{2}-\d{2})\s*(?:\.\.|—|–)\s*(\d{4}-\d{2}-\d{2})$")
-_HELP = "use 7d, 30d, all, a date 2026-01-31 or dates 2026-01-01..2026-01-31"
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class Period(JsonRecord):
 def parse_period(text: str | None, now: datetime, *, tz: tzinfo = UTC) -> Period:
     """The period an owner asked for; dates are whole days in `tz` (the school's zone).
 
-    Raises ValueError with a message fit to show the owner as is.
+    Raises InputError (a ValueError) with a code ("period.days_out_of_range",
+    "period.reversed", "period.not_understood") and the text as typed.
     """
     now = as_utc(now)
     raw = (text or "").strip().lower()
@@ -53,14 +55,16 @@ def parse_period(text: str | None, now: datetime, *, tz: tzinfo = UTC) -> Period
     if days:
         count = int(days.group(1))
         if not 1 <= count <= MAX_DAYS:
-            raise ValueError(f"period '{text}': the number of days must be 1…{MAX_DAYS}")
+            raise InputError(
+                "period.days_out_of_range", value=quote(text or "", 40), limit=MAX_DAYS
+            )
         # The end is "just after now" so a lead created this very second is included.
         return Period(f"{count}d", now - timedelta(days=count), now + timedelta(microseconds=1))
     span = _RANGE.match(raw)
     first_text, last_text = span.groups() if span else (raw, raw)
     first, last = _date(first_text, text), _date(last_text, text)
     if last < first:
-        raise ValueError(f"period '{text}': the first date is after the last one")
+        raise InputError("period.reversed", value=quote(text or "", 40))
     label = first.isoformat() if first == last else f"{first.isoformat()}..{last.isoformat()}"
     return Period(label, _midnight(first, tz), _midnight(last + timedelta(days=1), tz))
 
@@ -69,7 +73,7 @@ def _date(value: str, original: str | None) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"period '{original}' is not understood: {_HELP}") from None
+        raise InputError("period.not_understood", value=quote(original or "", 40)) from None
 
 
 def _midnight(day: date, tz: tzinfo) -> datetime:
