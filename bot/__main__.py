@@ -285,9 +285,12 @@ async def _stats(
 
 async def _export(settings: Settings, period_text: str, output: Path) -> int:
     from funnel.reports.export import export_leads_csv
+    from handlers.views.export import csv_labels
 
     async def work(session: Any, script: Any, period: Any, now: Any) -> bytes:
-        return await export_leads_csv(session, script, period, now)
+        return await export_leads_csv(
+            session, script, period, now, labels=csv_labels(script.language)
+        )
 
     data = await _read(settings, period_text, work)
     if data is None:

@@ -135,7 +135,7 @@ class App:
             digest = await daily_digest(
                 session, self.scripts.current, self.clock.now(), self.settings.zone
             )
-        text = format_digest_html(digest)
+        text = format_digest_html(digest, lang=self.scripts.current.language)
         for admin in sorted(self.settings.admin_ids):
             try:
                 await self.bot.send_message(admin, text)

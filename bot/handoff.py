@@ -286,7 +286,7 @@ class HandOff:
                 if self.manager_chat_id is None:
                     return Outcome(row.id, "cancelled", "MANAGER_CHAT_ID is not set")
                 card = await cards.manager_card(session, script, lead)
-                return CardMessage(card, format_manager_card(card))
+                return CardMessage(card, format_manager_card(card, lang=script.language))
             if row.kind == CRM_WEBHOOK:
                 if self.webhook is None:
                     return Outcome(row.id, "cancelled", "CRM_WEBHOOK_URL is not set")

@@ -32,6 +32,7 @@ from handlers.errors import explain
 from handlers.i18n import t
 from handlers.views.campaigns import format_campaign_report_html
 from handlers.views.chart import render_funnel_png
+from handlers.views.export import csv_labels
 from handlers.views.lead_card import format_lead_card_html
 from handlers.views.report import format_report_html, format_sources_html
 
@@ -127,7 +128,7 @@ def router(config: BotConfig) -> Router:
         report = await funnel_report(
             session, script, now=clock.now(), period=period, source=source
         )
-        await message.answer(format_report_html(report))
+        await message.answer(format_report_html(report, lang=script.language))
 
     @r.message(Command("funnel"))
     async def cmd_funnel(message: Message, command: CommandObject, session: AsyncSession,
@@ -141,7 +142,9 @@ def router(config: BotConfig) -> Router:
             return
         report = await funnel_report(session, script, now=clock.now(), period=period)
         # matplotlib holds the thread for a while: the other updates keep being served.
-        png = await asyncio.to_thread(render_funnel_png, report, title=script.course)
+        png = await asyncio.to_thread(
+            render_funnel_png, report, script.course, lang=script.language
+        )
         await message.answer_photo(BufferedInputFile(png, "funnel.png"))
 
     @r.message(Command("sources"))
@@ -155,7 +158,7 @@ def router(config: BotConfig) -> Router:
         if period is None:
             return
         report = await funnel_report(session, script, now=clock.now(), period=period)
-        await message.answer(format_sources_html(report))
+        await message.answer(format_sources_html(report, lang=script.language))
 
     @r.message(Command("lead"))
     async def cmd_lead(message: Message, command: CommandObject, session: AsyncSession,
@@ -170,7 +173,7 @@ def router(config: BotConfig) -> Router:
         lead = await _lead(message, "lead", session, args[0], lang)
         card = await lead_card(session, script, lead.id) if lead else None
         if card is not None:
-            await message.answer(format_lead_card_html(card))
+            await message.answer(format_lead_card_html(card, lang=script.language))
 
     @r.message(Command("paid"))
     async def cmd_paid(message: Message, command: CommandObject, session: AsyncSession,
@@ -237,7 +240,9 @@ def router(config: BotConfig) -> Router:
         period = await _period(message, "export", args, clock, config, lang)
         if period is None:
             return
-        data = await export_leads_csv(session, script, period, clock.now())
+        data = await export_leads_csv(
+            session, script, period, clock.now(), labels=csv_labels(script.language)
+        )
         name = f"leads-{clock.now():%Y-%m-%d}.csv"
         await message.answer_document(BufferedInputFile(data, name))
 
@@ -245,7 +250,7 @@ def router(config: BotConfig) -> Router:
     async def cmd_campaigns(message: Message, session: AsyncSession, script: Script,
                             clock: Clock) -> None:  # fmt: skip
         report = await campaign_report(session, script, clock.now())
-        await message.answer(format_campaign_report_html(report))
+        await message.answer(format_campaign_report_html(report, lang=script.language))
 
     @r.message(Command("reload"))
     async def cmd_reload(message: Message, scripts: ScriptReloader, script: Script) -> None:

@@ -199,7 +199,7 @@ async def _take(query: CallbackQuery, bot: Bot, session: AsyncSession, script: S
 async def _refresh_card(bot: Bot, session: AsyncSession, script: Script, lead: Lead,
                         chat_id: int, message_id: int) -> None:  # fmt: skip
     card = await cards.manager_card(session, script, lead)
-    text = format_manager_card(card)
+    text = format_manager_card(card, lang=script.language)
     # "message is not modified" after a double tap: the card already says it.
     with contextlib.suppress(TelegramAPIError):
         await bot.edit_message_text(

@@ -26,6 +26,7 @@ from funnel.reports.funnel_report import funnel_report
 from funnel.reports.periods import parse_period
 from funnel.script.loading import parse_script
 from funnel.script.schema import Script
+from handlers.i18n import LANGUAGES
 from handlers.views.report import format_report_html, format_report_text, format_sources_html
 from tests.conftest import POSTGRES_URL, TEST_TEXTS_YAML
 
@@ -445,10 +446,11 @@ async def test_empty_database(sessions: async_sessionmaker[AsyncSession],
     assert reached(report) == [0, 0, 0, 0]
     assert all(s.conversion_from_previous is None for s in report.stages)
     assert report.totals.overall_conversion is None
-    html = format_report_html(report)
-    assert check_telegram_html(html) is None
+    for lang in LANGUAGES:
+        html = format_report_html(report, lang=lang)
+        assert check_telegram_html(html) is None
+        assert check_telegram_html(format_sources_html(report, lang=lang)) is None
     assert format_report_text(report)
-    assert check_telegram_html(format_sources_html(report)) is None
 
 
 async def test_html_is_valid_short_and_escaped(
@@ -463,13 +465,19 @@ async def test_html_is_valid_short_and_escaped(
         if n % 4 == 0:
             b.ad_spend(source[:64], 100 + n)
     report = await build_report(sessions, report_script, b)
-    for html in (format_report_html(report), format_sources_html(report)):
-        assert check_telegram_html(html) is None, html
-        assert len(html) <= 4096
-        assert "<script>" not in html and "&lt;script&gt;" in html
-    stats = format_report_html(report)
+    for lang in LANGUAGES:
+        for html in (
+            format_report_html(report, lang=lang),
+            format_sources_html(report, lang=lang),
+        ):
+            assert check_telegram_html(html) is None, html
+            assert len(html) <= 4096
+            assert "<script>" not in html and "&lt;script&gt;" in html
+    stats = format_report_html(report, lang="ru")
     assert "Оплатил &lt;&amp;&gt;" in stats
-    assert "…и ещё" in stats and "…и ещё" in format_sources_html(report)
+    assert "…и ещё" in stats and "…и ещё" in format_sources_html(report, lang="ru")
+    english = format_report_html(report, lang="en")
+    assert "…and" in english and "…and" in format_sources_html(report, lang="en")
     text = format_report_text(report)
     assert "Нажал «Старт»" in text and "<script>&1" in text
 
@@ -564,7 +572,7 @@ def test_report_properties(lead_paths: list[list[tuple[str, int]]]) -> None:
                 "dropped", "median_seconds_from_previous"} <= set(stage_json)  # fmt: skip
     for source_json in data["by_source"]:
         assert {"source", "stages"} <= set(source_json)
-    html = format_report_html(report)
+    html = format_report_html(report, lang="ru")
     assert check_telegram_html(html) is None and len(html) <= 4096
 
 
@@ -603,13 +611,17 @@ async def test_lead_card(
     assert [h.to_title for h in card.history] == ["Нажал «Старт»", "Ответил", "Квалифицирован"]
     assert card.history[0].from_title is None
     assert card.touches[0].campaign == "nurture" and card.purchases[0].amount == 6900
-    html = format_lead_card_html(card)
+    html = format_lead_card_html(card, lang="ru")
     assert check_telegram_html(html) is None and len(html) <= 4096
     assert "&lt;скоро&gt; &amp; быстро — +5" in html and "&lt;ads&gt;" in html
     assert "Итого: 35" in html
-    anonymous = format_lead_card_html(forgotten)
+    anonymous = format_lead_card_html(forgotten, lang="ru")
     assert "данные удалены" in anonymous and "Лид2" not in anonymous
     assert check_telegram_html(anonymous) is None
+    english = format_lead_card_html(card, lang="en")
+    assert check_telegram_html(english) is None and "Total: 35" in english
+    assert "<b>Lead #" in english and "🔥 hot" in english and "Лид #" not in english
+    assert "data deleted" in format_lead_card_html(forgotten, lang="en")
 
 
 def test_bench_generator_smoke(tmp_path: Path) -> None:

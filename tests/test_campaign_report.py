@@ -17,6 +17,7 @@ from funnel.reports.campaign_effect import (
     StepStats,
     campaign_report,
 )
+from handlers.i18n import LANGUAGES, t
 from handlers.views.campaigns import format_campaign_report_html, format_campaign_report_text
 from tests.test_campaigns import NOON, SCRIPT, add_lead
 
@@ -74,20 +75,24 @@ async def test_counts_per_campaign_and_step(sessions: Any) -> None:
     assert second.after == timedelta(hours=24)
     assert [c.id for c in report.campaigns] == [c.id for c in SCRIPT.campaigns]
 
-    html = format_campaign_report_html(report)
+    html = format_campaign_report_html(report, lang="ru")
     assert check_telegram_html(html) is None
     assert "Stopped &lt;answering&gt;" in html
     assert "ответил 2" in html
-    text = format_campaign_report_text(report)
+    text = format_campaign_report_text(report, lang="ru")
     assert "Stopped <answering>" in text
     assert "отправлено 3" in text
+    english = format_campaign_report_html(report, lang="en")
+    assert check_telegram_html(english) is None
+    assert "replied 2" in english and "sent 3" in english and "after 1d" in english
 
 
 async def test_an_empty_report_says_so(sessions: Any) -> None:
     async with sessions() as session:
         report = await campaign_report(session, SCRIPT, NOON)
     assert report.empty
-    assert "Касаний ещё не было" in format_campaign_report_html(report)
+    assert t("campaigns.empty", lang="ru") in format_campaign_report_html(report, lang="ru")
+    assert "No messages have been sent yet." in format_campaign_report_html(report, lang="en")
 
 
 async def test_touches_of_a_removed_campaign_are_still_shown(sessions: Any) -> None:
@@ -131,6 +136,7 @@ def test_property_html_is_valid_and_fits_telegram(names: list[str], steps: int, 
             for i, name in enumerate(names)
         ],
     )
-    html = format_campaign_report_html(report)
-    assert len(html) <= 4096
-    assert check_telegram_html(html) is None
+    for lang in LANGUAGES:
+        html = format_campaign_report_html(report, lang=lang)
+        assert len(html) <= 4096
+        assert check_telegram_html(html) is None

@@ -7,6 +7,7 @@ import warnings
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from handlers.i18n import LANGUAGES
 from handlers.views.chart import render_funnel_png
 from tests.test_analytics import build_report, classic, make_script
 
@@ -23,7 +24,7 @@ async def test_chart_is_a_png(sessions: async_sessionmaker[AsyncSession]) -> Non
     with warnings.catch_warnings():
         # A missing glyph (Cyrillic in a font without it) is a warning: make it fail.
         warnings.simplefilter("error")
-        png = render_funnel_png(report, title="Воронка: январь")
+        png = render_funnel_png(report, title="Воронка: январь", lang="ru")
     assert png.startswith(PNG)
     width, height = size(png)
     assert width == 1080 and 400 <= height <= 2000
@@ -34,4 +35,5 @@ async def test_chart_of_an_empty_report(sessions: async_sessionmaker[AsyncSessio
     from tests.test_analytics import Builder
 
     report = await build_report(sessions, make_script(), Builder())
-    assert render_funnel_png(report).startswith(PNG)
+    for lang in LANGUAGES:
+        assert render_funnel_png(report, lang=lang).startswith(PNG)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from funnel.reports.export import export_leads_csv, safe_cell
 from funnel.reports.periods import parse_period
 from funnel.script.schema import Script
+from handlers.views.export import csv_labels
 from tests.test_analytics import NOW, Builder, make_script
 
 
@@ -23,10 +24,12 @@ def test_safe_cell() -> None:
     assert safe_cell("") == ""
 
 
-async def export(sessions: async_sessionmaker[AsyncSession], script: Script,
-                 period: str = "all") -> tuple[bytes, list[list[str]]]:  # fmt: skip
+async def export(sessions: async_sessionmaker[AsyncSession], script: Script, period: str = "all",
+                 lang: str = "ru") -> tuple[bytes, list[list[str]]]:  # fmt: skip
     async with sessions() as session:
-        data = await export_leads_csv(session, script, parse_period(period, NOW), NOW)
+        data = await export_leads_csv(
+            session, script, parse_period(period, NOW), NOW, labels=csv_labels(lang)
+        )
     rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig")), delimiter=";"))
     return data, rows
 
@@ -65,6 +68,13 @@ async def test_csv(sessions: async_sessionmaker[AsyncSession]) -> None:
     assert third["1. need"] == "'=Просто так" and third["Отписался"]
     _, everything = await export(sessions, script)
     assert len(everything) == 5
+    _, english = await export(sessions, script, "30d", lang="en")
+    assert english[0][:6] == ["id", "Created (UTC)", "Stage", "Source", "Temperature", "Score"]
+    assert english[0][9:] == ["Revenue", "Stage changed (UTC)", "Opted out", "Blocked the bot",
+                              "Data deleted"]  # fmt: skip
+    first = dict(zip(english[0], english[1], strict=True))
+    assert first["Temperature"] == "hot" and first["Revenue"] == "6900.00"
+    assert dict(zip(english[0], english[2], strict=True))["Data deleted"] == "yes"
 
 
 async def test_empty_export_has_a_header(sessions: async_sessionmaker[AsyncSession]) -> None:

@@ -1,11 +1,15 @@
 """Leads as a CSV file for Excel and Google Sheets: UTF-8 with a BOM (Cyrillic opens
-correctly), quoting by the csv module, and no cell Excel would run as a formula."""
+correctly), quoting by the csv module, and no cell Excel would run as a formula. The header
+and the worded cells come from the caller (`CsvLabels`, in the school's language): the domain
+holds no words of the bot's own."""
 
 from __future__ import annotations
 
 import csv
 import io
 from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -15,12 +19,30 @@ from funnel.core.models import Answer, Lead, Purchase
 from funnel.reports.periods import Period
 from funnel.script.schema import Script
 
-__all__ = ["export_leads_csv", "safe_cell"]
+__all__ = ["CsvLabels", "export_leads_csv", "safe_cell"]
 
 BOM = "\ufeff"
 # Excel treats a cell starting with these as a formula (or DDE command); tab and CR too.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-TEMPERATURES = {"hot": "горячий", "warm": "тёплый", "cold": "холодный"}
+
+
+@dataclass(frozen=True)
+class CsvLabels:
+    """The header's column names and the words written in cells, in one language."""
+
+    created: str
+    stage: str
+    source: str
+    temperature: str
+    score: str
+    revenue: str
+    stage_changed: str
+    opted_out: str
+    blocked: str
+    forgotten: str
+    yes: str
+    # A lead's temperature ("hot", "warm", "cold") as a word; an unknown one is left blank.
+    temperatures: Mapping[str, str]
 
 
 def safe_cell(value: str) -> str:
@@ -38,6 +60,7 @@ async def export_leads_csv(
     period: Period,
     now: datetime,
     *,
+    labels: CsvLabels,
     delimiter: str = ";",
 ) -> bytes:
     """One row per lead created in `period`, oldest first; times in UTC.
@@ -73,9 +96,10 @@ async def export_leads_csv(
 
     out = io.StringIO()
     writer = csv.writer(out, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
-    header = ["id", "Создан (UTC)", "Этап", "Источник", "Температура", "Баллы"]
+    header = ["id", labels.created, labels.stage, labels.source, labels.temperature, labels.score]
     header += [f"{n}. {q.id}" for n, q in enumerate(script.questions, 1)]
-    header += ["Выручка", "Смена этапа (UTC)", "Отписался", "Заблокировал", "Данные удалены"]
+    header += [labels.revenue, labels.stage_changed, labels.opted_out, labels.blocked]
+    header.append(labels.forgotten)
     writer.writerow(header)
     titles = script.titles
     for lead in leads:
@@ -85,7 +109,7 @@ async def export_leads_csv(
             _when(lead.created_at),
             safe_cell(titles.get(lead.stage, lead.stage)),
             safe_cell(lead.source or ""),
-            TEMPERATURES.get(lead.temperature or "", ""),
+            labels.temperatures.get(lead.temperature or "", ""),
             str(lead.score),
         ]
         for question in script.questions:
@@ -96,7 +120,7 @@ async def export_leads_csv(
             _when(lead.stage_changed_at),
             _when(lead.opted_out_at),
             _when(lead.blocked_at),
-            "да" if forgotten else "",
+            labels.yes if forgotten else "",
         ]
         writer.writerow(row)
     return (BOM + out.getvalue()).encode("utf-8")

@@ -1,5 +1,5 @@
-"""The campaigns' effect as words: Telegram HTML for /campaigns, plain text for the terminal
-and the demo. Campaign titles and cancel reasons are escaped."""
+"""The campaigns' effect as words, in the school's language: Telegram HTML for /campaigns,
+plain text for the terminal and the demo. Campaign titles and cancel reasons are escaped."""
 
 from __future__ import annotations
 
@@ -8,54 +8,77 @@ from html import escape
 
 from funnel.core.telegram_text import TELEGRAM_LIMIT, lines_that_fit
 from funnel.reports.campaign_effect import CampaignReport, StepStats
+from handlers.i18n import t
 
-REASONS_RU = {
-    "replied": "ответил",
-    "stage_changed": "сменил этап",
-    "opted_out": "отписался",
-    "blocked": "заблокировал",
-    "forgotten": "удалил данные",
-    "not_eligible": "не подходит",
-    "campaign_removed": "шаг удалён",
-}
+
+def _reason(reason: str, lang: str) -> str:
+    """Why touches were cancelled, in words; an unknown reason is shown as it is stored."""
+    match reason:
+        case "replied":
+            return t("campaigns.reason.replied", lang=lang)
+        case "stage_changed":
+            return t("campaigns.reason.stage_changed", lang=lang)
+        case "opted_out":
+            return t("campaigns.reason.opted_out", lang=lang)
+        case "blocked":
+            return t("campaigns.reason.blocked", lang=lang)
+        case "forgotten":
+            return t("campaigns.reason.forgotten", lang=lang)
+        case "not_eligible":
+            return t("campaigns.reason.not_eligible", lang=lang)
+        case "campaign_removed":
+            return t("campaigns.reason.campaign_removed", lang=lang)
+    return reason
 
 
 def _share(step: StepStats, part: int) -> str:
     return f"{100 * part / step.sent:.0f}%" if step.sent else "—"
 
 
-def _duration(delta: timedelta) -> str:
+def _duration(delta: timedelta, lang: str) -> str:
     seconds = int(delta.total_seconds())
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes = rest // 60
-    parts = [f"{days}д" if days else "", f"{hours}ч" if hours else "",
-             f"{minutes}м" if minutes else ""]  # fmt: skip
-    return " ".join(p for p in parts if p) or "0м"
+    parts = [
+        t("campaigns.days", lang=lang, n=days) if days else "",
+        t("campaigns.hours", lang=lang, n=hours) if hours else "",
+        t("campaigns.minutes", lang=lang, n=minutes) if minutes else "",
+    ]
+    return " ".join(p for p in parts if p) or t("campaigns.minutes", lang=lang, n=0)
 
 
-def _cancelled(step: StepStats) -> str:
+def _cancelled(step: StepStats, lang: str) -> str:
     if not step.cancelled:
         return "0"
     reasons = ", ".join(
-        f"{REASONS_RU.get(reason, reason)} {n}"
+        f"{_reason(reason, lang)} {n}"
         for reason, n in sorted(step.cancelled.items(), key=lambda item: -item[1])
     )
     return f"{step.cancelled_total} ({reasons})"
 
 
-def _step_line(step: StepStats) -> str:
-    waiting = step.planned + step.sending
-    return (
-        f"Шаг {step.step} (через {_duration(step.after)}): всего {step.total} · "
-        f"ждут {waiting} · отправлено {step.sent} · отложено {step.postponed} · "
-        f"отменено {_cancelled(step)} · ошибки {step.failed} · неизвестно {step.unknown} · "
-        f"ответили за сутки {step.replied} ({_share(step, step.replied)}) · "
-        f"прошли дальше {step.advanced} ({_share(step, step.advanced)})"
+def _step_line(step: StepStats, lang: str) -> str:
+    return t(
+        "campaigns.step",
+        lang=lang,
+        step=step.step,
+        after=_duration(step.after, lang),
+        total=step.total,
+        waiting=step.planned + step.sending,
+        sent=step.sent,
+        postponed=step.postponed,
+        cancelled=_cancelled(step, lang),
+        failed=step.failed,
+        unknown=step.unknown,
+        replied=step.replied,
+        replied_share=_share(step, step.replied),
+        advanced=step.advanced,
+        advanced_share=_share(step, step.advanced),
     )
 
 
-def _lines(report: CampaignReport, html: bool) -> list[str]:
+def _lines(report: CampaignReport, html: bool, lang: str) -> list[str]:
     def esc(text: str) -> str:
         return escape(text, quote=False) if html else text
 
@@ -63,27 +86,34 @@ def _lines(report: CampaignReport, html: bool) -> list[str]:
         return f"<b>{text}</b>" if html else text
 
     when = report.now.strftime("%Y-%m-%d %H:%M UTC")
-    lines = [bold("Кампании") + f" на {when}"]
+    lines = [
+        bold(t("campaigns.title", lang=lang)) + " " + t("campaigns.as_of", lang=lang, when=when)
+    ]
     if report.empty:
-        lines.append("Касаний ещё не было.")
+        lines.append(t("campaigns.empty", lang=lang))
         return lines
     window = report.advance_window.days
-    lines.append(f"«Прошли дальше» — смена этапа в течение {window} дн. после отправки.")
+    lines.append(t("campaigns.advanced", lang=lang, n=window))
     for campaign in report.campaigns:
         kind = f" [{campaign.kind}]" if campaign.kind else ""
-        gone = " (нет в сценарии)" if not campaign.in_script else ""
+        gone = " " + t("campaigns.not_in_script", lang=lang) if not campaign.in_script else ""
         lines.append("")
         lines.append(bold(esc(campaign.title)) + esc(f"{kind}{gone}"))
-        lines.extend(esc(_step_line(step)) for step in campaign.steps)
+        lines.extend(esc(_step_line(step, lang)) for step in campaign.steps)
     return lines
 
 
-def format_campaign_report_html(report: CampaignReport) -> str:
-    """Telegram HTML, at most 4096 characters: the tail is dropped whole lines at a time."""
-    lines = _lines(report, html=True)
-    return "\n".join(lines_that_fit(lines, TELEGRAM_LIMIT, lambda n: f"… и ещё строк: {n}"))
+def format_campaign_report_html(report: CampaignReport, *, lang: str) -> str:
+    """Telegram HTML in `lang`, at most 4096 characters: the tail is dropped whole lines at a
+    time."""
+    lines = _lines(report, html=True, lang=lang)
+
+    def more(n: int) -> str:
+        return t("campaigns.more_lines", lang=lang, n=n)
+
+    return "\n".join(lines_that_fit(lines, TELEGRAM_LIMIT, more))
 
 
-def format_campaign_report_text(report: CampaignReport) -> str:
-    """Plain text for the terminal and the demo."""
-    return "\n".join(_lines(report, html=False))
+def format_campaign_report_text(report: CampaignReport, *, lang: str) -> str:
+    """Plain text in `lang` for the terminal and the demo."""
+    return "\n".join(_lines(report, html=False, lang=lang))

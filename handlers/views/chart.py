@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from funnel.reports.figures import FunnelReport
+from handlers.i18n import t
 from handlers.views.numbers import format_percent
 
 __all__ = ["render_funnel_png"]
@@ -22,14 +23,14 @@ EXIT_COLOR = "#eb5757"
 _DRAWING = threading.Lock()
 
 
-def render_funnel_png(report: FunnelReport, title: str | None = None) -> bytes:
-    """Bars of leads reached per stage (and exits in red), labelled "count · % of first".
-    Safe to call from several threads: one chart is drawn at a time."""
+def render_funnel_png(report: FunnelReport, title: str | None = None, *, lang: str) -> bytes:
+    """Bars of leads reached per stage (and exits in red), labelled "count · % of first",
+    titled in `lang`. Safe to call from several threads: one chart is drawn at a time."""
     with _DRAWING:
-        return _render(report, title)
+        return _render(report, title, lang)
 
 
-def _render(report: FunnelReport, title: str | None) -> bytes:
+def _render(report: FunnelReport, title: str | None, lang: str) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg", force=True)  # never a display, even where one exists
@@ -63,12 +64,13 @@ def _render(report: FunnelReport, title: str | None) -> bytes:
         axes.spines[side].set_visible(False)
     for y, value, note in zip(positions, values, notes, strict=False):
         axes.text(value + top * 0.02, y, note, va="center", fontsize=20, fontfamily="DejaVu Sans")
-    heading = title or f"Воронка · {report.period.label}"
+    heading = title or t("chart.title", lang=lang, period=report.period.label)
     if report.source is not None:
         heading += f" · {report.source}"
     conversion = report.totals.overall_conversion
-    subtitle = f"Лидов: {report.totals.leads:,}".replace(",", " ")
-    subtitle += f" · оплатили: {format_percent(conversion)}"
+    leads = f"{report.totals.leads:,}".replace(",", " ")
+    subtitle = t("chart.leads", lang=lang, leads=leads)
+    subtitle += " · " + t("chart.paid", lang=lang, conversion=format_percent(conversion))
     figure.suptitle(heading, fontsize=26, fontweight="bold", fontfamily="DejaVu Sans")
     axes.set_title(subtitle, fontsize=20, fontfamily="DejaVu Sans", loc="left")
     figure.tight_layout()

@@ -8,6 +8,7 @@ from html import escape
 
 from funnel.core.telegram_text import fit_to_telegram, plain_name
 from funnel.reports.lead_card import LeadCard
+from handlers.i18n import t
 
 __all__ = ["format_lead_card_html"]
 
@@ -23,41 +24,62 @@ def _cut(value: str, width: int) -> str:
     return value if len(value) <= width else value[: width - 1] + "…"
 
 
-def _recent(lines: list[str]) -> list[str]:
+def _recent(lines: list[str], lang: str) -> list[str]:
     if len(lines) <= MAX_ROWS:
         return lines
-    return [f"…ещё {len(lines) - MAX_ROWS} раньше", *lines[-MAX_ROWS:]]
+    return [t("lead.earlier", lang=lang, n=len(lines) - MAX_ROWS), *lines[-MAX_ROWS:]]
 
 
-def format_lead_card_html(card: LeadCard) -> str:
-    """The card as Telegram HTML (times in UTC); every value from the lead is escaped, and
-    what people typed themselves is shown without invisible characters."""
-    temperature = {"hot": "🔥 горячий", "warm": "🌤 тёплый", "cold": "❄️ холодный"}
-    name = plain_name(card.name, 128) or "без имени"
-    who = "данные удалены по просьбе лида" if card.forgotten else escape(name)
+def _temperature(temperature: str | None, lang: str) -> str:
+    match temperature:
+        case "hot":
+            return t("lead.temperature.hot", lang=lang)
+        case "warm":
+            return t("lead.temperature.warm", lang=lang)
+        case "cold":
+            return t("lead.temperature.cold", lang=lang)
+    return "—"
+
+
+def format_lead_card_html(card: LeadCard, *, lang: str) -> str:
+    """The card as Telegram HTML in `lang` (times in UTC); every value from the lead is
+    escaped, and what people typed themselves is shown without invisible characters."""
+    name = plain_name(card.name, 128) or t("lead.no_name", lang=lang)
+    who = t("lead.forgotten", lang=lang) if card.forgotten else escape(name)
     username = plain_name(card.username, 64)
     if username and not card.forgotten:
         who += f" (@{escape(username)})"
     lines = [
-        f"<b>Лид #{card.id}</b> · {who}",
-        f"Этап: <b>{escape(card.stage_title)}</b> · {temperature.get(card.temperature or '', '—')}"
-        f" · баллы: <b>{card.score}</b>",
-        f"Источник: <code>{escape(card.source)}</code> · создан {_when(card.created_at)}",
+        t("lead.title", lang=lang, lead=card.id, who=who),
+        t(
+            "lead.stage",
+            lang=lang,
+            stage=escape(card.stage_title),
+            temperature=_temperature(card.temperature, lang),
+            score=card.score,
+        ),
+        t(
+            "lead.source",
+            lang=lang,
+            source=escape(card.source),
+            created=_when(card.created_at),
+        ),
     ]
     if card.user_id is not None:
-        lines.append(f'<a href="tg://user?id={card.user_id}">Написать в Telegram</a>')
+        write = t("lead.write", lang=lang)
+        lines.append(f'<a href="tg://user?id={card.user_id}">{write}</a>')
     if card.opted_out_at:
-        lines.append(f"🔕 Отписался {_when(card.opted_out_at)}")
+        lines.append(t("lead.opted_out", lang=lang, when=_when(card.opted_out_at)))
     if card.blocked_at:
-        lines.append(f"⛔ Заблокировал бота {_when(card.blocked_at)}")
+        lines.append(t("lead.blocked", lang=lang, when=_when(card.blocked_at)))
     sections = ["\n".join(lines)]
     if card.answers:
-        rows = ["<b>Ответы</b> (баллы за ответ):"]
+        rows = [t("lead.answers", lang=lang)]
         rows += [
             f"• {escape(a.question)}: {escape(plain_name(a.answer, 200))} — {a.score:+d}"
             for a in card.answers
         ]
-        rows.append(f"Итого: {sum(a.score for a in card.answers)}")
+        rows.append(t("lead.answers_total", lang=lang, total=sum(a.score for a in card.answers)))
         sections.append("\n".join(rows))
     if card.history:
         rows = [
@@ -65,14 +87,14 @@ def format_lead_card_html(card: LeadCard) -> str:
             f" <i>{escape(_cut(h.cause, 40))}</i>"
             for h in card.history
         ]
-        sections.append("\n".join(["<b>Этапы</b>:", *_recent(rows)]))
+        sections.append("\n".join([t("lead.stages", lang=lang), *_recent(rows, lang)]))
     if card.touches:
         rows = [
-            f"{escape(t.campaign)} #{t.step}: {escape(t.status)} {_when(t.sent_at)}"
-            for t in card.touches
+            f"{escape(x.campaign)} #{x.step}: {escape(x.status)} {_when(x.sent_at)}"
+            for x in card.touches
         ]
-        sections.append("\n".join(["<b>Рассылки</b>:", *_recent(rows)]))
+        sections.append("\n".join([t("lead.touches", lang=lang), *_recent(rows, lang)]))
     if card.purchases:
         rows = [f"{_when(p.at)}: {p.amount:.2f} {escape(p.currency)}" for p in card.purchases]
-        sections.append("\n".join(["<b>Покупки</b>:", *_recent(rows)]))
+        sections.append("\n".join([t("lead.purchases", lang=lang), *_recent(rows, lang)]))
     return fit_to_telegram(*sections)

@@ -1,5 +1,5 @@
-"""The managers' hot-lead card as Telegram HTML. Names and answers are cleaned of invisible
-characters and escaped."""
+"""The managers' hot-lead card as Telegram HTML, in the school's language. Names and answers
+are cleaned of invisible characters and escaped."""
 
 from __future__ import annotations
 
@@ -7,23 +7,26 @@ from html import escape
 
 from funnel.core.telegram_text import plain_name
 from funnel.handoff.cards import ManagerCard
+from handlers.i18n import t
 
 
-def format_manager_card(card: ManagerCard) -> str:
+def format_manager_card(card: ManagerCard, *, lang: str) -> str:
     name = plain_name(card.name, 128) or "—"
-    lines = [f"🔥 <b>Лид #{card.lead_id}</b>: {escape(name)}"]
+    lines = [t("manager_card.title", lang=lang, lead=card.lead_id, name=escape(name))]
     if card.user_id is not None:
-        link = f'<a href="tg://user?id={card.user_id}">написать</a>'
+        write = t("manager_card.write", lang=lang)
+        link = f'<a href="tg://user?id={card.user_id}">{write}</a>'
         username = plain_name(card.username, 64)
         handle = f" @{escape(username)}" if username else ""
-        lines.append(f"Чат: {link}{handle}")
-    lines.append(f"Источник: {escape(card.source)}")
-    lines.append(f"Этап: {escape(card.stage_title)}")
+        lines.append(t("manager_card.chat", lang=lang, link=link, handle=handle))
+    lines.append(t("manager_card.source", lang=lang, source=escape(card.source)))
+    lines.append(t("manager_card.stage", lang=lang, stage=escape(card.stage_title)))
     temperature = f", {card.temperature}" if card.temperature else ""
-    lines.append(f"Баллы: <b>{card.score}</b>{temperature}")
+    lines.append(t("manager_card.score", lang=lang, score=card.score, temperature=temperature))
     for answer in card.answers:
         said = answer.option if answer.option is not None else plain_name(answer.typed, 200) or "—"
         lines.append(f"• {escape(answer.bant)}: {escape(said[:200])} ({answer.score:+d})")
     if card.manager_name:
-        lines.append(f"✅ В работе у {escape(plain_name(card.manager_name, 128))}")
+        manager = escape(plain_name(card.manager_name, 128))
+        lines.append(t("manager_card.taken", lang=lang, manager=manager))
     return "\n".join(lines)

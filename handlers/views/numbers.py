@@ -3,6 +3,8 @@ durations and money with its currency's symbol."""
 
 from __future__ import annotations
 
+from handlers.i18n import t
+
 SYMBOLS = {"RUB": "₽", "USD": "$", "EUR": "€", "KZT": "₸", "UAH": "₴", "BYN": "Br"}
 NBSP = "\u00a0"
 
@@ -24,16 +26,17 @@ def format_percent(value: float | None) -> str:
     return f"{value:.1f}%"
 
 
-def format_duration(seconds: float | None) -> str:
+def format_duration(seconds: float | None, *, lang: str) -> str:
+    """Seconds as the largest unit that reads well, with the unit's short word in `lang`."""
     if seconds is None:
         return "—"
     if seconds < 60:
-        return f"{seconds:.0f}{NBSP}с"
+        return f"{seconds:.0f}{NBSP}" + t("unit.seconds", lang=lang)
     if seconds < 3600:
-        return f"{seconds / 60:.0f}{NBSP}мин"
+        return f"{seconds / 60:.0f}{NBSP}" + t("unit.minutes", lang=lang)
     if seconds < 86400:
-        return f"{seconds / 3600:.1f}".rstrip("0").rstrip(".") + f"{NBSP}ч"
-    return f"{seconds / 86400:.1f}".rstrip("0").rstrip(".") + f"{NBSP}дн"
+        return f"{seconds / 3600:.1f}".rstrip("0").rstrip(".") + NBSP + t("unit.hours", lang=lang)
+    return f"{seconds / 86400:.1f}".rstrip("0").rstrip(".") + NBSP + t("unit.days", lang=lang)
 
 
 def format_money(amount: float | None, currency: str) -> str:

@@ -1,5 +1,6 @@
-"""The funnel report as words: Telegram HTML for the owner's phone (/stats, /sources) and a
-plain table for the terminal. Every name that came from marketers or users is escaped."""
+"""The funnel report as words: Telegram HTML for the owner's phone (/stats, /sources), in the
+school's language, and a plain table for the terminal. Every name that came from marketers or
+users is escaped."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from html import escape
 
 from funnel.core.telegram_text import TELEGRAM_LIMIT, fit_to_telegram, lines_that_fit
 from funnel.reports.figures import FunnelReport, Segment, SourceMoney, StageRow
+from handlers.i18n import t
 from handlers.views.numbers import (
     NBSP,
     format_duration,
@@ -22,56 +24,73 @@ __all__ = ["format_report_html", "format_report_text", "format_sources_html"]
 STATS_SOURCES = 8
 # Monospace columns that fit a phone screen without wrapping (about 34 characters).
 TITLE_WIDTH = 15
-TEMPERATURES = {"hot": "🔥 горячие", "warm": "🌤 тёплые", "cold": "❄️ холодные", None: "без оценки"}
+
+
+def temperatures(lang: str) -> dict[str | None, str]:
+    """The temperature segments' names (None: leads not scored yet)."""
+    return {
+        "hot": t("report.temperature.hot", lang=lang),
+        "warm": t("report.temperature.warm", lang=lang),
+        "cold": t("report.temperature.cold", lang=lang),
+        None: t("report.temperature.none", lang=lang),
+    }
 
 
 def _cut(value: str, width: int) -> str:
     return value if len(value) <= width else value[: width - 1] + "…"
 
 
-def _period_words(report: FunnelReport) -> str:
+def _period_words(report: FunnelReport, lang: str) -> str:
     period = report.period
     if period.is_all:
-        return "за всё время"
+        return t("report.period.all", lang=lang)
     if period.label.endswith("d") and period.label[:-1].isdigit():
-        return f"за {period.label[:-1]} дн."
+        return t("report.period.days", lang=lang, n=int(period.label[:-1]))
     return period.label.replace("..", " — ")
 
 
-def _stage_table(stages: Sequence[StageRow]) -> list[str]:
-    lines = [f"{'Этап':<{TITLE_WIDTH}} {'Лиды':>7} {'Шаг':>4} {'Всего':>5}"]
-    for stage in stages:
-        step = format_percent(stage.conversion_from_previous) if stage.dropped is not None else ""
+def _stage_table(stages: Sequence[StageRow], lang: str) -> list[str]:
+    stage, leads = t("report.column.stage", lang=lang), t("report.column.leads", lang=lang)
+    step, total = t("report.column.step", lang=lang), t("report.column.total", lang=lang)
+    lines = [f"{stage:<{TITLE_WIDTH}} {leads:>7} {step:>4} {total:>5}"]
+    for row in stages:
+        share = format_percent(row.conversion_from_previous) if row.dropped is not None else ""
         lines.append(
-            f"{_cut(stage.title, TITLE_WIDTH):<{TITLE_WIDTH}} {format_number(stage.reached):>7} "
-            f"{step:>4} {format_percent(stage.conversion_from_first):>5}"
+            f"{_cut(row.title, TITLE_WIDTH):<{TITLE_WIDTH}} {format_number(row.reached):>7} "
+            f"{share:>4} {format_percent(row.conversion_from_first):>5}"
         )
     return lines
 
 
-def format_report_html(report: FunnelReport) -> str:
-    """The /stats message: at most 4096 characters, whatever the number of sources."""
+def format_report_html(report: FunnelReport, *, lang: str) -> str:
+    """The /stats message in `lang`: at most 4096 characters, whatever the number of sources."""
     totals = report.totals
-    header = [f"<b>📊 Воронка {escape(_period_words(report))}</b>"]
+    header = [t("report.title", lang=lang, period=escape(_period_words(report, lang)))]
     if report.source is not None:
-        header.append(f"Источник: <code>{escape(report.source)}</code>")
+        header.append(t("report.source", lang=lang, source=escape(report.source)))
     header.append(
-        f"Лидов: <b>{format_number(totals.leads)}</b> · оплатили: "
-        f"<b>{format_number(totals.customers)}</b> ({format_percent(totals.overall_conversion)})"
+        t(
+            "report.totals",
+            lang=lang,
+            leads=format_number(totals.leads),
+            customers=format_number(totals.customers),
+            conversion=format_percent(totals.overall_conversion),
+        )
     )
     if not totals.leads:
-        header.append("За этот период лидов нет.")
+        header.append(t("report.no_leads", lang=lang))
         return "\n".join(header)
     sections = [
         "\n".join(header),
-        "<pre>" + escape("\n".join(_stage_table(report.stages))) + "</pre>",
+        "<pre>" + escape("\n".join(_stage_table(report.stages, lang))) + "</pre>",
     ]
     timed = [s for s in report.stages if s.median_seconds_from_previous is not None]
     if timed:
-        lines = ["<b>⏱ Время до этапа</b> (медиана · среднее)"]
+        lines = [t("report.times", lang=lang)]
         lines += [
-            f"→ {escape(_cut(s.title, 28))}: {format_duration(s.median_seconds_from_previous)} · "
-            f"{format_duration(s.mean_seconds_from_previous)}"
+            f"→ {escape(_cut(s.title, 28))}: "
+            f"{format_duration(s.median_seconds_from_previous, lang=lang)} · "
+            f"{format_duration(s.mean_seconds_from_previous, lang=lang)}"
             for s in timed
         ]
         sections.append("\n".join(lines))
@@ -83,9 +102,9 @@ def format_report_html(report: FunnelReport) -> str:
                 for e in exits
             )
         )
-    sections.append(_money_html(report))
+    sections.append(_money_html(report, lang))
     if report.questions:
-        lines = ["<b>❓ Вопросы</b> (видели → ответили)"]
+        lines = [t("report.questions", lang=lang)]
         lines += [
             f"{q.number}. {escape(_cut(q.title, 24))}: {format_number(q.saw)} → "
             f"{format_number(q.answered)} ({format_percent(q.answer_rate)})"
@@ -94,51 +113,67 @@ def format_report_html(report: FunnelReport) -> str:
         sections.append("\n".join(lines))
     churn = [c for c in report.churn if c.churned]
     if churn:
-        lines = [f"<b>🔕 Отписались или заблокировали</b>: {format_percent(totals.churn_share)}"]
+        lines = [t("report.churn", lang=lang, share=format_percent(totals.churn_share))]
         lines += [
-            f"{escape(_cut(c.title, 24))}: {format_number(c.churned)} из "
-            f"{format_number(c.leads)} ({format_percent(c.share)})"
+            t(
+                "report.churn.line",
+                lang=lang,
+                title=escape(_cut(c.title, 24)),
+                churned=format_number(c.churned),
+                leads=format_number(c.leads),
+                share=format_percent(c.share),
+            )
             for c in churn
         ]
         sections.append("\n".join(lines))
     for title, segments, names in (
-        ("🌡 По температуре", report.by_temperature, TEMPERATURES),
-        ("🧾 По версии сценария", report.by_version, {}),
+        (t("report.by_temperature", lang=lang), report.by_temperature, temperatures(lang)),
+        (t("report.by_version", lang=lang), report.by_version, {}),
     ):
         if len(segments) > 1:
-            sections.append(_segments_html(title, segments, names))
+            sections.append(_segments_html(title, segments, names, lang))
     used = len(fit_to_telegram(*sections))
     if report.source is None and report.by_source:
-        sections.append(_sources_section(report, TELEGRAM_LIMIT - used - 2))
+        sections.append(_sources_section(report, TELEGRAM_LIMIT - used - 2, lang))
     return fit_to_telegram(*sections)
 
 
-def _money_html(report: FunnelReport) -> str:
+def _money_html(report: FunnelReport, lang: str) -> str:
     money = report.money
     cur = money.currency
     lines = [
-        f"<b>💰 Выручка</b>: {format_money(money.revenue, cur)} · покупок "
-        f"{format_number(money.purchases)}",
-        f"Средний чек: {format_money(money.average_check, cur)} · на лида: "
-        f"{format_money(money.revenue_per_lead, cur)}",
+        t(
+            "report.revenue",
+            lang=lang,
+            revenue=format_money(money.revenue, cur),
+            purchases=format_number(money.purchases),
+        ),
+        t(
+            "report.average_check",
+            lang=lang,
+            average=format_money(money.average_check, cur),
+            per_lead=format_money(money.revenue_per_lead, cur),
+        ),
     ]
     if money.median_seconds_to_first_purchase is not None:
-        lines.append(
-            f"До покупки (медиана): {format_duration(money.median_seconds_to_first_purchase)}"
-        )
+        duration = format_duration(money.median_seconds_to_first_purchase, lang=lang)
+        lines.append(t("report.to_purchase", lang=lang, duration=duration))
     if money.spend is not None:
         lines.append(
-            f"Реклама: {format_money(money.spend, cur)}"
-            f" · CPL {format_money(money.cost_per_lead, cur)}"
+            t("report.spend", lang=lang, spend=format_money(money.spend, cur))
+            + f" · CPL {format_money(money.cost_per_lead, cur)}"
             f" · CAC {format_money(money.cac, cur)}"
             f" · ROMI {format_percent(money.romi)}"
         )
     for currency, amount in money.other_revenue.items():
-        lines.append(f"Ещё выручка: {escape(format_money(amount, currency))} (не сложена)")
+        other = escape(format_money(amount, currency))
+        lines.append(t("report.other_revenue", lang=lang, amount=other))
     return "\n".join(lines)
 
 
-def _segments_html(title: str, segments: Sequence[Segment], names: dict[str | None, str]) -> str:
+def _segments_html(
+    title: str, segments: Sequence[Segment], names: dict[str | None, str], lang: str
+) -> str:
     lines = [f"<b>{title}</b>"]
     for segment in segments[:6]:
         name = names.get(segment.key) or segment.key or "—"
@@ -147,28 +182,37 @@ def _segments_html(title: str, segments: Sequence[Segment], names: dict[str | No
             f"{format_percent(segment.overall_conversion)}"
         )
     if len(segments) > 6:
-        lines.append(f"…и ещё {len(segments) - 6}")
+        lines.append(t("report.more", lang=lang, n=len(segments) - 6))
     return "\n".join(lines)
 
 
-def _sources_section(report: FunnelReport, budget: int) -> str:
-    head = "<b>📣 Источники</b> (лиды → оплатили) · все: /sources"
+def _sources_section(report: FunnelReport, budget: int, lang: str) -> str:
+    head = t("report.sources", lang=lang)
     lines = [
         f"<code>{escape(_cut(s.key or '—', 20))}</code>: {format_number(s.leads)} → "
         f"{format_percent(s.overall_conversion)}"
         for s in report.by_source
     ]
     kept = lines_that_fit(
-        lines, budget - len(head) - 1, lambda n: f"…и ещё {n}", cap=STATS_SOURCES
+        lines,
+        budget - len(head) - 1,
+        lambda n: t("report.more", lang=lang, n=n),
+        cap=STATS_SOURCES,
     )
     return "\n".join([head, *kept])
 
 
-def _source_line(s: SourceMoney, currency: str) -> str:
+def _source_line(s: SourceMoney, currency: str, lang: str) -> str:
     parts = [
-        f"<b>{escape(_cut(s.source or '—', 32))}</b>: {format_number(s.leads)} лид.",
-        f"квал. {format_number(s.qualified)}",
-        f"оплат. {format_number(s.customers)} ({format_percent(s.conversion)})",
+        f"<b>{escape(_cut(s.source or '—', 32))}</b>: "
+        + t("sources.leads", lang=lang, n=s.leads, leads=format_number(s.leads)),
+        t("sources.qualified", lang=lang, qualified=format_number(s.qualified)),
+        t(
+            "sources.customers",
+            lang=lang,
+            customers=format_number(s.customers),
+            conversion=format_percent(s.conversion),
+        ),
         format_money(s.revenue, currency),
     ]
     if s.spend is not None:
@@ -176,14 +220,17 @@ def _source_line(s: SourceMoney, currency: str) -> str:
     return " · ".join(parts)
 
 
-def format_sources_html(report: FunnelReport) -> str:
-    """The /sources message: one line per source, best first, within Telegram's limit."""
-    header = f"<b>📣 Источники {escape(_period_words(report))}</b>"
+def format_sources_html(report: FunnelReport, *, lang: str) -> str:
+    """The /sources message in `lang`: one line per source, best first, within Telegram's
+    limit."""
+    header = t("sources.title", lang=lang, period=escape(_period_words(report, lang)))
     sources = report.money.by_source
     if not sources:
-        return f"{header}\nЛидов нет."
-    lines = [_source_line(s, report.money.currency) for s in sources]
-    kept = lines_that_fit(lines, TELEGRAM_LIMIT - len(header) - 1, lambda n: f"…и ещё {n} источн.")
+        return header + "\n" + t("sources.no_leads", lang=lang)
+    lines = [_source_line(s, report.money.currency, lang) for s in sources]
+    kept = lines_that_fit(
+        lines, TELEGRAM_LIMIT - len(header) - 1, lambda n: t("sources.more", lang=lang, n=n)
+    )
     return "\n".join([header, *kept])
 
 
@@ -208,8 +255,8 @@ def format_report_text(report: FunnelReport) -> str:
             f"{s.title:<{width}}  {s.reached:>8}  {format_percent(s.conversion_from_previous):>9}"
             f"  {format_percent(s.conversion_from_first):>10}  "
             f"{'' if s.dropped is None else s.dropped:>8}  "
-            f"{_plain(format_duration(s.median_seconds_from_previous)):>8}  "
-            f"{_plain(format_duration(s.mean_seconds_from_previous)):>8}"
+            f"{_took(s.median_seconds_from_previous):>8}  "
+            f"{_took(s.mean_seconds_from_previous):>8}"
         )
     for e in report.exited:
         out.append(f"{e.title:<{width}}  {e.leads:>8}  (exit, {format_percent(e.share)} of leads)")
@@ -228,7 +275,7 @@ def format_report_text(report: FunnelReport) -> str:
         f", purchases {money.purchases}, customers {money.customers}"
         f", average check {_plain(format_money(money.average_check, cur))}"
         f", per lead {_plain(format_money(money.revenue_per_lead, cur))}"
-        f", to first purchase {_plain(format_duration(money.median_seconds_to_first_purchase))}",
+        f", to first purchase {_took(money.median_seconds_to_first_purchase)}",
     ]
     if money.spend is not None:
         out.append(
@@ -269,3 +316,8 @@ def format_report_text(report: FunnelReport) -> str:
 
 def _plain(value: str) -> str:
     return value.replace(NBSP, " ")
+
+
+def _took(seconds: float | None) -> str:
+    """A duration for the terminal table, which is in English."""
+    return _plain(format_duration(seconds, lang="en"))
