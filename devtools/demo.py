@@ -22,6 +22,7 @@ from bot.app import App
 from bot.ratelimit import RateLimiter
 from bot.settings import Settings
 from funnel.core.clock import ScaledClock
+from handlers.i18n import t
 
 DATA = Path("data")
 DATABASE = DATA / "demo.sqlite3"
@@ -236,13 +237,14 @@ async def _school_work(
     handled: set[int] = set()
     taken: set[int] = set()
     group = emu.group(app.settings.manager_chat_id or 0)
+    take = t("card.button.take", lang=app.scripts.current.language)
     while not stop.is_set():
         await asyncio.sleep(0.5)
         for card in list(group.messages):
-            if card.message_id not in taken and "🙋 Беру" in card.labels:
+            if card.message_id not in taken and take in card.labels:
                 taken.add(card.message_id)
                 with contextlib.suppress(LookupError):
-                    await manager.press(card, "🙋 Беру")
+                    await manager.press(card, take)
         async with app.sessions() as session:
             booked = (await session.scalars(
                 select(Lead).where(Lead.stage == "consultation", Lead.deleted_at.is_(None))

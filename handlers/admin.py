@@ -111,8 +111,13 @@ def router(config: BotConfig) -> Router:
     r.message.filter(F.chat.type == ChatType.PRIVATE, F.from_user.id.in_(config.admin_ids))
 
     @r.message(Command("stats"))
-    async def cmd_stats(message: Message, command: CommandObject, session: AsyncSession,
-                        script: Script, clock: Clock) -> None:  # fmt: skip
+    async def cmd_stats(
+        message: Message,
+        command: CommandObject,
+        session: AsyncSession,
+        script: Script,
+        clock: Clock,
+    ) -> None:
         lang = script.language
         args = await _args(message, command, "stats", lang)
         if args is None:
@@ -131,8 +136,14 @@ def router(config: BotConfig) -> Router:
         await message.answer(format_report_html(report, lang=script.language))
 
     @r.message(Command("funnel"))
-    async def cmd_funnel(message: Message, command: CommandObject, session: AsyncSession,
-                         script: Script, clock: Clock, bot: Bot) -> None:  # fmt: skip
+    async def cmd_funnel(
+        message: Message,
+        command: CommandObject,
+        session: AsyncSession,
+        script: Script,
+        clock: Clock,
+        bot: Bot,
+    ) -> None:
         lang = script.language
         args = await _args(message, command, "funnel", lang)
         if args is None:
@@ -148,8 +159,13 @@ def router(config: BotConfig) -> Router:
         await message.answer_photo(BufferedInputFile(png, "funnel.png"))
 
     @r.message(Command("sources"))
-    async def cmd_sources(message: Message, command: CommandObject, session: AsyncSession,
-                          script: Script, clock: Clock) -> None:  # fmt: skip
+    async def cmd_sources(
+        message: Message,
+        command: CommandObject,
+        session: AsyncSession,
+        script: Script,
+        clock: Clock,
+    ) -> None:
         lang = script.language
         args = await _args(message, command, "sources", lang)
         if args is None:
@@ -161,8 +177,9 @@ def router(config: BotConfig) -> Router:
         await message.answer(format_sources_html(report, lang=script.language))
 
     @r.message(Command("lead"))
-    async def cmd_lead(message: Message, command: CommandObject, session: AsyncSession,
-                       script: Script) -> None:  # fmt: skip
+    async def cmd_lead(
+        message: Message, command: CommandObject, session: AsyncSession, script: Script
+    ) -> None:
         lang = script.language
         args = await _args(message, command, "lead", lang)
         if args is None:
@@ -176,8 +193,13 @@ def router(config: BotConfig) -> Router:
             await message.answer(format_lead_card_html(card, lang=script.language))
 
     @r.message(Command("paid"))
-    async def cmd_paid(message: Message, command: CommandObject, session: AsyncSession,
-                       script: Script, clock: Clock) -> None:  # fmt: skip
+    async def cmd_paid(
+        message: Message,
+        command: CommandObject,
+        session: AsyncSession,
+        script: Script,
+        clock: Clock,
+    ) -> None:
         lang = script.language
         args = await _args(message, command, "paid", lang)
         if args is None:
@@ -201,13 +223,24 @@ def router(config: BotConfig) -> Router:
         await session.commit()
         title = escape(script.titles.get(stage, stage))
         await message.answer(
-            t("paid.recorded", lang=lang, amount=amount, currency=currency, lead=lead.id,
-              stage=title)
-        )  # fmt: skip
+            t(
+                "paid.recorded",
+                lang=lang,
+                amount=amount,
+                currency=currency,
+                lead=lead.id,
+                stage=title,
+            )
+        )
 
     @r.message(Command("spend"))
-    async def cmd_spend(message: Message, command: CommandObject, session: AsyncSession,
-                        script: Script, clock: Clock) -> None:  # fmt: skip
+    async def cmd_spend(
+        message: Message,
+        command: CommandObject,
+        session: AsyncSession,
+        script: Script,
+        clock: Clock,
+    ) -> None:
         lang = script.language
         args = await _args(message, command, "spend", lang)
         if args is None:
@@ -226,13 +259,23 @@ def router(config: BotConfig) -> Router:
         await record_spend(session, source, amount, currency, user_id, clock.now())
         await session.commit()
         await message.answer(
-            t("admin.spend.recorded", lang=lang, amount=amount, currency=currency,
-              source=escape(source))
-        )  # fmt: skip
+            t(
+                "admin.spend.recorded",
+                lang=lang,
+                amount=amount,
+                currency=currency,
+                source=escape(source),
+            )
+        )
 
     @r.message(Command("export"))
-    async def cmd_export(message: Message, command: CommandObject, session: AsyncSession,
-                         script: Script, clock: Clock) -> None:  # fmt: skip
+    async def cmd_export(
+        message: Message,
+        command: CommandObject,
+        session: AsyncSession,
+        script: Script,
+        clock: Clock,
+    ) -> None:
         lang = script.language
         args = await _args(message, command, "export", lang)
         if args is None:
@@ -247,8 +290,9 @@ def router(config: BotConfig) -> Router:
         await message.answer_document(BufferedInputFile(data, name))
 
     @r.message(Command("campaigns"))
-    async def cmd_campaigns(message: Message, session: AsyncSession, script: Script,
-                            clock: Clock) -> None:  # fmt: skip
+    async def cmd_campaigns(
+        message: Message, session: AsyncSession, script: Script, clock: Clock
+    ) -> None:
         report = await campaign_report(session, script, clock.now())
         await message.answer(format_campaign_report_html(report, lang=script.language))
 

@@ -57,8 +57,14 @@ def router(config: BotConfig) -> Router:
     r.callback_query.filter(F.message.chat.id == config.manager_chat_id)
 
     @r.callback_query(CardCb.filter())
-    async def on_card(query: CallbackQuery, callback_data: CardCb, bot: Bot,
-                      session: AsyncSession, script: Script, clock: Clock) -> None:  # fmt: skip
+    async def on_card(
+        query: CallbackQuery,
+        callback_data: CardCb,
+        bot: Bot,
+        session: AsyncSession,
+        script: Script,
+        clock: Clock,
+    ) -> None:
         lang = script.language
         message = query.message
         if message is None or not _is_ours(query.data, callback_data):
@@ -108,8 +114,14 @@ def router(config: BotConfig) -> Router:
         await answer_callback(query, t("manager.not_a_button", lang=script.language))
 
     @r.message(F.reply_to_message, F.text, _replies_to_a_prompt)
-    async def on_amount(message: Message, bot: Bot, session: AsyncSession, script: Script,
-                        clock: Clock, prompt: AmountPrompt) -> None:  # fmt: skip
+    async def on_amount(
+        message: Message,
+        bot: Bot,
+        session: AsyncSession,
+        script: Script,
+        clock: Clock,
+        prompt: AmountPrompt,
+    ) -> None:
         lang = script.language
         if message.from_user is None:
             return
@@ -133,9 +145,8 @@ def router(config: BotConfig) -> Router:
         await session.commit()
         title = escape(script.titles.get(stage, stage))
         await message.reply(
-            t("paid.recorded", lang=lang, amount=amount, currency="RUB", lead=lead.id,
-              stage=title)
-        )  # fmt: skip
+            t("paid.recorded", lang=lang, amount=amount, currency="RUB", lead=lead.id, stage=title)
+        )
 
     return r
 
@@ -169,8 +180,9 @@ def _from_this_bot(message: Message, bot: Bot) -> bool:
     return author is not None and author.is_bot and author.id == bot.id
 
 
-async def _take(query: CallbackQuery, bot: Bot, session: AsyncSession, script: Script,
-                clock: Clock, lead: Lead) -> None:  # fmt: skip
+async def _take(
+    query: CallbackQuery, bot: Bot, session: AsyncSession, script: Script, clock: Clock, lead: Lead
+) -> None:
     lang = script.language
     name = plain_name(query.from_user.full_name, 128) or t("manager.default_name", lang=lang)
     # One UPDATE decides between two managers tapping at once: only one row changes.
@@ -192,12 +204,14 @@ async def _take(query: CallbackQuery, bot: Bot, session: AsyncSession, script: S
     await session.refresh(lead)
     await answer_callback(query, t("manager.taken", lang=lang))
     if query.message is not None:
-        await _refresh_card(bot, session, script, lead, query.message.chat.id,
-                            query.message.message_id)  # fmt: skip
+        await _refresh_card(
+            bot, session, script, lead, query.message.chat.id, query.message.message_id
+        )
 
 
-async def _refresh_card(bot: Bot, session: AsyncSession, script: Script, lead: Lead,
-                        chat_id: int, message_id: int) -> None:  # fmt: skip
+async def _refresh_card(
+    bot: Bot, session: AsyncSession, script: Script, lead: Lead, chat_id: int, message_id: int
+) -> None:
     card = await cards.manager_card(session, script, lead)
     text = format_manager_card(card, lang=script.language)
     # "message is not modified" after a double tap: the card already says it.

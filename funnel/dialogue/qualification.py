@@ -109,7 +109,7 @@ def verdict(script: Script, options: Mapping[str, str | None], score: int) -> Ve
 
 
 def _reasons(script: Script, options: Mapping[str, str | None]) -> list[str]:
-    """'need: Сменить профессию (+30)' lines that explain a score to a manager."""
+    """'need: To change careers (+30)' lines that explain a score to a manager."""
     lines = []
     for question in script.questions:
         if question.id not in options:
