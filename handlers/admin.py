@@ -87,6 +87,23 @@ async def _period(
     return None
 
 
+async def _period_asked(
+    message: Message,
+    command: CommandObject,
+    name: str,
+    clock: Clock,
+    config: BotConfig,
+    lang: str,
+) -> tuple[list[str], Period] | None:
+    """A report command's words and the period they name; a reply instead when either is
+    wrong (None)."""
+    args = await _args(message, command, name, lang)
+    if args is None:
+        return None
+    period = await _period(message, name, args, clock, config, lang)
+    return None if period is None else (args, period)
+
+
 async def _lead(
     message: Message, name: str, session: AsyncSession, reference: str, lang: str
 ) -> Lead | None:
@@ -119,12 +136,10 @@ def router(config: BotConfig) -> Router:
         clock: Clock,
     ) -> None:
         lang = script.language
-        args = await _args(message, command, "stats", lang)
-        if args is None:
+        asked = await _period_asked(message, command, "stats", clock, config, lang)
+        if asked is None:
             return
-        period = await _period(message, "stats", args, clock, config, lang)
-        if period is None:
-            return
+        args, period = asked
         try:
             source = _source(args[1]) if len(args) > 1 else None
         except ValueError as e:
@@ -145,12 +160,10 @@ def router(config: BotConfig) -> Router:
         bot: Bot,
     ) -> None:
         lang = script.language
-        args = await _args(message, command, "funnel", lang)
-        if args is None:
+        asked = await _period_asked(message, command, "funnel", clock, config, lang)
+        if asked is None:
             return
-        period = await _period(message, "funnel", args, clock, config, lang)
-        if period is None:
-            return
+        _, period = asked
         report = await funnel_report(session, script, now=clock.now(), period=period)
         # matplotlib holds the thread for a while: the other updates keep being served.
         png = await asyncio.to_thread(
@@ -167,12 +180,10 @@ def router(config: BotConfig) -> Router:
         clock: Clock,
     ) -> None:
         lang = script.language
-        args = await _args(message, command, "sources", lang)
-        if args is None:
+        asked = await _period_asked(message, command, "sources", clock, config, lang)
+        if asked is None:
             return
-        period = await _period(message, "sources", args, clock, config, lang)
-        if period is None:
-            return
+        _, period = asked
         report = await funnel_report(session, script, now=clock.now(), period=period)
         await message.answer(format_sources_html(report, lang=script.language))
 
@@ -277,12 +288,10 @@ def router(config: BotConfig) -> Router:
         clock: Clock,
     ) -> None:
         lang = script.language
-        args = await _args(message, command, "export", lang)
-        if args is None:
+        asked = await _period_asked(message, command, "export", clock, config, lang)
+        if asked is None:
             return
-        period = await _period(message, "export", args, clock, config, lang)
-        if period is None:
-            return
+        _, period = asked
         data = await export_leads_csv(
             session, script, period, clock.now(), labels=csv_labels(script.language)
         )
