@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help setup demo test test-postgres lint typecheck check bench bench-report bench-tick bench-delivery bench-faults i18n-extract i18n-update i18n-compile run chat emulator clean
 
 help:  ## list the tasks
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 # The application with its dev extra, the emulator and the dev tools (the demo, the chat):
 # three distributions, so that the application's wheel contains neither of the last two.
