@@ -85,6 +85,9 @@ def test_counted_texts_are_plural_in_the_catalogs() -> None:
     """`tn` keys have plural forms in every language (what `make i18n-update` keeps)."""
     counted = keys_named("tn")
     assert counted
+    plural = {key for key, texts in catalog("en").items() if len(texts) > 1}
+    # A plural text read with t() would always take its first form ("2 lead").
+    assert plural == counted, plural ^ counted
     for language, forms in (("ru", 3), ("en", 2)):
         texts = catalog(language)
         for key in counted:
@@ -107,3 +110,8 @@ def test_no_russian_text_is_left_in_the_code() -> None:
         if cyrillic.search(line)
     ]
     assert not found, "texts belong in locales/: " + ", ".join(found)
+
+
+def test_english_plurals() -> None:
+    assert tn("sources.leads", 1, lang="en", leads="1") == "1 lead"
+    assert tn("sources.leads", 2, lang="en", leads="2") == "2 leads"

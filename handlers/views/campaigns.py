@@ -8,7 +8,7 @@ from html import escape
 
 from funnel.core.telegram_text import TELEGRAM_LIMIT, lines_that_fit
 from funnel.reports.campaign_effect import CampaignReport, StepStats
-from handlers.i18n import t
+from handlers.i18n import t, tn
 
 
 def _reason(reason: str, lang: str) -> str:
@@ -41,11 +41,11 @@ def _duration(delta: timedelta, lang: str) -> str:
     hours, rest = divmod(rest, 3600)
     minutes = rest // 60
     parts = [
-        t("campaigns.days", lang=lang, n=days) if days else "",
-        t("campaigns.hours", lang=lang, n=hours) if hours else "",
-        t("campaigns.minutes", lang=lang, n=minutes) if minutes else "",
+        tn("campaigns.days", days, lang=lang) if days else "",
+        tn("campaigns.hours", hours, lang=lang) if hours else "",
+        tn("campaigns.minutes", minutes, lang=lang) if minutes else "",
     ]
-    return " ".join(p for p in parts if p) or t("campaigns.minutes", lang=lang, n=0)
+    return " ".join(p for p in parts if p) or tn("campaigns.minutes", 0, lang=lang)
 
 
 def _cancelled(step: StepStats, lang: str) -> str:
@@ -93,7 +93,7 @@ def _lines(report: CampaignReport, html: bool, lang: str) -> list[str]:
         lines.append(t("campaigns.empty", lang=lang))
         return lines
     window = report.advance_window.days
-    lines.append(t("campaigns.advanced", lang=lang, n=window))
+    lines.append(tn("campaigns.advanced", window, lang=lang))
     for campaign in report.campaigns:
         kind = f" [{campaign.kind}]" if campaign.kind else ""
         gone = " " + t("campaigns.not_in_script", lang=lang) if not campaign.in_script else ""
@@ -109,7 +109,7 @@ def format_campaign_report_html(report: CampaignReport, *, lang: str) -> str:
     lines = _lines(report, html=True, lang=lang)
 
     def more(n: int) -> str:
-        return t("campaigns.more_lines", lang=lang, n=n)
+        return tn("campaigns.more_lines", n, lang=lang)
 
     return "\n".join(lines_that_fit(lines, TELEGRAM_LIMIT, more))
 

@@ -8,7 +8,7 @@ from html import escape
 
 from funnel.core.telegram_text import fit_to_telegram, plain_name
 from funnel.reports.lead_card import LeadCard
-from handlers.i18n import t
+from handlers.i18n import t, tn
 
 __all__ = ["format_lead_card_html"]
 
@@ -27,7 +27,7 @@ def _cut(value: str, width: int) -> str:
 def _recent(lines: list[str], lang: str) -> list[str]:
     if len(lines) <= MAX_ROWS:
         return lines
-    return [t("lead.earlier", lang=lang, n=len(lines) - MAX_ROWS), *lines[-MAX_ROWS:]]
+    return [tn("lead.earlier", len(lines) - MAX_ROWS, lang=lang), *lines[-MAX_ROWS:]]
 
 
 def _temperature(temperature: str | None, lang: str) -> str:

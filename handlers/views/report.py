@@ -9,7 +9,7 @@ from html import escape
 
 from funnel.core.telegram_text import TELEGRAM_LIMIT, fit_to_telegram, lines_that_fit
 from funnel.reports.figures import FunnelReport, Segment, SourceMoney, StageRow
-from handlers.i18n import t
+from handlers.i18n import t, tn
 from handlers.views.numbers import (
     NBSP,
     format_duration,
@@ -45,7 +45,7 @@ def _period_words(report: FunnelReport, lang: str) -> str:
     if period.is_all:
         return t("report.period.all", lang=lang)
     if period.label.endswith("d") and period.label[:-1].isdigit():
-        return t("report.period.days", lang=lang, n=int(period.label[:-1]))
+        return tn("report.period.days", int(period.label[:-1]), lang=lang)
     return period.label.replace("..", " — ")
 
 
@@ -182,7 +182,7 @@ def _segments_html(
             f"{format_percent(segment.overall_conversion)}"
         )
     if len(segments) > 6:
-        lines.append(t("report.more", lang=lang, n=len(segments) - 6))
+        lines.append(tn("report.more", len(segments) - 6, lang=lang))
     return "\n".join(lines)
 
 
@@ -196,7 +196,7 @@ def _sources_section(report: FunnelReport, budget: int, lang: str) -> str:
     kept = lines_that_fit(
         lines,
         budget - len(head) - 1,
-        lambda n: t("report.more", lang=lang, n=n),
+        lambda n: tn("report.more", n, lang=lang),
         cap=STATS_SOURCES,
     )
     return "\n".join([head, *kept])
@@ -205,7 +205,7 @@ def _sources_section(report: FunnelReport, budget: int, lang: str) -> str:
 def _source_line(s: SourceMoney, currency: str, lang: str) -> str:
     parts = [
         f"<b>{escape(_cut(s.source or '—', 32))}</b>: "
-        + t("sources.leads", lang=lang, n=s.leads, leads=format_number(s.leads)),
+        + tn("sources.leads", s.leads, lang=lang, leads=format_number(s.leads)),
         t("sources.qualified", lang=lang, qualified=format_number(s.qualified)),
         t(
             "sources.customers",
@@ -229,7 +229,7 @@ def format_sources_html(report: FunnelReport, *, lang: str) -> str:
         return header + "\n" + t("sources.no_leads", lang=lang)
     lines = [_source_line(s, report.money.currency, lang) for s in sources]
     kept = lines_that_fit(
-        lines, TELEGRAM_LIMIT - len(header) - 1, lambda n: t("sources.more", lang=lang, n=n)
+        lines, TELEGRAM_LIMIT - len(header) - 1, lambda n: tn("sources.more", n, lang=lang)
     )
     return "\n".join([header, *kept])
 
