@@ -39,8 +39,9 @@ typecheck: $(STAMP)  ## mypy on the application packages, the dev tools and the 
 
 check: lint typecheck test  ## everything CI should be happy with
 
-# The bot's own texts: the code names keys with t("key") and, for counted texts, tn("key", n).
-I18N_KEYWORDS := -k t -k tn:1,1
+# The bot's own texts: the code names keys with t("key"), tn("key", n) for counted texts, and
+# N_("key") in tables read later with t().
+I18N_KEYWORDS := -k t -k tn:1,1 -k N_
 
 i18n-extract: $(STAMP)  ## the keys the code names, as locales/leadbot.pot
 	$(BIN)/pybabel extract --no-location --omit-header $(I18N_KEYWORDS) -o locales/leadbot.pot bot funnel handlers

@@ -1,53 +1,47 @@
 """The domain's refusals (funnel.core.errors.InputError: a code and fields) in words, in
-the reader's language. Every code has its own literal key here, so the catalog test sees
-each one; a code missing from the table is said as a generic refusal, never in raw form."""
+the reader's language. Every code has its own key here, marked with N_ so the catalog test
+and `pybabel extract` see each one; a code missing from the table is said as a generic
+refusal, never in raw form."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from funnel.core.errors import InputError
-from handlers.i18n import t
+from handlers.i18n import N_, t
 
-Text = Callable[..., str]
-
-TEXTS: dict[str, Text] = {
-    "arguments.too_long": lambda lang, **f: t("error.arguments.too_long", lang=lang, **f),
-    "argument.too_long": lambda lang, **f: t("error.argument.too_long", lang=lang, **f),
-    "source.too_long": lambda lang, **f: t("error.source.too_long", lang=lang, **f),
-    "username.too_long": lambda lang, **f: t("error.username.too_long", lang=lang, **f),
-    "username.empty": lambda lang, **f: t("error.username.empty", lang=lang, **f),
-    "id.not_digits": lambda lang, **f: t("error.id.not_digits", lang=lang, **f),
-    "id.too_large": lambda lang, **f: t("error.id.too_large", lang=lang, **f),
-    "id.not_positive": lambda lang, **f: t("error.id.not_positive", lang=lang, **f),
-    "lead_id.not_digits": lambda lang, **f: t("error.lead_id.not_digits", lang=lang, **f),
-    "lead_id.too_large": lambda lang, **f: t("error.lead_id.too_large", lang=lang, **f),
-    "lead_id.not_positive": lambda lang, **f: t("error.lead_id.not_positive", lang=lang, **f),
-    "telegram_id.not_digits": lambda lang, **f: t("error.telegram_id.not_digits", lang=lang, **f),
-    "telegram_id.too_large": lambda lang, **f: t("error.telegram_id.too_large", lang=lang, **f),
-    "telegram_id.not_positive": lambda lang, **f: t(
-        "error.telegram_id.not_positive", lang=lang, **f
-    ),
-    "amount.too_long": lambda lang, **f: t("error.amount.too_long", lang=lang, **f),
-    "amount.not_a_number": lambda lang, **f: t("error.amount.not_a_number", lang=lang, **f),
-    "amount.not_positive": lambda lang, **f: t("error.amount.not_positive", lang=lang, **f),
-    "amount.too_large": lambda lang, **f: t("error.amount.too_large", lang=lang, **f),
-    "currency.not_a_code": lambda lang, **f: t("error.currency.not_a_code", lang=lang, **f),
-    "period.days_out_of_range": lambda lang, **f: t(
-        "error.period.days_out_of_range", lang=lang, **f
-    ),
-    "period.reversed": lambda lang, **f: t("error.period.reversed", lang=lang, **f),
-    "period.not_understood": lambda lang, **f: t("error.period.not_understood", lang=lang, **f),
-    "period.out_of_range": lambda lang, **f: t("error.period.out_of_range", lang=lang, **f),
+KEYS: dict[str, str] = {
+    "arguments.too_long": N_("error.arguments.too_long"),
+    "argument.too_long": N_("error.argument.too_long"),
+    "source.too_long": N_("error.source.too_long"),
+    "username.too_long": N_("error.username.too_long"),
+    "username.empty": N_("error.username.empty"),
+    "id.not_digits": N_("error.id.not_digits"),
+    "id.too_large": N_("error.id.too_large"),
+    "id.not_positive": N_("error.id.not_positive"),
+    "lead_id.not_digits": N_("error.lead_id.not_digits"),
+    "lead_id.too_large": N_("error.lead_id.too_large"),
+    "lead_id.not_positive": N_("error.lead_id.not_positive"),
+    "telegram_id.not_digits": N_("error.telegram_id.not_digits"),
+    "telegram_id.too_large": N_("error.telegram_id.too_large"),
+    "telegram_id.not_positive": N_("error.telegram_id.not_positive"),
+    "amount.too_long": N_("error.amount.too_long"),
+    "amount.not_a_number": N_("error.amount.not_a_number"),
+    "amount.not_positive": N_("error.amount.not_positive"),
+    "amount.too_large": N_("error.amount.too_large"),
+    "currency.not_a_code": N_("error.currency.not_a_code"),
+    "period.days_out_of_range": N_("error.period.days_out_of_range"),
+    "period.reversed": N_("error.period.reversed"),
+    "period.not_understood": N_("error.period.not_understood"),
+    "period.out_of_range": N_("error.period.out_of_range"),
 }
 
 
 def explain(error: ValueError, lang: str) -> str:
     """What was wrong, in `lang` (plain text: the caller escapes it for HTML)."""
     if isinstance(error, InputError):
-        text = TEXTS.get(error.code)
-        if text is not None:
+        key = KEYS.get(error.code)
+        if key is not None:
             fields: dict[str, Any] = error.fields
-            return text(lang, **fields)
+            return t(key, lang=lang, **fields)
     return t("error.unknown", lang=lang)

@@ -61,6 +61,12 @@ def language_of(code: str | None) -> str:
     return short if short in LANGUAGES else DEFAULT_LANGUAGE
 
 
+def N_(key: str) -> str:
+    """Marks a key for `pybabel extract` where its text is read later with `t(key)`: tables
+    from a code to its key stay plain data."""
+    return key
+
+
 def t(key: str, /, *, lang: str | None = None, **fields: Any) -> str:
     """The text of `key` in `lang` (default: the current update's language), with `fields`
     filled in."""

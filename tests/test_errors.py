@@ -14,7 +14,7 @@ from funnel.core import inputs
 from funnel.core.errors import InputError
 from funnel.handoff.purchases import parse_currency
 from funnel.reports.periods import parse_period
-from handlers.errors import TEXTS, explain
+from handlers.errors import KEYS, explain
 from handlers.i18n import t
 
 CYRILLIC = re.compile("[\u0400-\u04ff]")
@@ -64,7 +64,7 @@ def test_each_refusal_has_its_code_and_words_in_both_languages(
 
 def test_every_code_with_words_is_raised_somewhere() -> None:
     raised = {code for code, _ in REFUSALS} | {"period.out_of_range"}  # the handler's own
-    assert set(TEXTS) == raised
+    assert set(KEYS) == raised
 
 
 def test_the_handlers_own_code_has_words() -> None:

@@ -27,7 +27,7 @@ from funnel.core.inputs import (
     split_args,
 )
 from funnel.handoff import purchases
-from handlers.errors import TEXTS, explain
+from handlers.errors import KEYS, explain
 
 ASCII_DIGITS = "0123456789"
 
@@ -84,7 +84,7 @@ def test_any_text_is_a_number_in_range_or_a_value_error(text: str) -> None:
         value = parse_lead_id(text)
     except ValueError as e:
         # A reason to show, nothing else raised.
-        assert isinstance(e, InputError) and e.code in TEXTS
+        assert isinstance(e, InputError) and e.code in KEYS
         return
     digits = text.strip().removeprefix("#")
     assert digits and set(digits) <= set(ASCII_DIGITS)
@@ -143,7 +143,7 @@ def test_any_text_is_an_amount_in_range_or_a_value_error(text: str) -> None:
     try:
         amount = parse_amount(text)
     except ValueError as e:
-        assert isinstance(e, InputError) and e.code in TEXTS
+        assert isinstance(e, InputError) and e.code in KEYS
         return
     assert 0 < amount < MAX_AMOUNT
     assert amount == amount.quantize(Decimal("0.01"))

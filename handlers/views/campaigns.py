@@ -8,27 +8,24 @@ from html import escape
 
 from funnel.core.telegram_text import TELEGRAM_LIMIT, lines_that_fit
 from funnel.reports.campaign_effect import CampaignReport, StepStats
-from handlers.i18n import t, tn
+from handlers.i18n import N_, t, tn
+
+# Why touches were cancelled, as keys of the catalog.
+REASONS = {
+    "replied": N_("campaigns.reason.replied"),
+    "stage_changed": N_("campaigns.reason.stage_changed"),
+    "opted_out": N_("campaigns.reason.opted_out"),
+    "blocked": N_("campaigns.reason.blocked"),
+    "forgotten": N_("campaigns.reason.forgotten"),
+    "not_eligible": N_("campaigns.reason.not_eligible"),
+    "campaign_removed": N_("campaigns.reason.campaign_removed"),
+}
 
 
 def _reason(reason: str, lang: str) -> str:
     """Why touches were cancelled, in words; an unknown reason is shown as it is stored."""
-    match reason:
-        case "replied":
-            return t("campaigns.reason.replied", lang=lang)
-        case "stage_changed":
-            return t("campaigns.reason.stage_changed", lang=lang)
-        case "opted_out":
-            return t("campaigns.reason.opted_out", lang=lang)
-        case "blocked":
-            return t("campaigns.reason.blocked", lang=lang)
-        case "forgotten":
-            return t("campaigns.reason.forgotten", lang=lang)
-        case "not_eligible":
-            return t("campaigns.reason.not_eligible", lang=lang)
-        case "campaign_removed":
-            return t("campaigns.reason.campaign_removed", lang=lang)
-    return reason
+    key = REASONS.get(reason)
+    return t(key, lang=lang) if key is not None else reason
 
 
 def _share(step: StepStats, part: int) -> str:

@@ -8,7 +8,7 @@ from html import escape
 
 from funnel.core.telegram_text import fit_to_telegram, plain_name
 from funnel.reports.lead_card import LeadCard
-from handlers.i18n import t, tn
+from handlers.i18n import N_, t, tn
 
 __all__ = ["format_lead_card_html"]
 
@@ -30,15 +30,16 @@ def _recent(lines: list[str], lang: str) -> list[str]:
     return [tn("lead.earlier", len(lines) - MAX_ROWS, lang=lang), *lines[-MAX_ROWS:]]
 
 
+TEMPERATURES = {
+    "hot": N_("lead.temperature.hot"),
+    "warm": N_("lead.temperature.warm"),
+    "cold": N_("lead.temperature.cold"),
+}
+
+
 def _temperature(temperature: str | None, lang: str) -> str:
-    match temperature:
-        case "hot":
-            return t("lead.temperature.hot", lang=lang)
-        case "warm":
-            return t("lead.temperature.warm", lang=lang)
-        case "cold":
-            return t("lead.temperature.cold", lang=lang)
-    return "—"
+    key = TEMPERATURES.get(temperature or "")
+    return t(key, lang=lang) if key is not None else "—"
 
 
 def format_lead_card_html(card: LeadCard, *, lang: str) -> str:
