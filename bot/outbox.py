@@ -23,8 +23,9 @@ from bot.delivery import Attempt, Claims, Courier, DeliveryStats, safe_error
 from bot.ratelimit import SendLimiter
 from funnel.core.clock import Clock
 from funnel.dialogue.replies import Reply
+from funnel.experiments import holdout
 from funnel.followups import planning, rendering, touch_queue
-from funnel.followups.decision import Cancel, Postpone, Send, decide
+from funnel.followups.decision import Cancel, HoldOut, Postpone, Send, decide
 from funnel.followups.sending_rules import in_window
 from funnel.followups.touch_queue import Outcome
 from funnel.script.schema import Script
@@ -241,6 +242,8 @@ class Outbox:
                     await touch_queue.postpone_touch(session, touch.id, decision.until,
                                                    decision.why)  # fmt: skip
                     round_.stats.postponed += 1
+                elif isinstance(decision, HoldOut):
+                    await holdout.hold_out(session, touch.id, now)
                 elif isinstance(decision, Send) and lead is not None and lead.chat_id:
                     campaign = script.campaign(touch.campaign)
                     assert campaign is not None  # decide() cancels touches of removed ones
@@ -252,7 +255,7 @@ class Outbox:
                             chat_id=lead.chat_id,
                             campaign=campaign.id,
                             step=touch.step,
-                            reply=rendering.render_touch(script, campaign, touch.step, lead),
+                            reply=rendering.render_touch(script, campaign, touch.step, lead, now),
                             notify_managers=campaign.steps[touch.step - 1].notify_managers,
                             lead_label=lead_label(lead.id, lead.first_name, lead.username),
                         )

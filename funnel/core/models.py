@@ -326,3 +326,26 @@ class RollupQuestions(Base):
     question: Mapped[str] = mapped_column(String(32), primary_key=True)
     answered: Mapped[int] = mapped_column(Integer, default=0)
     waiting: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# -- A/B tests: who saw which variant of an experiment, first at what time (only these leads
+# count in the report; funnel/experiments/).
+
+
+class Exposure(Base):
+    """The first time a lead was shown a variant of an experiment, written in the transaction
+    of the message that showed it; the lead's stage then is where its conversion counts from."""
+
+    __tablename__ = "exposures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    experiment: Mapped[str] = mapped_column(String(32))
+    variant: Mapped[str] = mapped_column(String(24))
+    stage: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("lead_id", "experiment"),
+        Index("ix_exposures_experiment_variant", "experiment", "variant"),
+    )

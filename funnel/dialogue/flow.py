@@ -265,7 +265,7 @@ class Dialogue:
         lead.exit_reason = verdict.disqualifier.id if verdict.disqualifier else None
         if can_move(self.script, lead.stage, verdict.outcome.stage):
             store.log_stage(self.session, lead, verdict.outcome.stage, verdict.kind, now)
-        text = verdict.outcome.text
+        text = messages.outcome_text(self.script, lead, lead.temperature or "disqualified", now)
         if verdict.disqualifier is not None and verdict.disqualifier.text:
             text = verdict.disqualifier.text
         handoff = None
@@ -280,7 +280,7 @@ class Dialogue:
     # -- replies --------------------------------------------------------------------------
 
     def _ask(self, lead: Lead, question: Question, intro: str | None = None) -> Reply:
-        return messages.ask(self.script, lead, question, intro)
+        return messages.ask(self.script, lead, question, intro, now=self.clock.now())
 
     def _outcome_reply(self, lead: Lead, text: str) -> Reply:
         kind = lead.temperature or "disqualified"
@@ -311,7 +311,7 @@ class Dialogue:
         return Result([self._stale(lead)], lead_id=lead.id)
 
     def _text(self, lead: Lead | None, template: str) -> str:
-        return messages.text_for(self.script, lead, template)
+        return messages.text_for(self.script, lead, template, now=self.clock.now())
 
     # -- helpers --------------------------------------------------------------------------
 

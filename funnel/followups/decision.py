@@ -10,6 +10,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from funnel.core.models import Lead, Touch
+from funnel.experiments.assignment import in_holdout
 from funnel.followups.sending_rules import in_window, send_allowed_at
 from funnel.script.schema import CampaignStep, Script
 
@@ -40,7 +41,13 @@ class Postpone:
     why: Literal["quiet_hours", "frequency_cap"]
 
 
-Decision = Send | Cancel | Postpone
+@dataclass(frozen=True)
+class HoldOut:
+    """The lead is in the campaign's holdout: the touch is due and would go out now, but is
+    only recorded (status held_out), so /campaigns can compare with those messaged."""
+
+
+Decision = Send | Cancel | Postpone | HoldOut
 
 
 def campaign_step(script: Script, campaign_id: str, step: int) -> CampaignStep | None:
@@ -83,7 +90,8 @@ def decide(
     history = list(sent)
     allowed = send_allowed_at(now, history, script.send_window, script.frequency_cap, zone)
     if allowed <= now:
-        return Send()
+        # Decided at the very moment a send would happen, so both groups pass every rule.
+        return HoldOut() if in_holdout(campaign, lead.id) else Send()
     why: Literal["quiet_hours", "frequency_cap"] = (
         "frequency_cap" if in_window(now, script.send_window, zone) else "quiet_hours"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import time, timedelta
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -17,9 +18,11 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from funnel.core.telegram_text import check_telegram_html
 from funnel.script.durations import Duration
@@ -219,6 +222,13 @@ class Campaign(Model):
     exit_reasons: tuple[Id, ...] = ()
     temperatures: tuple[Temperature, ...] = ()
     steps: tuple[CampaignStep, ...] = Field(min_length=1)
+    # A/B tests and holdouts: this share of the campaign's leads (sticky per lead) is planned
+    # but never sent, so /campaigns can compare the messaged with those left alone.
+    holdout: float = 0.0
+
+    _holdout_ok = field_validator("holdout", mode="before")(
+        lambda v: _share(v, "holdout", 0.0, 0.5)
+    )
 
     def offsets(self) -> list[timedelta]:
         """Each step's delay from the start of the cycle."""
@@ -259,6 +269,116 @@ class Texts(Model):
         return _text(value) if isinstance(value, str) else value
 
 
+# -- A/B tests and holdouts ------------------------------------------------------------------
+
+
+def _share(value: Any, what: str, low: float, high: float) -> float:
+    """A share written as "10%" or 10 (percent points), kept as a fraction (0.1)."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{what} is a percentage like 10%")
+    if isinstance(value, str):
+        written = value.strip().removesuffix("%").strip().replace(",", ".")
+        try:
+            number = float(written)
+        except ValueError:
+            raise ValueError(f"{what} is a percentage like 10%, not '{value[:20]}'") from None
+    elif isinstance(value, int | float):
+        number = float(value)
+    else:
+        raise ValueError(f"{what} is a percentage like 10%")
+    if not 100 * low <= number <= 100 * high:
+        raise ValueError(f"{what} must be between {100 * low:g}% and {100 * high:g}%")
+    return number / 100
+
+
+class Variant(Model):
+    """One arm of an A/B test; without a text it shows the script's own text (the control)."""
+
+    id: Id
+    weight: float = 1.0
+    text: str | None = None
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _weight_positive(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("weight is a number above 0, e.g. 50")
+        if not 0 < value <= 1_000_000:
+            raise ValueError("weight must be above 0 (a variant nobody gets is no variant)")
+        return value
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _text_ok(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError("a text is expected")
+        if not value.strip():
+            raise ValueError("text is empty; leave the text out to show the script's own text")
+        if len(value) > MAX_TEMPLATE_CHARS:
+            raise ValueError(
+                f"text is {len(value)} characters; keep it under {MAX_TEMPLATE_CHARS}"
+            )
+        return value
+
+
+EXPERIMENT_ID = r"^[a-z0-9_]{1,32}$"
+# System texts shown as button labels or to a lead already erased cannot be tested.
+UNTESTABLE_TEXTS = frozenset(
+    {"continue_button", "restart_button", "stop_button", "forget_yes", "forget_no", "forgotten"}
+)
+# Texts shown above a question (and campaign steps) know the question's number; others do not.
+QUESTION_PLACEHOLDERS = frozenset({"question_number", "questions_total"})
+TEXTS_BEFORE_A_QUESTION = frozenset({"welcome", "use_buttons", "too_long", "unsupported"})
+
+
+class Experiment(Model):
+    """An A/B test of one text: each lead sees one variant, chosen by a hash of the lead and
+    the experiment (funnel/experiments/assignment.py), until a winner is set."""
+
+    id: Annotated[str, StringConstraints(pattern=EXPERIMENT_ID)]
+    title: Label
+    # texts.<key> | questions.<qid>.text | questions.<qid>.options.<oid>.label |
+    # outcomes.<hot|warm|cold|disqualified>.text | campaigns.<cid>.steps.<n>.text (n from 1)
+    target: Annotated[str, StringConstraints(min_length=3, max_length=120)]
+    # The stage whose reach is the goal; by default the stage after the lead's at exposure.
+    metric: Id | None = None
+    # The smallest difference worth finding (percentage points): it sets how many leads
+    # the test needs.
+    min_effect: float = 0.05
+    variants: tuple[Variant, ...] = Field(min_length=2, max_length=10)
+    winner: Id | None = None
+
+    _min_effect_ok = field_validator("min_effect", mode="before")(
+        lambda v: _share(v, "min_effect", 0.001, 0.5)
+    )
+
+    @model_validator(mode="after")
+    def _variants_ok(self) -> Experiment:
+        ids = [v.id for v in self.variants]
+        if len(set(ids)) != len(ids):
+            twice = next(i for i in ids if ids.count(i) > 1)
+            raise ValueError(f"experiment '{self.id}' has two variants with the id '{twice}'")
+        if self.winner is not None and self.winner not in ids:
+            raise ValueError(
+                f"experiment '{self.id}': winner '{self.winner}' is not one of its variants "
+                f"({', '.join(ids)})"
+            )
+        return self
+
+    def variant(self, variant_id: str | None) -> Variant | None:
+        return next((v for v in self.variants if v.id == variant_id), None)
+
+
+def _experiment_problem(index: int, field_name: str, message: str, value: Any) -> InitErrorDetails:
+    return InitErrorDetails(
+        type=PydanticCustomError("experiment", "{message}", {"message": message}),
+        loc=(index, field_name),
+        input=value,
+    )
+
+
 class Script(Model):
     format: Literal[1]
     id: Id
@@ -277,6 +397,56 @@ class Script(Model):
     send_window: SendWindow = SendWindow()
     frequency_cap: FrequencyCap = FrequencyCap()
     campaigns: tuple[Campaign, ...] = ()
+    # Declared after everything a target may name, so the check below sees it validated.
+    experiments: tuple[Experiment, ...] = ()
+
+    @field_validator("experiments")
+    @classmethod
+    def _experiments_resolve(
+        cls, value: tuple[Experiment, ...], info: ValidationInfo
+    ) -> tuple[Experiment, ...]:
+        """Each target names a text of this script, once; variant texts fit that text."""
+        problems: list[InitErrorDetails] = []
+        seen_ids: set[str] = set()
+        seen_targets: dict[str, str] = {}
+        stage_ids = {s.id for s in info.data.get("stages", ())}
+        for index, experiment in enumerate(value):
+            if experiment.id in seen_ids:
+                message = f"two experiments have the id '{experiment.id}'"
+                problems.append(_experiment_problem(index, "id", message, experiment.id))
+            seen_ids.add(experiment.id)
+            found = _target_problem(experiment.target, info.data)
+            if isinstance(found, str):
+                problems.append(_experiment_problem(index, "target", found, experiment.target))
+                continue
+            earlier = seen_targets.get(experiment.target)
+            if earlier is not None:
+                message = (
+                    f"experiment '{earlier}' already tests {experiment.target}; "
+                    "one text, one experiment at a time (add a variant to it instead)"
+                )
+                problems.append(_experiment_problem(index, "target", message, experiment.target))
+            seen_targets[experiment.target] = experiment.id
+            if experiment.metric is not None and stage_ids and experiment.metric not in stage_ids:
+                message = f"metric '{experiment.metric}' is not one of the stages"
+                problems.append(_experiment_problem(index, "metric", message, experiment.metric))
+            for n, variant in enumerate(experiment.variants):
+                if variant.text is None:
+                    continue
+                problem = _variant_text_problem(variant.text, found)
+                if problem is not None:
+                    problems.append(
+                        InitErrorDetails(
+                            type=PydanticCustomError(
+                                "experiment", "{message}", {"message": problem}
+                            ),
+                            loc=(index, "variants", n, "text"),
+                            input=variant.text,
+                        )
+                    )
+        if problems:
+            raise ValidationError.from_exception_data("experiments", problems)
+        return value
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Script:
@@ -358,6 +528,23 @@ class Script(Model):
     def campaign(self, campaign_id: str) -> Campaign | None:
         return next((c for c in self.campaigns if c.id == campaign_id), None)
 
+    def experiment(self, experiment_id: str) -> Experiment | None:
+        return next((e for e in self.experiments if e.id == experiment_id), None)
+
+    @cached_property
+    def experiments_by_target(self) -> dict[str, Experiment]:
+        return {e.target: e for e in self.experiments}
+
+    @cached_property
+    def experiments_by_system_text(self) -> dict[str, Experiment]:
+        """texts.<key> experiments by the text they replace (the renderer sees the text)."""
+        found = {}
+        for experiment in self.experiments:
+            kind, _, key = experiment.target.partition(".")
+            if kind == "texts" and isinstance(getattr(self.texts, key, None), str):
+                found[getattr(self.texts, key)] = experiment
+        return found
+
     @property
     def label(self) -> str:
         """The version tag stored on each lead (breakdowns by script version)."""
@@ -369,3 +556,85 @@ def render(template: str, values: Mapping[str, str]) -> str:
     from html import escape
 
     return PLACEHOLDER.sub(lambda m: escape(values.get(m.group(1), ""), quote=False), template)
+
+
+# -- A/B tests: what a target names ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    """What kind of text a target is: a button label (plain, short, no placeholders) or a
+    message text, and whether it is shown with a question (its number is known)."""
+
+    label: bool
+    with_question: bool
+
+
+def _target_problem(target: str, data: Mapping[str, Any]) -> TargetKind | str:
+    """The kind of text `target` names in the script's validated fields, or what is wrong."""
+    parts = target.split(".")
+    kinds = (
+        "texts.<key>, questions.<id>.text, questions.<id>.options.<id>.label, "
+        "outcomes.<hot|warm|cold|disqualified>.text or campaigns.<id>.steps.<n>.text"
+    )
+    unknown = f"target '{target}' is not a text of this script; a target is one of {kinds}"
+    head = parts[0]
+    if head == "texts" and len(parts) == 2:
+        texts = data.get("texts")
+        key = parts[1]
+        if texts is None or key not in type(texts).model_fields:
+            return f"target '{target}': there is no text '{key}' in texts"
+        if key in UNTESTABLE_TEXTS:
+            return f"target '{target}': this text cannot be tested (a button label or a farewell)"
+        mine = getattr(texts, key)
+        for other in type(texts).model_fields:
+            if other != key and getattr(texts, other) == mine:
+                return (
+                    f"target '{target}': texts.{other} is the very same text; "
+                    "make them differ before testing one of them"
+                )
+        return TargetKind(label=False, with_question=key in TEXTS_BEFORE_A_QUESTION)
+    if head == "questions" and len(parts) in (3, 5):
+        questions = {q.id: q for q in data.get("questions", ())}
+        question = questions.get(parts[1])
+        if question is None:
+            return f"target '{target}': there is no question '{parts[1]}'"
+        if len(parts) == 3 and parts[2] == "text":
+            return TargetKind(label=False, with_question=True)
+        if len(parts) == 5 and parts[2] == "options" and parts[4] == "label":
+            if question.option(parts[3]) is None:
+                return f"target '{target}': question '{parts[1]}' has no option '{parts[3]}'"
+            return TargetKind(label=True, with_question=True)
+        return unknown
+    if head == "outcomes" and len(parts) == 3 and parts[2] == "text":
+        if parts[1] not in ("hot", "warm", "cold", "disqualified"):
+            return f"target '{target}': outcomes are hot, warm, cold and disqualified"
+        return TargetKind(label=False, with_question=False)
+    if head == "campaigns" and len(parts) == 5 and parts[2] == "steps" and parts[4] == "text":
+        campaigns = {c.id: c for c in data.get("campaigns", ())}
+        campaign = campaigns.get(parts[1])
+        if campaign is None:
+            return f"target '{target}': there is no campaign '{parts[1]}'"
+        if not parts[3].isdigit() or not 1 <= int(parts[3]) <= len(campaign.steps):
+            return f"target '{target}': campaign '{parts[1]}' has steps 1 to {len(campaign.steps)}"
+        return TargetKind(label=False, with_question=True)
+    return unknown
+
+
+def _variant_text_problem(text: str, kind: TargetKind) -> str | None:
+    """Why a variant's text cannot replace a text of this kind, or None."""
+    if kind.label:
+        if len(text.strip()) > 64:
+            return "a button label is at most 64 characters"
+        if PLACEHOLDER.search(text):
+            return "a button label cannot have {placeholders}"
+        return None
+    try:
+        check_text(text)
+    except ValueError as e:
+        return str(e)
+    used = set(PLACEHOLDER.findall(text))
+    if not kind.with_question and used & QUESTION_PLACEHOLDERS:
+        wrong = sorted(used & QUESTION_PLACEHOLDERS)[0]
+        return f"{{{wrong}}} is unknown where this text is shown (no question goes with it)"
+    return None
