@@ -1,4 +1,5 @@
-"""The command line: `python -m bot run | demo | chat | check | stats | export | rebuild-rollups`.
+"""The command line: `python -m bot run | demo | chat | check | stats | ab | export |
+rebuild-rollups`.
 
 `demo` and `chat` are developer tools (devtools/) on the local Telegram emulator, which runs
 on its own with `python -m telegram_emulator`; neither ships in the application's wheel."""
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     stats.add_argument(
         "--from-log", action="store_true", help="read the stage log even where rollups could"
     )
+    ab = commands.add_parser("ab", help="print the A/B tests' report")
+    ab.add_argument("experiment", nargs="?", default=None, help="one experiment's id")
+    ab.add_argument("--json", action="store_true", help="machine-readable output")
     export = commands.add_parser("export", help="write the leads as CSV (Excel, Google Sheets)")
     export.add_argument("--period", default="all")
     export.add_argument("--output", type=Path, default=Path("leads.csv"))
@@ -64,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         "chat": lambda: _chat(settings),
         "check": lambda: _check(settings, args.script),
         "stats": lambda: _stats(settings, args.period, args.source, args.json, args.from_log),
+        "ab": lambda: _ab(settings, args.experiment, args.json),
         "export": lambda: _export(settings, args.period, args.output),
         "rebuild-rollups": lambda: _rebuild_rollups(settings),
     }
@@ -280,6 +285,28 @@ async def _stats(
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
     else:
         print(format_report_text(report))
+    return 0
+
+
+async def _ab(settings: Settings, experiment: str | None, as_json: bool) -> int:
+    from funnel.experiments.report import ab_report
+    from handlers.views.experiments import format_ab_report_text
+
+    async def work(session: Any, script: Any, period: Any, now: Any) -> Any:
+        return script, await ab_report(session, script, now, experiment)
+
+    found = await _read(settings, "all", work)
+    if found is None:
+        return 2
+    script, report = found
+    if experiment is not None and not report.experiments:
+        known = ", ".join(e.id for e in script.experiments) or "none"
+        print(f"no experiment '{experiment[:40]}' (known: {known})", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+    else:
+        print(format_ab_report_text(report, script, lang=script.language))
     return 0
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import and_, case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -74,6 +74,60 @@ class AbReport:
 
     def find(self, experiment_id: str) -> ExperimentReport | None:
         return next((e for e in self.experiments if e.id == experiment_id), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for `python -m bot ab --json`: rates as fractions, intervals as pairs."""
+        return {
+            "as_of": self.now.isoformat(),
+            "experiments": [_experiment_json(e) for e in self.experiments],
+        }
+
+
+def _rate_json(rate: Rate) -> dict[str, Any]:
+    interval = rate.interval
+    return {
+        "conversions": rate.conversions,
+        "rate": rate.value,
+        "ci95": [interval.low, interval.high] if rate.exposed else None,
+    }
+
+
+def _experiment_json(e: ExperimentReport) -> dict[str, Any]:
+    variants = []
+    for row in e.variants:
+        item: dict[str, Any] = {
+            "id": row.id,
+            "weight": row.weight,
+            "in_script": row.in_script,
+            "exposed": row.exposed,
+            "metric": _rate_json(row.metric),
+            "booked": _rate_json(row.booked),
+            "customer": _rate_json(row.customer),
+        }
+        if row.comparison is not None:
+            c = row.comparison
+            item["vs_control"] = {
+                "difference": c.diff,
+                "always_valid_ci95": [c.interval.low, c.interval.high],
+                "always_valid_p": c.p_value,
+                "verdict": c.verdict,
+            }
+        variants.append(item)
+    return {
+        "id": e.id,
+        "title": e.title,
+        "target": e.target,
+        "metric": e.metric,
+        "min_effect": e.min_effect,
+        "in_script": e.in_script,
+        "status": e.status,
+        "leader": e.leader,
+        "leads_needed_per_variant": e.leads_needed,
+        "more_needed_per_variant": e.more_needed,
+        "sample_ratio_p": e.sample_ratio.p_value,
+        "sample_ratio_mismatch": e.sample_ratio.mismatch,
+        "variants": variants,
+    }
 
 
 async def ab_report(

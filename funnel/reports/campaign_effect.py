@@ -1,6 +1,7 @@
 """The campaigns' effect for the owner's /campaigns, as data: per campaign and step, what was
 planned, sent, postponed, cancelled (and why), failed or left unknown, and what the leads did
-next (handlers/views/campaigns.py renders it)."""
+next; with a holdout, the lift: how many more of the messaged moved on than of those held out
+(handlers/views/campaigns.py renders it)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, literal, select
+from sqlalchemy import case, exists, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.core.models import StageEvent, Touch
+from funnel.experiments import stats as ab_stats
+from funnel.experiments.holdout import HELD_OUT
 from funnel.script.schema import Script
 
 # A stage move this soon after a touch counts as the touch's effect.
@@ -32,10 +35,51 @@ class StepStats:
     unknown: int = 0
     replied: int = 0  # sent and answered within a day
     advanced: int = 0  # sent and moved on in the funnel within ADVANCE_WINDOW
+    held_out: int = 0  # due to a lead of the holdout: recorded when it would have been sent
+    held_out_advanced: int = 0  # of those, moved on within ADVANCE_WINDOW anyway
 
     @property
     def cancelled_total(self) -> int:
         return sum(self.cancelled.values())
+
+    @property
+    def lift(self) -> Lift | None:
+        """Messaged against held out, once both groups have someone."""
+        if not self.sent or not self.held_out:
+            return None
+        return Lift(self.sent, self.advanced, self.held_out, self.held_out_advanced)
+
+
+@dataclass(frozen=True)
+class Lift:
+    """What the messages did beyond what would have happened anyway: the rate of moving on of
+    the messaged minus that of the holdout, with Newcombe's 95% interval."""
+
+    sent: int
+    advanced: int
+    held_out: int
+    held_out_advanced: int
+
+    @property
+    def messaged_rate(self) -> float:
+        return self.advanced / self.sent
+
+    @property
+    def holdout_rate(self) -> float:
+        return self.held_out_advanced / self.held_out
+
+    @property
+    def difference(self) -> float:
+        return self.messaged_rate - self.holdout_rate
+
+    @property
+    def interval(self) -> ab_stats.Interval:
+        return ab_stats.newcombe(self.held_out_advanced, self.held_out, self.advanced, self.sent)
+
+    @property
+    def anyway(self) -> int:
+        """Of the messaged who moved on, about how many would have without the message."""
+        return min(self.advanced, round(self.sent * self.holdout_rate))
 
 
 @dataclass
@@ -79,16 +123,19 @@ async def campaign_report(session: AsyncSession, script: Script, now: datetime) 
         func.count(Touch.replied_at),
     ).group_by(Touch.campaign, Touch.step, Touch.status, Touch.reason)
     exit_stages = [s.id for s in script.exit_stages]
+    # A held-out touch has no send time: its due_at is when it would have been sent.
+    since = func.coalesce(Touch.sent_at, Touch.due_at)
     moved_on = exists().where(
         StageEvent.lead_id == Touch.lead_id,
-        StageEvent.at > Touch.sent_at,
-        StageEvent.at <= _plus_window(session, Touch.sent_at),
+        StageEvent.at > since,
+        StageEvent.at <= _plus_window(session, since),
         StageEvent.to_stage.not_in(exit_stages),
     )
+    measured = (Touch.status == "sent") & Touch.sent_at.is_not(None)
     advanced_query = (
-        select(Touch.campaign, Touch.step, func.count())
-        .where(and_(Touch.status == "sent", Touch.sent_at.is_not(None)), moved_on)
-        .group_by(Touch.campaign, Touch.step)
+        select(Touch.campaign, Touch.step, Touch.status, func.count())
+        .where(measured | (Touch.status == HELD_OUT), moved_on)
+        .group_by(Touch.campaign, Touch.step, Touch.status)
     )
 
     by_campaign: dict[str, CampaignStats] = {}
@@ -118,10 +165,13 @@ async def campaign_report(session: AsyncSession, script: Script, now: datetime) 
         if status == "cancelled":
             key = reason or "other"
             stats.cancelled[key] = stats.cancelled.get(key, 0) + count
-        elif status in ("planned", "sending", "sent", "failed", "unknown"):
+        elif status in ("planned", "sending", "sent", "failed", "unknown", HELD_OUT):
             setattr(stats, status, getattr(stats, status) + count)
         if status == "sent":
             stats.replied += int(replied or 0)
-    for campaign_id, step, count in (await session.execute(advanced_query)).all():
-        step_of(campaign_id, step).advanced += count
+    for campaign_id, step, status, count in (await session.execute(advanced_query)).all():
+        if status == HELD_OUT:
+            step_of(campaign_id, step).held_out_advanced += count
+        else:
+            step_of(campaign_id, step).advanced += count
     return CampaignReport(now, list(by_campaign.values()))

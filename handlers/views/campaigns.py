@@ -9,6 +9,7 @@ from html import escape
 from funnel.core.telegram_text import TELEGRAM_LIMIT, lines_that_fit
 from funnel.reports.campaign_effect import CampaignReport, StepStats
 from handlers.i18n import N_, t, tn
+from handlers.views.numbers import format_number, format_percent
 
 # Why touches were cancelled, as keys of the catalog.
 REASONS = {
@@ -75,6 +76,34 @@ def _step_line(step: StepStats, lang: str) -> str:
     )
 
 
+def _points(value: float) -> str:
+    """A difference of rates in percentage points, signed: +8, −3.5."""
+    sign = "+" if value > 0 else "−" if value < 0 else "±"
+    return sign + format_percent(abs(100 * value)).removesuffix("%")
+
+
+def _lift_line(step: StepStats, lang: str) -> str | None:
+    """The holdout's comparison: "12 came back, about 4 of whom would have anyway"."""
+    if not step.held_out:
+        return None
+    lift = step.lift
+    if lift is None:
+        return "  " + tn("campaigns.holdout_only", step.held_out, lang=lang)
+    interval = lift.interval
+    return "  " + t(
+        "campaigns.lift",
+        lang=lang,
+        held_out=format_number(lift.held_out),
+        held_out_advanced=format_number(lift.held_out_advanced),
+        holdout_rate=format_percent(100 * lift.holdout_rate),
+        advanced=format_number(lift.advanced),
+        anyway=format_number(lift.anyway),
+        lift=_points(lift.difference),
+        low=_points(interval.low),
+        high=_points(interval.high),
+    )
+
+
 def _lines(report: CampaignReport, html: bool, lang: str) -> list[str]:
     def esc(text: str) -> str:
         return escape(text, quote=False) if html else text
@@ -96,7 +125,11 @@ def _lines(report: CampaignReport, html: bool, lang: str) -> list[str]:
         gone = " " + t("campaigns.not_in_script", lang=lang) if not campaign.in_script else ""
         lines.append("")
         lines.append(bold(esc(campaign.title)) + esc(f"{kind}{gone}"))
-        lines.extend(esc(_step_line(step, lang)) for step in campaign.steps)
+        for step in campaign.steps:
+            lines.append(esc(_step_line(step, lang)))
+            lift = _lift_line(step, lang)
+            if lift is not None:
+                lines.append(esc(lift))
     return lines
 
 
