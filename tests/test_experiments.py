@@ -574,3 +574,47 @@ async def test_the_holdout_lift_on_campaigns(sessions: Any, clock: FakeClock) ->
     assert "примерно 8 прошли бы и без него" in text and "+10" in text
     assert "about 8 would have anyway" in format_campaign_report_text(report, lang="en")
     assert "Контрольная группа" in format_campaign_report_html(report, lang="ru")
+
+
+async def test_a_split_that_drifts_from_the_weights_is_flagged(
+    sessions: Any, clock: FakeClock
+) -> None:
+    script = with_experiments(WELCOME_TEST)
+    async with sessions() as session:
+        for n in range(150):
+            await add_exposed(session, clock, n, "control" if n < 100 else "short", [])
+        await session.commit()
+    async with sessions() as session:
+        report = await ab_report(session, script, clock.now())
+    experiment = report.experiments[0]
+    assert experiment.sample_ratio.mismatch and experiment.sample_ratio.p_value < 0.001
+    assert "⚠️" in format_ab_report_html(report, script, lang="ru")
+    assert "drifted from the weights" in format_ab_report_text(report, script, lang="en")
+
+
+async def test_a_stopped_test_shows_its_winner_and_keeps_its_history(
+    sessions: Any, clock: FakeClock
+) -> None:
+    script = with_experiments(WELCOME_TEST + "    winner: short\n")
+    async with sessions() as session:
+        for n in range(6):
+            await add_exposed(session, clock, n, "control" if n % 2 else "short", ["engaged"])
+        await session.commit()
+    # New leads all see the winner and add no exposure.
+    assert "подберём курс" in await start(sessions, script, clock, 99)
+    async with sessions() as session:
+        report = await ab_report(session, script, clock.now())
+    experiment = report.experiments[0]
+    assert (experiment.status, experiment.leader) == ("stopped", "short")
+    assert [v.exposed for v in experiment.variants] == [3, 3]
+    assert "победил «short»" in format_ab_report_html(report, script, lang="ru")
+    assert report.to_json()["experiments"][0]["status"] == "stopped"
+
+
+async def test_an_unknown_experiment_id_gives_an_empty_report(
+    sessions: Any, clock: FakeClock
+) -> None:
+    script = with_experiments(WELCOME_TEST)
+    async with sessions() as session:
+        assert (await ab_report(session, script, clock.now(), "nope")).experiments == []
+        assert len((await ab_report(session, script, clock.now())).experiments) == 1
