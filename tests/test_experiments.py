@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -618,3 +619,62 @@ async def test_an_unknown_experiment_id_gives_an_empty_report(
     async with sessions() as session:
         assert (await ab_report(session, script, clock.now(), "nope")).experiments == []
         assert len((await ab_report(session, script, clock.now())).experiments) == 1
+
+
+async def test_the_command_line_prints_the_report_as_text_and_json(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    from datetime import UTC, datetime
+
+    from bot import db
+    from tests.conftest import ROOT
+
+    path = tmp_path / "ru.yaml"
+    path.write_text(RU + WELCOME_TEST, encoding="utf-8")
+    script = parse_script(RU + WELCOME_TEST)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.sqlite3'}"
+    engine = db.create_engine(url)
+    await db.migrate(engine)
+    clock = FakeClock(datetime.now(UTC) - timedelta(hours=1))
+    try:
+        for n in range(12):
+            await start(db.sessionmaker(engine), script, clock, n)
+    finally:
+        await engine.dispose()
+    env = {**os.environ, "DATABASE_URL": url, "SCRIPT_PATH": str(path)}
+    env.pop("BOT_TOKEN", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bot", "ab", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    run = cli("--json")
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    [experiment] = data["experiments"]
+    assert experiment["id"] == "welcome_short" and experiment["status"] == "not_enough_data"
+    assert sum(v["exposed"] for v in experiment["variants"]) == 12
+    assert experiment["more_needed_per_variant"] > 0
+    text = cli()
+    assert text.returncode == 0 and "welcome_short" in text.stdout and "Пока мало" in text.stdout
+    missing = cli("nope")
+    assert missing.returncode == 2 and "welcome_short" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("name", ["ru.yaml", "en.yaml"])
+def test_the_shipped_example_loads_once_switched_on(name: str) -> None:
+    source = (RU_SCRIPT.parent / name).read_text(encoding="utf-8")
+    head, _, example = source.partition("\n# experiments:\n")
+    assert example, "the example is missing"
+    live = (
+        head
+        + "\nexperiments:\n"
+        + "\n".join(line.removeprefix("# ") for line in example.splitlines())
+    )
+    live = live.replace("    kind: winback\n", "    kind: winback\n    holdout: 10%\n", 1)
+    script = parse_script(live, name)
+    assert script.experiment("welcome_short") is not None
+    assert any(c.holdout == pytest.approx(0.1) for c in script.campaigns)
