@@ -56,9 +56,8 @@ def problems(block: str, source: str = RU) -> list[str]:
 
 
 def line_of(text: str, needle: str, source: str = RU) -> int:
-    """The 1-based line of `needle` in the script with `text` appended."""
-    whole = source + text
-    return whole[: whole.index(needle)].count("\n") + 1
+    """The 1-based line of `needle` (in the appended `text`) in the whole script."""
+    return source.count("\n") + text[: text.index(needle)].count("\n") + 1
 
 
 # -- the script's checks ------------------------------------------------------------------
