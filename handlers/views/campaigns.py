@@ -9,6 +9,7 @@ from html import escape
 from funnel.core.telegram_text import TELEGRAM_LIMIT, lines_that_fit
 from funnel.reports.campaign_effect import CampaignReport, StepStats
 from handlers.i18n import N_, t, tn
+from handlers.views.experiments import format_points
 from handlers.views.numbers import format_number, format_percent
 
 # Why touches were cancelled, as keys of the catalog.
@@ -76,12 +77,6 @@ def _step_line(step: StepStats, lang: str) -> str:
     )
 
 
-def _points(value: float) -> str:
-    """A difference of rates in percentage points, signed: +8, −3.5."""
-    sign = "+" if value > 0 else "−" if value < 0 else "±"
-    return sign + format_percent(abs(100 * value)).removesuffix("%")
-
-
 def _lift_line(step: StepStats, lang: str) -> str | None:
     """The holdout's comparison: "12 came back, about 4 of whom would have anyway"."""
     if not step.held_out:
@@ -98,9 +93,9 @@ def _lift_line(step: StepStats, lang: str) -> str | None:
         holdout_rate=format_percent(100 * lift.holdout_rate),
         advanced=format_number(lift.advanced),
         anyway=format_number(lift.anyway),
-        lift=_points(lift.difference),
-        low=_points(interval.low),
-        high=_points(interval.high),
+        lift=format_points(lift.difference),
+        low=format_points(interval.low),
+        high=format_points(interval.high),
     )
 
 

@@ -25,7 +25,8 @@ def _rate(rate: Rate) -> str:
     )
 
 
-def _points(value: float) -> str:
+def format_points(value: float) -> str:
+    """A difference of rates in percentage points, signed: +8, −3.5, ±0."""
     sign = "+" if value > 0 else "−" if value < 0 else "±"
     return sign + format_percent(abs(100 * value)).removesuffix("%")
 
@@ -34,9 +35,9 @@ def _difference(diff: float, interval: Interval, lang: str) -> str:
     return t(
         "ab.difference",
         lang=lang,
-        diff=_points(diff),
-        low=_points(interval.low),
-        high=_points(interval.high),
+        diff=format_points(diff),
+        low=format_points(interval.low),
+        high=format_points(interval.high),
     )
 
 
