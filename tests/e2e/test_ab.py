@@ -140,3 +140,20 @@ async def test_a_holdout_is_planned_never_sent_and_its_lift_reported(
         report = await ask(world, "/campaigns")
         assert "Контрольная группа (им не отправляли)" in report, report
         assert "прошли бы и без него" in report
+
+
+async def test_a_winner_set_by_reload_stops_the_split_and_keeps_the_history(
+    world: World, tmp_path: Path
+) -> None:
+    await prospects(world, {"control": 0.0, "short": 0.0}, 12, seed=5)
+    path = tmp_path / "ru.yaml"
+    path.write_text(path.read_text(encoding="utf-8") + "    winner: short\n", encoding="utf-8")
+    assert "загружен" in await ask(world, "/reload")
+    seen = await prospects(world, {"control": 0.0, "short": 0.0}, 8, seed=6)
+    assert seen == {"control": 0, "short": 8}
+    async with world.sessions() as session:
+        exposed = await session.scalar(select(func.count()).select_from(Exposure))
+    assert exposed == 12  # those who came after the winner are no test subjects
+    report = await ask(world, "/ab")
+    assert "Тест остановлен: победил «short»" in report
+    assert "лучше" not in report and "Пока мало данных" not in report
