@@ -677,3 +677,31 @@ def test_the_shipped_example_loads_once_switched_on(name: str) -> None:
     script = parse_script(live, name)
     assert script.experiment("welcome_short") is not None
     assert any(c.holdout == pytest.approx(0.1) for c in script.campaigns)
+
+
+def test_a_text_shared_by_two_keys_and_an_overlong_label_are_refused() -> None:
+    same = RU.replace(
+        "  help: |-\n    Я помогаю подобрать формат обучения в {school}.\n"
+        "    /start — начать или продолжить\n    /stop — больше не присылать сообщения\n"
+        "    /forget — удалить мои ответы и данные\n",
+        '  help: "Хорошо, ничего не удаляем."\n',
+    )
+    assert same != RU
+    block = """
+experiments:
+  - id: help
+    title: Help
+    target: texts.help
+    variants:
+      - {id: control}
+      - {id: b, text: "B"}
+  - id: label
+    title: Label
+    target: questions.need.options.career.label
+    variants:
+      - {id: control}
+      - {id: long, text: "LONG"}
+""".replace("LONG", "x" * 65)
+    found = problems(block, same)
+    assert any("texts.forget_cancelled is the very same text" in p for p in found), found
+    assert any("a button label is at most 64 characters" in p for p in found), found
