@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo test test-postgres lint typecheck check bench bench-report bench-tick bench-delivery bench-faults i18n-extract i18n-update i18n-compile run chat emulator clean
+.PHONY: help setup demo test test-postgres lint typecheck check bench bench-report bench-tick bench-delivery bench-cpu bench-burst bench-faults i18n-extract i18n-update i18n-compile run chat emulator clean
 
 help:  ## list the tasks
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -52,7 +52,8 @@ i18n-update: i18n-extract  ## add the new keys to every language's catalog (then
 i18n-compile: $(STAMP)  ## check that every catalog compiles (the bot reads the .po files itself)
 	$(BIN)/pybabel compile --statistics -d locales -D leadbot
 
-bench: bench-report bench-tick bench-delivery  ## the performance targets, with figures
+bench: $(STAMP)  ## every benchmark: a table against the targets, figures in bench/results.json (~20 min)
+	$(BIN)/python -m bench.run_all $(ARGS)
 
 bench-report: $(STAMP)  ## funnel report on 1,000,000 leads / 5,000,000 events (target <= 1 s)
 	$(BIN)/python -m bench.bench_report
@@ -60,8 +61,14 @@ bench-report: $(STAMP)  ## funnel report on 1,000,000 leads / 5,000,000 events (
 bench-tick: $(STAMP)  ## a scheduler tick with nothing due at 1,000,000 leads (target <= 50 ms)
 	$(BIN)/python -m bench.bench_tick
 
-bench-delivery: $(STAMP)  ## a 2,000-touch wave at >= 95% of the rate, zero 429s
+bench-delivery: $(STAMP)  ## a 2,000-touch wave at >= 99% of the rate, zero 429s
 	$(BIN)/python -m bench.bench_delivery
+
+bench-cpu: $(STAMP)  ## CPU per update against a bare aiogram bot, same load, same run
+	$(BIN)/python -m bench.bench_cpu $(ARGS)
+
+bench-burst: $(STAMP)  ## 10,000 /start at once: each answered once, time to the last reply
+	$(BIN)/python -m bench.bench_burst $(ARGS)
 
 bench-faults: $(STAMP)  ## kill -9 and SIGTERM under load: nothing doubled, no answer lost (~5 min)
 	$(BIN)/python -m bench.bench_faults $(ARGS)

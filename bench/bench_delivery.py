@@ -1,7 +1,7 @@
 """Benchmark: a 2,000-touch wave through the real aiogram Bot and the rate limiter to the
 emulator at Telegram's 30 messages/s: the achieved rate and the number of 429 answers.
 
-`python -m bench.bench_delivery [--touches N] [--rate R]`; exits 1 when the rate is below 95%
+`python -m bench.bench_delivery [--touches N] [--rate R]`; exits 1 when the rate is below 99%
 of the configured one or any 429 was answered.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import sys
 import tempfile
@@ -33,10 +34,10 @@ from funnel.script.loading import load_script
 
 # Tuesday noon in Moscow, inside the default send window.
 NOW = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
-MIN_SHARE = 0.95
+MIN_SHARE = 0.99  # the issue's target: at least 99% of the configured rate
 
 
-async def run(touches: int, rate: float, database: Path) -> int:
+async def run(touches: int, rate: float, database: Path, as_json: bool = False) -> int:
     engine = db.create_engine(f"sqlite+aiosqlite:///{database}")
     await db.migrate(engine)
     sessions = db.sessionmaker(engine)
@@ -83,15 +84,33 @@ async def run(touches: int, rate: float, database: Path) -> int:
     span = sends[-1].at - sends[0].at if len(sends) > 1 else 0.0
     achieved = (len(sends) - 1) / span if span > 0 else 0.0
     overall = stats.sent / elapsed if elapsed > 0 else 0.0
+    ok = stats.sent == touches and too_many == 0 and achieved >= MIN_SHARE * rate
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "touches": touches,
+                    "sent": stats.sent,
+                    "rate": rate,
+                    "achieved_rate": round(achieved, 2),
+                    "share": round(achieved / rate, 4),
+                    "too_many_requests": too_many,
+                    "failed": stats.failed,
+                    "unknown": stats.unknown,
+                    "seconds": round(elapsed, 1),
+                    "ok": ok,
+                }
+            )
+        )
+        return 0 if ok else 1
     print(
         f"delivery wave: {stats.sent}/{touches} sent in {elapsed:.1f}s (tick incl. planning); "
         f"pacing {achieved:.2f}/s between first and last request, {overall:.2f}/s overall; "
         f"configured {rate:g}/s ({100 * achieved / rate:.1f}%); 429 answers: {too_many}; "
         f"failed {stats.failed}, unknown {stats.unknown}"
     )
-    ok = stats.sent == touches and too_many == 0 and achieved >= MIN_SHARE * rate
     if not ok:
-        print("FAIL: below 95% of the configured rate, 429s, or touches not sent", file=sys.stderr)
+        print("FAIL: below the target rate, 429s, or touches not sent", file=sys.stderr)
     return 0 if ok else 1
 
 
@@ -99,10 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_delivery", description=__doc__)
     parser.add_argument("--touches", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=30.0)
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
     try:
-        return asyncio.run(run(args.touches, args.rate, workdir / "bench.sqlite3"))
+        return asyncio.run(run(args.touches, args.rate, workdir / "bench.sqlite3", args.json))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

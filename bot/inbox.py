@@ -13,6 +13,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,14 @@ KEEP_HANDLED = timedelta(hours=48)
 DEFAULT_CONCURRENCY = 64
 POLL_TIMEOUT_SECONDS = 10
 MAX_BACKOFF_SECONDS = 30.0
+
+
+@dataclass
+class Receipt:
+    """Handed to the dispatcher with an update: its session sets `marked` when the commit that
+    recorded the handling also marked the inbox row (bot/middlewares.py)."""
+
+    marked: bool = False
 
 
 def mark_handled(update_id: int, now: datetime) -> UpdateStatement:
@@ -234,13 +243,18 @@ class Poller:
         task.add_done_callback(self._handling.discard)
 
     async def _handle(self, item: Update) -> None:
+        receipt = Receipt()
         try:
-            await self.dispatcher.feed_update(self.bot, item, inbox_id=item.update_id)
+            await self.dispatcher.feed_update(
+                self.bot, item, inbox_id=item.update_id, inbox_receipt=receipt
+            )
         except Exception:
             # The dispatcher's error handler has logged it; the update is not retried forever.
             pass
         finally:
             self._slots.release()
+        if receipt.marked:
+            return
         with contextlib.suppress(Exception):
             # Handlers that only read never committed; a failed update is settled too.
             await transactions.retrying(functools.partial(self._mark, item.update_id),

@@ -14,6 +14,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import TelegramObject, Update
 from sqlalchemy import event as event_api
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from bot import inbox, transactions
 from handlers.i18n import t
@@ -79,7 +80,7 @@ class DbSession(BaseMiddleware):
         while True:
             attempt += 1
             async with self.sessions() as session:
-                commits = _CommitWatch(session, inbox_id, data["clock"])
+                commits = _CommitWatch(session, inbox_id, data["clock"], data.get("inbox_receipt"))
                 try:
                     result = await handler(event, {**data, "session": session})
                     if inbox_id is not None and not commits.committed:
@@ -127,21 +128,46 @@ class DbSession(BaseMiddleware):
 
 class _CommitWatch:
     """Knows whether the update's session committed (then a retry could double a reply) and
-    marks the update's inbox row handled in its first commit."""
+    marks the update's inbox row handled in its first commit.
 
-    def __init__(self, session: AsyncSession, inbox_id: int | None, clock: Any) -> None:
+    The session finds its watch in `session.info`: two listeners registered once for every
+    session, because listening on each update's session costs more than the rest of this
+    middleware."""
+
+    KEY = "leadbot.commit_watch"
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        inbox_id: int | None,
+        clock: Any,
+        receipt: inbox.Receipt | None = None,
+    ) -> None:
         self.committed = False
         self.inbox_id = inbox_id
         self.clock = clock
-        event_api.listen(session.sync_session, "before_commit", self._before_commit)
-        event_api.listen(session.sync_session, "after_commit", self._after_commit)
+        self.receipt = receipt
+        session.sync_session.info[self.KEY] = self
 
-    def _before_commit(self, sync_session: Any) -> None:
+    def before_commit(self, sync_session: Session) -> None:
         if self.inbox_id is not None and not self.committed:
             sync_session.execute(inbox.mark_handled(self.inbox_id, self.clock.now()))
 
-    def _after_commit(self, _sync_session: Any) -> None:
-        self.committed = True
+
+@event_api.listens_for(Session, "before_commit")
+def _before_commit(sync_session: Session) -> None:
+    watch = sync_session.info.get(_CommitWatch.KEY)
+    if watch is not None:
+        watch.before_commit(sync_session)
+
+
+@event_api.listens_for(Session, "after_commit")
+def _after_commit(sync_session: Session) -> None:
+    watch = sync_session.info.get(_CommitWatch.KEY)
+    if watch is not None:
+        if not watch.committed and watch.inbox_id is not None and watch.receipt is not None:
+            watch.receipt.marked = True  # the poller need not mark it in a second transaction
+        watch.committed = True
 
 
 async def ask_to_try_again(bot: Bot, update: Update, language: str) -> None:

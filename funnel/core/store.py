@@ -123,15 +123,21 @@ async def cancel_pending_touches(
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def mark_replied(session: AsyncSession, lead_id: int, at: datetime) -> None:
-    """Credits the touches sent in the last day with the lead's reply (the campaign report)."""
+async def mark_replied(session: AsyncSession, lead: Lead, at: datetime) -> None:
+    """Credits the touches sent in the last day with the lead's reply (the campaign report).
+
+    Every sent touch moves `last_outbound_at` in the same statement batch, so a lead with no
+    touch in the last day has nothing to credit: no query on most answers of a dialogue."""
+    since = at - timedelta(days=1)
+    if lead.last_outbound_at is None or lead.last_outbound_at < since:
+        return
     await session.execute(
         update(Touch)
         .where(
-            Touch.lead_id == lead_id,
+            Touch.lead_id == lead.id,
             Touch.status == "sent",
             Touch.replied_at.is_(None),
-            Touch.sent_at >= at - timedelta(days=1),
+            Touch.sent_at >= since,
         )
         .values(replied_at=at)
     )

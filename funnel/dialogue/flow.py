@@ -337,7 +337,7 @@ class Dialogue:
         now = self.clock.now()
         lead.last_inbound_at = now
         store.start_cycle(lead, now)
-        await store.mark_replied(self.session, lead.id, now)
+        await store.mark_replied(self.session, lead, now)
 
 
 def _source(payload: str | None) -> str:
