@@ -246,7 +246,7 @@ def router(config: BotConfig) -> Router:
                 await _confirm(bot, message.chat.id, session, draft, script, clock, config, name)
                 return
         except InputError as e:
-            await session.rollback()
+            # Refused before anything was assigned: the draft stays at its step.
             await message.answer(views.refusal(e, step, lang),
                                  reply_markup=views.step_keyboard(draft, lang))  # fmt: skip
             return
