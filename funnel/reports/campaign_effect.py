@@ -66,6 +66,10 @@ def _plus_window(session: AsyncSession, column: Any) -> Any:
     return column + literal(ADVANCE_WINDOW)
 
 
+# Broadcasts' touches ("broadcast:<id>") have their own report: /broadcasts.
+BROADCASTS = "broadcast:"
+
+
 async def campaign_report(session: AsyncSession, script: Script, now: datetime) -> CampaignReport:
     """Counts from the touches table (one grouped scan) and the stage log."""
     postponed = func.sum(case((Touch.postponed > 0, 1), else_=0))
@@ -112,6 +116,8 @@ async def campaign_report(session: AsyncSession, script: Script, now: datetime) 
     for campaign_id, step, status, reason, count, late, replied in (
         await session.execute(grouped)
     ).all():
+        if campaign_id.startswith(BROADCASTS):
+            continue
         stats = step_of(campaign_id, step)
         stats.total += count
         stats.postponed += int(late or 0)
@@ -123,5 +129,7 @@ async def campaign_report(session: AsyncSession, script: Script, now: datetime) 
         if status == "sent":
             stats.replied += int(replied or 0)
     for campaign_id, step, count in (await session.execute(advanced_query)).all():
+        if campaign_id.startswith(BROADCASTS):
+            continue
         step_of(campaign_id, step).advanced += count
     return CampaignReport(now, list(by_campaign.values()))

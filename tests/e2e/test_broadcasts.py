@@ -325,3 +325,5 @@ async def test_the_split_is_sticky_and_the_report_counts_per_arm(
     assert "продвинулись 1" in line_b
     listing = await say(world, "/broadcasts")
     assert f"#{broadcast_id}" in listing.plain_text and "отправлено 10" in listing.plain_text
+    # The follow-ups' report keeps to the script's campaigns.
+    assert "broadcast:" not in (await say(world, "/campaigns")).plain_text
