@@ -41,6 +41,7 @@ MAX_BUTTON_LINE = 700
 # A launch may be planned this far ahead.
 MAX_AHEAD = timedelta(days=366)
 BATCH = 1000
+MAX_SOURCE_CHARS = 8 * TELEGRAM_LIMIT
 PLACEHOLDERS = ("first_name", "school", "course")
 # A name fills {first_name}: the longest one Telegram shows must still fit.
 _LONGEST_NAME = "x" * 64
@@ -81,6 +82,9 @@ def check_text(text: str) -> str:
     text = text.strip()
     if not text:
         raise InputError("broadcast.text_empty")
+    if len(text) > MAX_SOURCE_CHARS:
+        # Entities make the source longer than what the reader sees, never this much longer.
+        raise InputError("broadcast.text_too_long", length=len(text), limit=TELEGRAM_LIMIT)
     unknown = sorted(set(PLACEHOLDER.findall(text)) - set(PLACEHOLDERS))
     if unknown:
         known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
@@ -89,8 +93,8 @@ def check_text(text: str) -> str:
     problem = check_telegram_html(filled)
     if problem:
         raise InputError("broadcast.text_html", problem=problem)
-    if len(text) > TELEGRAM_LIMIT * 2 or visible_length(filled) > TELEGRAM_LIMIT:
-        length = visible_length(filled) if len(text) <= TELEGRAM_LIMIT * 2 else len(text)
+    length = visible_length(filled)
+    if length > TELEGRAM_LIMIT:
         raise InputError("broadcast.text_too_long", length=length, limit=TELEGRAM_LIMIT)
     return text
 
