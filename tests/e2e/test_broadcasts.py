@@ -327,3 +327,17 @@ async def test_the_split_is_sticky_and_the_report_counts_per_arm(
     assert f"#{broadcast_id}" in listing.plain_text and "отправлено 10" in listing.plain_text
     # The follow-ups' report keeps to the script's campaigns.
     assert "broadcast:" not in (await say(world, "/campaigns")).plain_text
+
+
+async def test_flood_control_puts_a_send_back_and_it_goes_once(
+    world: World, clock: FakeClock
+) -> None:
+    users = [await prospect(world, f"Лид{i}") for i in range(3)]
+    broadcast_id = await compose(world, "all", "Через паузу")
+    world.emu.fail_next("sendMessage", error_code=429, retry_after=1, chat_id=users[1].chat_id)
+    await world.app.outbox.tick()
+    assert await statuses(world.app, broadcast_id) == ["planned", "sent", "sent"]
+    clock.advance(timedelta(seconds=5))
+    await world.app.outbox.tick()
+    assert await statuses(world.app, broadcast_id) == ["sent"] * 3
+    assert [got(u, "Через паузу") for u in users] == [1, 1, 1]
