@@ -341,3 +341,26 @@ async def test_flood_control_puts_a_send_back_and_it_goes_once(
     await world.app.outbox.tick()
     assert await statuses(world.app, broadcast_id) == ["sent"] * 3
     assert [got(u, "Через паузу") for u in users] == [1, 1, 1]
+
+
+async def test_a_text_telegram_refuses_at_the_test_send_goes_back_to_the_text(
+    world: World,
+) -> None:
+    admin = world.admin
+    await prospect(world, "Лид")
+    await say(world, "/broadcast all")
+    buttons_step = await say(world, "Текст, который Telegram не примет")
+    await tap(admin, buttons_step, t("broadcast.button.no_buttons", lang=RU))
+    split_step = await admin.next_message()
+    await tap(admin, split_step, t("broadcast.button.no_split", lang=RU))
+    time_step = await admin.next_message()
+    world.emu.fail_next("sendMessage", error_code=400, chat_id=admin.chat_id,
+                        description="Bad Request: can't parse entities")  # fmt: skip
+    await tap(admin, time_step, t("broadcast.button.now", lang=RU))
+    back = await admin.wait_for(lambda m: "can't parse entities" in m.plain_text)
+    assert words("broadcast.prompt.text")[:20] in back.plain_text
+    admin.skip_received()
+    async with world.sessions() as session:
+        [draft] = (await session.scalars(select(Broadcast))).all()
+        assert (draft.status, draft.step) == ("draft", "text")
+    assert words("broadcast.prompt.buttons")[:20] in (await say(world, "Другой текст")).plain_text
