@@ -54,7 +54,7 @@ async def _typing_into_a_draft(
     if message.from_user is None:
         return False
     draft = await broadcasts.draft_of(session, message.from_user.id)
-    if draft is None or draft.step not in TYPED_STEPS:
+    if draft is None or draft.step not in (*TYPED_STEPS, "confirm"):
         return False
     return {"draft": draft}
 
@@ -234,6 +234,11 @@ def router(config: BotConfig) -> Router:
     ) -> None:  # fmt: skip
         lang = script.language
         step = draft.step
+        if step == "confirm":
+            # Words at the last step: the admin means the buttons.
+            await message.answer(t("broadcast.use_buttons", lang=lang),
+                                 reply_markup=views.step_keyboard(draft, lang))  # fmt: skip
+            return
         try:
             if step == "segment":
                 segment = parse_segment(text, script)

@@ -203,6 +203,8 @@ async def test_the_guided_flow_answers_bad_input_at_every_step(world: World) -> 
     assert arm_a.labels == ["Сайт", "Интересно"]
     assert "2026-03-03 15:00" in confirm.plain_text
     assert words("broadcast.confirm.count", n=1) in confirm.plain_text
+    # Words at the confirmation: the admin is pointed to the buttons.
+    assert words("broadcast.use_buttons") in (await say(world, "да")).plain_text
     # The time step's "now" is stale; a forged button names no broadcast of this admin.
     stale = await tap(admin, time_step, t("broadcast.button.now", lang=RU))
     assert stale == t("broadcast.button.stale", lang=RU)
