@@ -184,7 +184,12 @@ def router(config: BotConfig) -> Router:
             return
         draft = await broadcasts.draft_of(session, admin_id)
         if not args and draft is not None:
-            await _show_step(message, draft, lang, t("broadcast.resumed", lang=lang, id=draft.id))
+            await message.answer(t("broadcast.resumed", lang=lang, id=draft.id))
+            if draft.step == "confirm":
+                name = message.from_user.first_name
+                await _confirm(bot, message.chat.id, session, draft, script, clock, config, name)
+            else:
+                await _show_step(message, draft, lang)
             return
         draft = await broadcasts.open_draft(session, admin_id, clock.now())
         await session.commit()

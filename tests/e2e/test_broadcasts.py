@@ -239,8 +239,25 @@ async def test_a_draft_survives_a_restart(
                 await say(world, "Текст рассылки")
             else:
                 resumed = await say(world, "/broadcast")
-                assert words("broadcast.prompt.buttons")[:20] in resumed.plain_text
-                assert t("broadcast.button.no_buttons", lang=RU) in resumed.labels
+                assert resumed.plain_text == words("broadcast.resumed", id=1)
+                step = await admin.next_message()
+                assert words("broadcast.prompt.buttons")[:20] in step.plain_text
+                assert t("broadcast.button.no_buttons", lang=RU) in step.labels
+                await tap(admin, step, t("broadcast.button.no_buttons", lang=RU))
+                split_step = await admin.next_message()
+                await tap(admin, split_step, t("broadcast.button.no_split", lang=RU))
+                time_step = await admin.next_message()
+                await tap(admin, time_step, t("broadcast.button.now", lang=RU))
+                await admin.wait_for(lambda m: t("broadcast.button.send", lang=RU) in m.labels)
+                admin.skip_received()
+                # At the confirmation, /broadcast shows the test send and the count again.
+                assert (await say(world, "/broadcast")).plain_text == words(
+                    "broadcast.resumed", id=1
+                )
+                assert (await admin.next_message()).plain_text == words("broadcast.test.note", n=1)
+                assert (await admin.next_message()).plain_text == "Текст рассылки"
+                confirm = await admin.next_message()
+                assert t("broadcast.button.send", lang=RU) in confirm.labels
         finally:
             await app.stop()
 
