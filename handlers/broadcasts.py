@@ -59,6 +59,11 @@ async def _typing_into_a_draft(
     return {"draft": draft}
 
 
+def _fits(number: int) -> bool:
+    """A row id the database can look up (a forged button may carry any integer)."""
+    return 0 < number < 2**31
+
+
 def _typed_text(message: Message) -> str:
     """What the admin wrote as Telegram HTML: formatting made in the app comes as entities
     (kept as tags); otherwise the text itself is the HTML source (links and hashtags Telegram
@@ -286,7 +291,7 @@ def router(config: BotConfig) -> Router:
         script: Script, clock: Clock, bot: Bot,
     ) -> None:  # fmt: skip
         lang = script.language
-        draft = await session.get(Broadcast, callback_data.b)
+        draft = await session.get(Broadcast, callback_data.b) if _fits(callback_data.b) else None
         if draft is None or draft.admin_id != query.from_user.id or query.data is None:
             await answer_callback(query, t("broadcast.button.unknown", lang=lang))
             return
@@ -415,7 +420,7 @@ def router(config: BotConfig) -> Router:
         script: Script, clock: Clock,
     ) -> None:  # fmt: skip
         lead = await store.lead_by_user(session, query.from_user.id)
-        if lead is None or lead.deleted_at is not None:
+        if lead is None or lead.deleted_at is not None or not _fits(callback_data.b):
             await answer_callback(query)
             return
         recorded = await broadcasts.record_quick_reply(

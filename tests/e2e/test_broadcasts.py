@@ -210,6 +210,8 @@ async def test_the_guided_flow_answers_bad_input_at_every_step(world: World) -> 
     assert stale == t("broadcast.button.stale", lang=RU)
     forged = await admin.press_data(confirm, "bc:9999:1:send")
     assert (await admin.wait_for_answer(forged)).text == t("broadcast.button.unknown", lang=RU)
+    huge = await admin.press_data(confirm, "bc:99999999999999999999:1:send")
+    assert (await admin.wait_for_answer(huge)).text == t("broadcast.button.unknown", lang=RU)
     garbage = await admin.press_data(confirm, "bc:x:y")
     await admin.wait_for_answer(garbage)
     # Send, and a double tap on it.
@@ -325,8 +327,9 @@ async def test_the_split_is_sticky_and_the_report_counts_per_arm(
     sent = next(m for m in replier.messages if m.plain_text == "Текст A")
     assert await tap(replier, sent, "Интересно") == t("broadcast.reply.thanks", lang=RU)
     # A tap on a broadcast the lead never received is not counted.
-    forged = await replier.press_data(sent, f"bq:{broadcast_id + 1}")
-    assert (await replier.wait_for_answer(forged)).text is None
+    for data in (f"bq:{broadcast_id + 1}", "bq:-5", "bq:99999999999999999999"):
+        forged = await replier.press_data(sent, data)
+        assert (await replier.wait_for_answer(forged)).text is None
     mover = by_arm["b"][0]
     question = next(m for m in mover.messages if m.buttons and "Интересно" not in m.labels)
     mover.skip_received()
