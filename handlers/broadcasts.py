@@ -386,7 +386,7 @@ def router(config: BotConfig) -> Router:
         message: Message, session: AsyncSession, reference: str, lang: str
     ) -> Broadcast | None:
         try:
-            number = inputs.parse_id(reference.lstrip("#"), what="id")
+            number = inputs.parse_id(reference.lstrip("#"), maximum=2**31 - 1, what="id")
         except ValueError:
             number = None
         broadcast = await session.get(Broadcast, number) if number is not None else None

@@ -345,6 +345,9 @@ async def test_the_split_is_sticky_and_the_report_counts_per_arm(
     assert "ответили 1 (" in line_a and "продвинулись 0" in line_a
     assert "ответили 1 (" in line_b  # tapping an answer is a reply too
     assert "продвинулись 1" in line_b
+    for reference in ("#99999999999999", "abc", "0", str(broadcast_id + 1)):
+        missing = await say(world, f"/broadcasts {reference}")
+        assert missing.plain_text.startswith(words("broadcast.not_found", ref=reference)[:8])
     listing = await say(world, "/broadcasts")
     assert f"#{broadcast_id}" in listing.plain_text and "отправлено 10" in listing.plain_text
     # The follow-ups' report keeps to the script's campaigns.
