@@ -169,6 +169,7 @@ async def test_recipients_are_chosen_on_a_fixture(
             hot_quiet.id, warm.id, other_source.id, engaged.id
         ]  # fmt: skip
         assert await ids("version=python_course@1") == [old_version.id]
+        assert await ids("version=2026_11_1") == []  # "_" is a letter here, not a wildcard
         assert await ids("stage=engaged,consultation") == [engaged.id]
         assert await ids("source=nowhere") == []
         # Keyset batches: after a lead id, in order.

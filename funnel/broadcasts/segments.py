@@ -188,7 +188,9 @@ def segment_condition(segment: Segment, now: datetime) -> ColumnElement[bool]:
     if segment.versions:
         # "2026-11-1" names the version whatever the script's id; "python@2026-11-1" exactly.
         versions = [
-            Lead.script_version == v if "@" in v else Lead.script_version.endswith("@" + v)
+            Lead.script_version == v
+            if "@" in v
+            else Lead.script_version.endswith("@" + v, autoescape=True)
             for v in segment.versions
         ]
         conditions.append(or_(*versions))
