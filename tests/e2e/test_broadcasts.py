@@ -362,10 +362,17 @@ async def test_flood_control_puts_a_send_back_and_it_goes_once(
     world.emu.fail_next("sendMessage", error_code=429, retry_after=1, chat_id=users[1].chat_id)
     await world.app.outbox.tick()
     assert await statuses(world.app, broadcast_id) == ["planned", "sent", "sent"]
+    # Progress while it runs.
+    running = await say(world, f"/broadcast status {broadcast_id}")
+    assert words("broadcast.state.running") in running.plain_text
+    assert "в очереди 1 · отправлено 2 · заблокировали 0" in running.plain_text
     clock.advance(timedelta(seconds=5))
     await world.app.outbox.tick()
     assert await statuses(world.app, broadcast_id) == ["sent"] * 3
     assert [got(u, "Через паузу") for u in users] == [1, 1, 1]
+    finished = await say(world, "/broadcast status")  # the latest one
+    assert words("broadcast.state.finished") in finished.plain_text
+    assert "в очереди 0 · отправлено 3" in finished.plain_text
 
 
 async def test_a_text_telegram_refuses_at_the_test_send_goes_back_to_the_text(
