@@ -249,13 +249,24 @@ async def test_the_report_counts_replies_and_moves_within_the_window(
         store.log_stage(session, leads[ids[0]], "engaged", "answer", NOON + timedelta(days=1))
         leads[ids[1]].last_inbound_at = NOON + timedelta(days=9)
         store.log_stage(session, leads[ids[1]], "engaged", "answer", NOON + timedelta(days=9))
+        # ...but it answered a question on day 3: a reply inside the window all the same.
+        store.add_answer(session, leads[ids[1]], "timing", "now", "now", 0,
+                         NOON + timedelta(days=3))  # fmt: skip
+        # Lead 3 was blocked: its answers count for nothing (it got no broadcast).
+        store.add_answer(session, leads[ids[3]], "need", "career", "career", 0,
+                         NOON + timedelta(days=1))  # fmt: skip
+        # Lead 2 tapped the reply button and answered a question on day 2, then wrote again
+        # after the window: the answer inside the window counts once.
         assert await broadcasts.record_quick_reply(session, cast.id, ids[2], NOON)
+        store.add_answer(session, leads[ids[2]], "need", "career", "career", 0,
+                         NOON + timedelta(days=2))  # fmt: skip
+        leads[ids[2]].last_inbound_at = NOON + timedelta(days=9)
         assert not await broadcasts.record_quick_reply(session, cast.id + 1, ids[2], NOON)
         await session.commit()
         report = await broadcast_report(session, cast, script, NOON + timedelta(days=10))
     [arm] = report.arms
     assert (arm.recipients, arm.delivered, arm.blocked, arm.replied, arm.converted) == (
-        4, 3, 1, 2, 1
+        4, 3, 1, 3, 1
     )  # fmt: skip
     assert report.state == "finished"
     assert (report.progress.sent, report.progress.blocked, report.progress.planned) == (3, 1, 0)

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.broadcasts.segments import Segment, parse_segment, segment_lead_ids
 from funnel.core.errors import InputError
-from funnel.core.models import Broadcast, BroadcastRecipient, Lead, StageEvent, Touch
+from funnel.core.models import Answer, Broadcast, BroadcastRecipient, Lead, StageEvent, Touch
 from funnel.core.telegram_text import TELEGRAM_LIMIT, check_telegram_html, visible_length
 from funnel.followups.decision import Cancel, Decision, Postpone, Send
 from funnel.followups.sending_rules import in_window, send_allowed_at
@@ -459,6 +459,7 @@ async def broadcast_report(
     ).all()
     sent_at: dict[int, datetime] = {}
     arm_of_lead: dict[int, str] = {}
+    replied: set[int] = set()
     for lead_id, arm, tapped, status, reason, sent, touch_replied, last_inbound in rows:
         stats = arms.setdefault(arm, ArmReport("b" if arm == "b" else "a"))
         stats.recipients += 1
@@ -466,32 +467,45 @@ async def broadcast_report(
         if status == "sent" and sent is not None:
             stats.delivered += 1
             sent_at[lead_id] = sent
-            wrote = last_inbound is not None and sent < last_inbound <= sent + REPORT_WINDOW
-            if tapped is not None or touch_replied is not None or wrote:
-                stats.replied += 1
+            if tapped is not None or touch_replied is not None or _within(sent, last_inbound):
+                replied.add(lead_id)
         elif reason == "blocked":
             stats.blocked += 1
+    moved: set[int] = set()
     if sent_at:
         exits = [s.id for s in script.exit_stages]
         earliest = min(sent_at.values())
-        moved: set[int] = set()
         ids = sorted(sent_at)
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             events = await session.execute(
-                select(StageEvent.lead_id, StageEvent.at).where(
-                    StageEvent.lead_id.in_(chunk),
-                    StageEvent.at > earliest,
-                    StageEvent.to_stage.not_in(exits),
+                select(StageEvent.lead_id, StageEvent.at, StageEvent.to_stage).where(
+                    StageEvent.lead_id.in_(chunk), StageEvent.at > earliest
                 )
             )
-            for lead_id, at in events.all():
-                if sent_at[lead_id] < at <= sent_at[lead_id] + REPORT_WINDOW:
+            for lead_id, at, stage in events.all():
+                if _within(sent_at[lead_id], at) and stage not in exits:
                     moved.add(lead_id)
-        for lead_id in moved:
-            arms[arm_of_lead[lead_id]].converted += 1
+            # An answer is a message from the lead even when the last one came later.
+            answers = await session.execute(
+                select(Answer.lead_id, Answer.at).where(
+                    Answer.lead_id.in_(chunk), Answer.at > earliest
+                )
+            )
+            for lead_id, at in answers.all():
+                if _within(sent_at[lead_id], at):
+                    replied.add(lead_id)
+    for lead_id in replied:
+        arms[arm_of_lead[lead_id]].replied += 1
+    for lead_id in moved:
+        arms[arm_of_lead[lead_id]].converted += 1
     report_arms = [arms[key] for key in sorted(arms)]
     return BroadcastReport(broadcast, state_of(broadcast, progress), progress, report_arms)
+
+
+def _within(sent: datetime, moment: datetime | None) -> bool:
+    """Whether `moment` falls in the report's window after the send."""
+    return moment is not None and sent < moment <= sent + REPORT_WINDOW
 
 
 async def recent_broadcasts(session: AsyncSession, limit: int = 10) -> list[Broadcast]:
