@@ -396,3 +396,19 @@ async def test_a_text_telegram_refuses_at_the_test_send_goes_back_to_the_text(
         [draft] = (await session.scalars(select(Broadcast))).all()
         assert (draft.status, draft.step) == ("draft", "text")
     assert words("broadcast.prompt.buttons")[:20] in (await say(world, "Другой текст")).plain_text
+
+
+async def test_the_flow_speaks_the_schools_language(
+    emu: TelegramEmulator, tmp_path: Path, clock: FakeClock
+) -> None:
+    from tests.conftest import EN_SCRIPT
+
+    async with running_world(emu, tmp_path, clock, script_path=EN_SCRIPT) as world:
+        await prospect(world, "Ann")
+        preview = await say(world, "/segment all")
+        assert visible_text(t("segment.preview.count", lang="en", n=1)) in preview.plain_text
+        refused = await say(world, "/segment colour=red")
+        assert "colour=red" in refused.plain_text and "no such condition" in refused.plain_text
+        start = await say(world, "/broadcast")
+        assert start.plain_text.startswith(visible_text(t("broadcast.started", lang="en", id=1)))
+        assert "Step 1 of 6" in start.plain_text
