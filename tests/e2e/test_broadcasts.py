@@ -100,7 +100,7 @@ async def test_a_broadcast_reaches_each_lead_once_across_a_restart(
     app = App(settings, token=DEFAULT_TOKEN, clock=clock, limiter=slow)
     await app.start(scheduler=False)
     world = World(emu, app, admin, admin, emu.add_group("none"))
-    leads = [await prospect(world, f"Лид{i}") for i in range(8)]
+    leads = [await prospect(world, f"Лид{i}") for i in range(12)]
     elsewhere = await prospect(world, "Другой", source="direct")
     stopped, blocking = leads[0], leads[-1]
     await stopped.send("/stop")
@@ -128,7 +128,7 @@ async def test_a_broadcast_reaches_each_lead_once_across_a_restart(
     finally:
         await again.stop()
     # Written once each; the lead who sent /stop is no recipient at all.
-    assert final == ["failed"] + ["sent"] * 6
+    assert final == ["failed"] + ["sent"] * 10
     for user in leads[1:-1]:
         assert got(user, visible_text(text)) == 1
     assert got(stopped, visible_text(text)) == 0
@@ -138,7 +138,7 @@ async def test_a_broadcast_reaches_each_lead_once_across_a_restart(
         blocked_lead = await store.lead_by_user(session, blocking.id)
         assert blocked_lead is not None and blocked_lead.blocked_at is not None
         cast = await session.get(Broadcast, broadcast_id)
-        assert cast is not None and cast.recipients == 7 and cast.status == "running"
+        assert cast is not None and cast.recipients == 11 and cast.status == "running"
 
 
 async def test_the_send_window_holds_a_broadcast_until_morning(
