@@ -50,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         "rebuild-rollups",
         help="recompute the report's rollups from the stage log (after writing leads by hand)",
     )
+    broadcast = commands.add_parser(
+        "broadcast", help="send a message to a segment of leads (the running bot delivers it)"
+    )
+    broadcast.add_argument("--segment", required=True, help='e.g. "stage=qualified silent>3d"')
+    broadcast.add_argument("--text-file", type=Path, required=True, help="Telegram HTML, UTF-8")
+    broadcast.add_argument("--at", default=None, help="YYYY-MM-DD HH:MM in TIMEZONE (default now)")
+    broadcast.add_argument("--dry-run", action="store_true", help="count and sample, save nothing")
     args = parser.parse_args(argv)
 
     try:
@@ -71,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         "ab": lambda: _ab(settings, args.experiment, args.json),
         "export": lambda: _export(settings, args.period, args.output),
         "rebuild-rollups": lambda: _rebuild_rollups(settings),
+        "broadcast": lambda: _broadcast(
+            settings, args.segment, args.text_file, args.at, args.dry_run
+        ),
     }
     try:
         return int(asyncio.run(handlers[args.command]()) or 0)
@@ -324,6 +334,67 @@ async def _export(settings: Settings, period_text: str, output: Path) -> int:
         return 2
     output.write_bytes(data)
     print(f"wrote {output}")
+    return 0
+
+
+async def _broadcast(
+    settings: Settings, segment_text: str, text_file: Path, at: str | None, dry_run: bool
+) -> int:
+    """Schedules a broadcast as /broadcast does; the running bot's tick delivers it."""
+    from bot import db
+    from funnel.broadcasts import broadcasts
+    from funnel.broadcasts.segments import count_segment, parse_segment, sample_segment
+    from funnel.core.clock import SystemClock
+    from funnel.core.telegram_text import visible_text
+    from funnel.script.loading import ScriptError, load_script
+    from handlers.views.broadcasts import explain
+
+    now = SystemClock().now()
+    try:
+        script = load_script(settings.script_path)
+    except ScriptError as e:
+        print("\n".join(e.problems), file=sys.stderr)
+        return 2
+    try:
+        text = text_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"--text-file: cannot read {text_file}: {type(e).__name__}", file=sys.stderr)
+        return 2
+    problems: list[str] = []
+    for option, check in (
+        ("--segment", lambda: parse_segment(segment_text, script)),
+        ("--text-file", lambda: broadcasts.check_text(text)),
+        ("--at", lambda: at and broadcasts.parse_send_at(at, now, settings.zone)),
+    ):
+        try:
+            check()
+        except ValueError as e:
+            problems.append(f"{option}: {visible_text(explain(e, 'en'))}")
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+    segment = parse_segment(segment_text, script)
+    send_at = broadcasts.parse_send_at(at, now, settings.zone) if at else now
+    engine = db.create_engine(settings.database_url)
+    try:
+        await db.migrate(engine)
+        async with db.sessionmaker(engine)() as session:
+            count = await count_segment(session, segment, now)
+            if dry_run or count == 0:
+                sample = await sample_segment(session, segment, now, 10)
+                print(f"segment {segment.text!r}: {count} leads would receive it")
+                for lead in sample:
+                    print(f"  lead #{lead.id}  {lead.stage}  {lead.source}")
+                return 0 if dry_run else 1
+            scheduled = await broadcasts.schedule(session, segment, text, send_at, now, count)
+            await session.commit()
+    finally:
+        await engine.dispose()
+    local = send_at.astimezone(settings.zone).strftime("%Y-%m-%d %H:%M")
+    print(
+        f"broadcast #{scheduled.id}: {count} leads, at {local} {settings.zone.key}; the running "
+        f"bot delivers it (progress: /broadcast status {scheduled.id})"
+    )
     return 0
 
 

@@ -16,12 +16,15 @@ from zoneinfo import ZoneInfo
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
+from aiogram.types import InlineKeyboardMarkup
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import transactions
 from bot.delivery import Attempt, Claims, Courier, DeliveryStats, safe_error
 from bot.ratelimit import SendLimiter
+from funnel.broadcasts import broadcasts
 from funnel.core.clock import Clock
+from funnel.core.models import Broadcast, Lead
 from funnel.dialogue.replies import Reply
 from funnel.experiments import holdout
 from funnel.followups import planning, rendering, touch_queue
@@ -31,6 +34,7 @@ from funnel.followups.touch_queue import Outcome
 from funnel.script.schema import Script
 from handlers.keyboards import keyboard
 from handlers.views.alerts import alert_texts, lead_label
+from handlers.views.broadcasts import broadcast_keyboard
 
 log = logging.getLogger("leadbot.outbox")
 
@@ -60,6 +64,8 @@ class _Outgoing:
     reply: Reply
     notify_managers: bool
     lead_label: str
+    # A broadcast's own buttons (links, its reply button) instead of the reply's.
+    markup: InlineKeyboardMarkup | None = None
 
 
 @dataclass
@@ -145,6 +151,31 @@ class Outbox:
                 session, self.script(), now, margin=self.plan_margin
             )
             await session.commit()
+        return count + await self.plan_broadcasts(now)
+
+    async def plan_broadcasts(self, now: datetime) -> int:
+        """Writes the recipients of the broadcasts whose time has come, one batch a
+        transaction, so a stop in between resumes after the last batch written."""
+        count = 0
+        while not self.courier.stopping:
+
+            async def write() -> broadcasts.Written | None:
+                async with self.sessions() as session:
+                    await touch_queue.take_write_lock(session)
+                    written = await broadcasts.write_recipients(session, self.script(), now)
+                    await session.commit()
+                return written
+
+            written = await transactions.retrying(write, "outbox.broadcast_recipients")
+            if written is None:
+                break
+            count += written.recipients
+            if not written.more:
+                log.info(
+                    "broadcast.recipients_written",
+                    extra={"event": "broadcast.recipients_written",
+                           "broadcast_id": written.broadcast_id},
+                )  # fmt: skip
         return count
 
     async def deliver(self, now: datetime) -> DeliveryStats:
@@ -209,7 +240,7 @@ class Outbox:
                 chat_id=item.chat_id,
                 text=item.reply.text,
                 parse_mode="HTML",
-                reply_markup=keyboard(item.reply),
+                reply_markup=item.markup or keyboard(item.reply),
                 request_timeout=self.send_timeout,
             ),
         )
@@ -231,10 +262,17 @@ class Outbox:
             lead_ids = sorted({touch.lead_id for touch, _ in pairs})
             since = now - script.frequency_cap.per
             history = await touch_queue.recent_sends(session, lead_ids, since)
+            casts = await broadcasts.broadcasts_by_id(
+                session, filter(None, (broadcasts.broadcast_of(t.campaign) for t, _ in pairs))
+            )
             for touch, lead in pairs:
-                decision = decide(
-                    touch, lead, script, now, history.get(touch.lead_id, []), self.zone
-                )
+                cast_id = broadcasts.broadcast_of(touch.campaign)
+                sent = history.get(touch.lead_id, [])
+                if cast_id is not None:
+                    cast = casts.get(cast_id)
+                    decision = broadcasts.decide(lead, cast, script, now, sent, self.zone)
+                else:
+                    decision = decide(touch, lead, script, now, sent, self.zone)
                 if isinstance(decision, Cancel):
                     await touch_queue.cancel_touch(session, touch.id, decision.reason)
                     round_.stats.cancelled += 1
@@ -245,6 +283,10 @@ class Outbox:
                 elif isinstance(decision, HoldOut):
                     await holdout.hold_out(session, touch.id, now)
                 elif isinstance(decision, Send) and lead is not None and lead.chat_id:
+                    if cast_id is not None:
+                        history.setdefault(lead.id, []).append(now)
+                        outgoing.append(self._broadcast_item(touch.id, lead, casts[cast_id]))
+                        continue
                     campaign = script.campaign(touch.campaign)
                     assert campaign is not None  # decide() cancels touches of removed ones
                     history.setdefault(lead.id, []).append(now)
@@ -262,6 +304,17 @@ class Outbox:
                     )
             await session.commit()
         return outgoing, len(pairs)
+
+    def _broadcast_item(self, touch_id: int, lead: Lead, broadcast: Broadcast) -> _Outgoing:
+        assert lead.chat_id is not None
+        arm = broadcasts.arm_of(broadcast.id, lead.id, broadcast.text_b is not None)
+        text = broadcasts.text_for(broadcast, arm, self.script(), lead.first_name)
+        return _Outgoing(
+            touch_id=touch_id, lead_id=lead.id, chat_id=lead.chat_id,
+            campaign=broadcasts.campaign_of(broadcast.id), step=broadcasts.STEP,
+            reply=Reply(text), notify_managers=False, lead_label="",
+            markup=broadcast_keyboard(broadcast.id, broadcast.buttons),
+        )  # fmt: skip
 
     async def _claim_many(self, touch_ids: list[int], floor: datetime) -> set[int]:
         """Marks touches "sending" and commits, right as their requests leave; anything that

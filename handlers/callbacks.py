@@ -40,3 +40,21 @@ def pack(button: Btn) -> str:
     if button.kind == "button":
         return ButtonCb(id=button.key).pack()
     return SystemCb(op=button.key).pack()
+
+
+# -- broadcasts
+
+
+class BroadcastCb(CallbackData, prefix="bc"):
+    """A button of an admin's broadcast flow: which broadcast, at which revision of its draft
+    (an older one is stale), and what it does (skip, nosplit, now, send, cancel)."""
+
+    b: int
+    r: int
+    act: str
+
+
+class BroadcastReplyCb(CallbackData, prefix="bq"):
+    """A broadcast's quick reply button, as the lead taps it."""
+
+    b: int

@@ -349,3 +349,64 @@ class Exposure(Base):
         UniqueConstraint("lead_id", "experiment"),
         Index("ix_exposures_experiment_variant", "experiment", "variant"),
     )
+
+
+# -- broadcasts (funnel/broadcasts): an admin's message to a segment of leads. Delivered as
+# touches of the campaign "broadcast:<id>" through the same outbox as the follow-ups.
+
+
+class Broadcast(Base):
+    """One broadcast, from the admin's draft (each step of the guided flow is stored here, so
+    a restart resumes it) to its launch; its recipients are materialised by the tick."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Who composes it (drafts are per admin); None when started from the command line.
+    admin_id: Mapped[int | None] = mapped_column(BigInteger)
+    # draft → scheduled → launching (recipients being written) → running; or cancelled.
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    # The draft's step: segment | text | buttons | split | time | confirm.
+    step: Mapped[str] = mapped_column(String(16), default="segment")
+    # Bumped at every step: a button of an older step is stale, a second tap on "send" too.
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    segment: Mapped[str | None] = mapped_column(Text)
+    text_a: Mapped[str | None] = mapped_column(Text)
+    # The second text of an A/B split; None: everyone gets text_a.
+    text_b: Mapped[str | None] = mapped_column(Text)
+    # [{"label": ..., "url": ...} | {"label": ..., "reply": true}]
+    buttons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # When it goes out (UTC); None while the draft has no time yet.
+    send_at: Mapped[datetime | None]
+    # How many the confirmation promised, and how many were written as recipients.
+    expected: Mapped[int | None] = mapped_column(Integer)
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+    # The last lead id written as a recipient: writing resumes after it.
+    cursor: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    launched_at: Mapped[datetime | None]
+    materialised_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_broadcasts_status_send_at", "status", "send_at"),
+        Index("ix_broadcasts_admin_id_status", "admin_id", "status"),
+    )
+
+
+class BroadcastRecipient(Base):
+    """A lead a broadcast goes to, once (the key), with its A/B arm; the send itself is the
+    touch (lead, "broadcast:<id>", 1, 0)."""
+
+    __tablename__ = "broadcast_recipients"
+
+    broadcast_id: Mapped[int] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    lead_id: Mapped[int] = mapped_column(
+        ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    arm: Mapped[str] = mapped_column(String(1), default="a")
+    # When the lead tapped the broadcast's quick reply button.
+    replied_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_broadcast_recipients_lead_id", "lead_id"),)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.core.models import JobMark, Lead, Touch
@@ -84,7 +84,8 @@ async def claim_for_sending(
         return set()
     still_current = exists().where(
         Lead.id == Touch.lead_id,
-        Lead.cycle == Touch.cycle,
+        # Cycle 0 is no conversation's (a broadcast): a reply does not make it obsolete.
+        or_(Lead.cycle == Touch.cycle, Touch.cycle == 0),
         Lead.opted_out_at.is_(None),
         Lead.blocked_at.is_(None),
         Lead.deleted_at.is_(None),

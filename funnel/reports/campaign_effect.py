@@ -110,6 +110,10 @@ def _plus_window(session: AsyncSession, column: Any) -> Any:
     return column + literal(ADVANCE_WINDOW)
 
 
+# Broadcasts' touches ("broadcast:<id>") have their own report: /broadcasts.
+BROADCASTS = "broadcast:"
+
+
 async def campaign_report(session: AsyncSession, script: Script, now: datetime) -> CampaignReport:
     """Counts from the touches table (one grouped scan) and the stage log."""
     postponed = func.sum(case((Touch.postponed > 0, 1), else_=0))
@@ -159,6 +163,8 @@ async def campaign_report(session: AsyncSession, script: Script, now: datetime) 
     for campaign_id, step, status, reason, count, late, replied in (
         await session.execute(grouped)
     ).all():
+        if campaign_id.startswith(BROADCASTS):
+            continue
         stats = step_of(campaign_id, step)
         stats.total += count
         stats.postponed += int(late or 0)
@@ -170,6 +176,8 @@ async def campaign_report(session: AsyncSession, script: Script, now: datetime) 
         if status == "sent":
             stats.replied += int(replied or 0)
     for campaign_id, step, status, count in (await session.execute(advanced_query)).all():
+        if campaign_id.startswith(BROADCASTS):
+            continue
         if status == HELD_OUT:
             step_of(campaign_id, step).held_out_advanced += count
         else:
