@@ -65,6 +65,7 @@ class ManagersReport(JsonRecord):
 @dataclass
 class _Tally:
     name: str = ""
+    named_at: datetime | None = None
     leads: set[int] = field(default_factory=set)
     seconds: list[float] = field(default_factory=list)
     booked: set[int] = field(default_factory=set)
@@ -167,7 +168,9 @@ async def managers_report(session: AsyncSession, script: Script, period: Period)
                 continue
             in_period.add(take.id)
             tally = tallies[take.manager_id]
-            tally.name = take.manager_name  # ordered by time: the latest name wins
+            if tally.named_at is None or take.taken_at >= tally.named_at:
+                # The name at the manager's latest take: Telegram names change.
+                tally.name, tally.named_at = take.manager_name, take.taken_at
             tally.leads.add(lead_id)
             total.leads.add(lead_id)
             if take.card_id is not None:
