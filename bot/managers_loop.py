@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot import transactions
 from bot.handoff import HandOff
 from funnel.core.clock import Clock
+from funnel.followups.touch_queue import take_write_lock
 from funnel.handoff import ownership, service_level
 from funnel.handoff.service_level import ServiceLevel
 from funnel.script.schema import Script
@@ -74,6 +75,7 @@ class ManagersLoop:
     async def _plan(self) -> int:
         now = self.clock.now()
         async with self.sessions() as session:
+            await take_write_lock(session)
             planned = await service_level.plan_service_level(
                 session, self.level, now, self.admin_ids, closed_stages(self.script())
             )
@@ -84,6 +86,7 @@ class ManagersLoop:
         now = self.clock.now()
         resumed = 0
         async with self.sessions() as session:
+            await take_write_lock(session)
             for silent in await ownership.silent_takes(session, now, self.silence):
                 if await ownership.release_silent(session, silent, now, self.silence):
                     resumed += 1

@@ -149,8 +149,9 @@ async def release_silent(
 ) -> bool:
     """Releases one silent take if it is still open and still silent (a manager may have
     acted since it was read); True when it was."""
-    take_ = await session.get(ManagerTake, silent.take_id)
-    lead = await store.lead_by_id(session, silent.lead_id)
+    # Read afresh: a take moves the lead's version with a plain UPDATE.
+    take_ = await session.get(ManagerTake, silent.take_id, populate_existing=True)
+    lead = await session.get(Lead, silent.lead_id, populate_existing=True)
     if take_ is None or lead is None or take_.released_at is not None:
         return False
     cutoff = now - silence
