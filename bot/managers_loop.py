@@ -74,8 +74,9 @@ class ManagersLoop:
 
     async def _plan(self) -> int:
         now = self.clock.now()
+        # No write lock up front: most ticks only read. A write that meets a newer writer
+        # fails on SQLite and the whole step is tried again (transactions.retrying).
         async with self.sessions() as session:
-            await take_write_lock(session)
             planned = await service_level.plan_service_level(
                 session, self.level, now, self.admin_ids, closed_stages(self.script())
             )
@@ -86,8 +87,11 @@ class ManagersLoop:
         now = self.clock.now()
         resumed = 0
         async with self.sessions() as session:
+            silent_takes = await ownership.silent_takes(session, now, self.silence)
+            if not silent_takes:
+                return 0
             await take_write_lock(session)
-            for silent in await ownership.silent_takes(session, now, self.silence):
+            for silent in silent_takes:
                 if await ownership.release_silent(session, silent, now, self.silence):
                     resumed += 1
                     tag = f"silence:{silent.take_id}"

@@ -369,3 +369,51 @@ async def test_buttons_for_a_forgotten_lead_are_refused(world: World, clock: Fak
     report = await world.admin.next_message()
     assert "Менеджер Олег" in report.plain_text and "Взято: 1" in report.plain_text
     assert "Анна" not in report.plain_text
+
+
+async def test_managers_shows_who_took_and_who_sold(world: World, clock: FakeClock) -> None:
+    _, card = await hot_lead(world, "Анна")
+    _, second = await hot_lead(world, "Вера")
+    clock.advance(timedelta(minutes=6))
+    await take(world, card)
+    await world.managers.wait_for(lambda m: "В работе у" in m.plain_text)
+    ira = world.emu.add_user("Ира", last_name="<b>Смирнова</b>")
+    world.managers.add_member(ira)
+    clock.advance(timedelta(minutes=2))
+    await take(world, second, ira)
+    await world.manager.press(card, PAID)
+    prompt = await world.managers.wait_for(lambda m: "Сумма оплаты" in m.plain_text)
+    await world.managers.send(world.manager, "13 800", reply_to=prompt.message_id)
+    await world.managers.wait_for(lambda m: "записана" in m.plain_text)
+    await world.admin.send("/managers 7d")
+    report = await world.admin.next_message()
+    text = report.plain_text
+    assert text.startswith("👥 Менеджеры, 7d")
+    assert "1. Менеджер Олег" in text and "2. Ира <b>Смирнова</b>" in text  # shown, escaped
+    assert "Взято: 2 · медиана 7\u00a0мин" in text  # 6 and 8 minutes
+    assert "Запись: 0 · оплата: 1 (100%)" in text and "Выручка: 13\u00a0800\u00a0₽" in text
+    assert "&lt;b&gt;" in report.text
+    assert all(len(line) <= 40 for line in text.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("args", "reply"),
+    [("abc", "/managers [7d"), ("7d 30d", "/managers [7d"), ("99999d", "/managers [7d"),
+     ("2026-02-30", "/managers [7d"), ("0001-01-01", "/managers [7d"), ("я" * 3000, "/managers")],
+)  # fmt: skip
+async def test_managers_with_a_bad_period_says_how_to_write_it(
+    world: World, args: str, reply: str
+) -> None:
+    await world.admin.send(f"/managers {args}")
+    answer = await world.admin.next_message()
+    assert reply in answer.plain_text and len(answer.plain_text) < 400
+    assert "Менеджеры," not in answer.plain_text
+
+
+async def test_managers_is_for_admins_only(world: World) -> None:
+    user = world.user("Пётр")
+    await user.send("/managers")
+    answer = await user.next_message()
+    assert "Менеджеры" not in answer.plain_text
+    await world.managers.send(world.manager, "/managers")
+    assert not any("👥" in m.plain_text for m in world.managers.messages)
