@@ -183,6 +183,7 @@ async def test_an_untaken_hot_lead_is_reminded_then_escalated_once_each(
         await again.stop()
     [escalation] = escalations(world)
     assert "Лид #1 (Анна)" in escalation.plain_text and "30" in escalation.plain_text
+    assert "/lead 1" in escalation.plain_text  # where the admin reads the whole lead
     await world.app.managers.tick()
     clock.advance(timedelta(hours=5))
     await world.app.managers.tick()
