@@ -69,6 +69,7 @@ async def test_a_taken_lead_gets_no_nudge_until_released_then_the_right_one(
     assert "Лид ваш" in await take(world, card)
     edited = await world.managers.wait_for(lambda m: "В работе у" in m.plain_text)
     assert RELEASE in edited.labels and TAKE not in edited.labels
+    assert "Рассылки бота на паузе" in edited.plain_text
     before = len(user.messages)
     # Two days: the nurture's first step (1d) would have gone out; the manager is talking.
     await follow_up(world, clock, timedelta(days=2))
@@ -81,7 +82,7 @@ async def test_a_taken_lead_gets_no_nudge_until_released_then_the_right_one(
     answer = await world.manager.wait_for_answer(tap)
     assert answer.text is not None and "снова у бота" in answer.text
     back = await world.managers.wait_for(lambda m: "В работе у" not in m.plain_text)
-    assert TAKE in back.labels
+    assert TAKE in back.labels and "на паузе" not in back.plain_text
     lead = await lead_row(world)
     assert lead.manager_id is None
     # Nothing piled up for the release: the campaign starts again from it, one step at a time.
