@@ -281,20 +281,30 @@ async def _stats(
     settings: Settings, period_text: str, source: str | None, as_json: bool, from_log: bool
 ) -> int:
     from funnel.reports.funnel_report import funnel_report
+    from funnel.reports.managers import managers_report
+    from handlers.views.managers_report import format_managers_text
     from handlers.views.report import format_report_text
 
     async def work(session: Any, script: Any, period: Any, now: Any) -> Any:
-        return await funnel_report(
+        report = await funnel_report(
             session, script, now=now, period=period, source=source, from_log=from_log
         )
+        # The managers' section: the same table as /managers, for the same period.
+        return report, await managers_report(session, script, period)
 
-    report = await _read(settings, period_text, work)
-    if report is None:
+    read = await _read(settings, period_text, work)
+    if read is None:
         return 2
+    report, managers = read
     if as_json:
-        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        data = report.to_json()
+        data["managers"] = managers.to_json()
+        print(json.dumps(data, ensure_ascii=False, indent=2))
     else:
         print(format_report_text(report))
+        print()
+        # In English, like the funnel report's terminal table above.
+        print(format_managers_text(managers, lang="en"))
     return 0
 
 

@@ -21,6 +21,8 @@ from bot.delivery_middleware import RateLimitMiddleware
 from bot.dispatcher import create_dispatcher
 from bot.handoff import HandOff
 from bot.inbox import Poller
+from bot.managers_loop import JOB_ID as MANAGERS_JOB_ID
+from bot.managers_loop import ManagersLoop
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
 from bot.scheduler import add_daily_job, add_interval_job, create_scheduler
@@ -46,6 +48,14 @@ def prospect_commands(language: str) -> list[BotCommand]:
 
 PAID_BROADCAST_RATE = 1000.0
 HANDOFF_JOB_ID = "handoff_tick"
+MANAGERS_TICK_FUNNEL_SECONDS = 20.0
+
+
+def managers_interval(settings: Settings) -> float:
+    """Seconds between the managers' ticks: about every MANAGERS_TICK_FUNNEL_SECONDS of
+    funnel time (minutes are the service level's unit), never more often than the funnel
+    tick, so the outbox's busy waves do not share the database with it for nothing."""
+    return max(settings.tick_seconds, MANAGERS_TICK_FUNNEL_SECONDS / settings.time_scale)
 
 
 def make_clock(settings: Settings) -> Clock:
@@ -109,6 +119,13 @@ class App:
         # Its own job: a retried card never waits behind a long campaign round.
         add_interval_job(self.scheduler, self.handoff.tick, settings.tick_seconds,
                          job_id=HANDOFF_JOB_ID)  # fmt: skip
+        # The managers' loop: service-level reminders and silent takes, from the database.
+        self.managers = ManagersLoop(
+            self.sessions, self.scripts, self.clock, self.handoff, settings.service_level,
+            settings.manager_silence, settings.admin_ids,
+        )  # fmt: skip
+        add_interval_job(self.scheduler, self.managers.tick,
+                         managers_interval(settings), job_id=MANAGERS_JOB_ID)  # fmt: skip
         add_daily_job(self.scheduler, self.send_digest, 9, 0, settings.zone, job_id="daily_digest")
         self._polling: asyncio.Task[Any] | None = None
 

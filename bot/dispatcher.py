@@ -17,7 +17,7 @@ from bot.middlewares import DbSession, PerUserOrder, ask_to_try_again
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
 from funnel.core.clock import Clock
-from handlers import admin, broadcasts, experiments, managers, prospect
+from handlers import admin, broadcasts, experiments, managers, managers_report, prospect
 from handlers.dependencies import BotConfig, HandOffPort, ScriptReloader
 
 log = logging.getLogger("leadbot.dispatcher")
@@ -60,8 +60,11 @@ def create_dispatcher(
         return await handler(event, data)
 
     dp.update.outer_middleware.register(current_script)
-    dp.include_routers(admin.router(config), experiments.router(config), broadcasts.router(config))
-    dp.include_routers(managers.router(config), prospect.router())
+    # The admins' and managers' commands before the prospects' catch-all dialogue.
+    dp.include_routers(
+        admin.router(config), experiments.router(config), broadcasts.router(config),
+        managers_report.router(config), managers.router(config), prospect.router(),
+    )  # fmt: skip
 
     @dp.errors()
     async def on_error(event: ErrorEvent, bot: Bot) -> bool:

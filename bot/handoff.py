@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aiogram import Bot
+from aiogram.types import ReplyParameters
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import transactions
@@ -28,14 +29,19 @@ from bot.delivery import Attempt, Courier, DeliveryStats
 from bot.ratelimit import SendLimiter
 from funnel.core import store
 from funnel.core.clock import Clock
+from funnel.core.models import Lead
 from funnel.dialogue.flow import Result
-from funnel.handoff import cards, crm, notifications
+from funnel.handoff import cards, crm, notifications, service_level
 from funnel.handoff.cards import ManagerCard
 from funnel.handoff.notifications import (
     CARD_ERASURE,
+    CARD_UPDATE,
     CRM_FORGOTTEN,
     CRM_WEBHOOK,
     MANAGER_CARD,
+    SLA_ESCALATION,
+    SLA_REMINDER,
+    WEBHOOK_KINDS,
     Claimed,
     Outcome,
 )
@@ -43,6 +49,7 @@ from funnel.script.schema import Script
 from handlers.i18n import t
 from handlers.keyboards import card_keyboard
 from handlers.views.manager_card import format_manager_card
+from handlers.views.service_level import format_escalation, format_reminder
 
 log = logging.getLogger("leadbot.handoff")
 
@@ -59,6 +66,23 @@ class CardMessage:
 
     card: ManagerCard
     text: str
+
+
+@dataclass(frozen=True)
+class CardEdit:
+    """A card already in the managers' chat, rendered again from the lead as it is now."""
+
+    card: ManagerCard
+    text: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A service-level notice: to the managers' chat quoting the card, or to an admin."""
+
+    chat_id: int
+    text: str
+    reply_to: int | None
 
 
 class HandOff:
@@ -258,6 +282,10 @@ class HandOff:
         if isinstance(prepared, Outcome):
             return prepared
         claim = functools.partial(self._claim, row.id)
+        if isinstance(prepared, CardEdit):
+            return await self._edit_card(row, prepared, claim)
+        if isinstance(prepared, Notice):
+            return await self._send_notice(row, prepared, claim)
         if isinstance(prepared, CardMessage):
             return await self._send_card(row, prepared, claim)
         if isinstance(prepared, str):
@@ -266,7 +294,7 @@ class HandOff:
 
     async def _prepare(
         self, row: Claimed
-    ) -> Outcome | CardMessage | str | tuple[dict[str, Any], str]:
+    ) -> Outcome | CardMessage | CardEdit | Notice | str | tuple[dict[str, Any], str]:
         """The card, the erasure's text, or the webhook's payload and key, rendered from the
         lead as it is now; or the outcome when there is nothing to deliver any more."""
         script = self.script()
@@ -282,6 +310,8 @@ class HandOff:
                 return crm.forgotten_payload(row.lead_id, key, row.created_at), key
             if lead is None or lead.deleted_at is not None:
                 return Outcome(row.id, "cancelled", "the lead's data was erased (/forget)")
+            if row.kind in (SLA_REMINDER, SLA_ESCALATION, CARD_UPDATE):
+                return await self._prepare_loop(session, script, row, lead)
             if row.kind == MANAGER_CARD:
                 if self.manager_chat_id is None:
                     return Outcome(row.id, "cancelled", "MANAGER_CHAT_ID is not set")
@@ -293,6 +323,82 @@ class HandOff:
                 key = crm.idempotency_key(row.id, row.lead_id, row.occasion, row.created_at)
                 return await crm.lead_payload(session, script, lead, key), key
         return Outcome(row.id, "failed", f"unknown kind {row.kind!r}")
+
+    async def _prepare_loop(
+        self, session: AsyncSession, script: Script, row: Claimed, lead: Lead
+    ) -> Outcome | CardEdit | Notice:
+        """The managers' loop's rows: a card edited to show the lead as it is now; a reminder
+        or an escalation, unless a manager took the lead meanwhile."""
+        if row.chat_id is None or row.message_id is None:
+            return Outcome(row.id, "cancelled", "the card's message is not known")
+        if row.kind == CARD_UPDATE:
+            card = await cards.manager_card(session, script, lead)
+            return CardEdit(card, format_manager_card(card, lang=script.language))
+        if lead.manager_id is not None:
+            return Outcome(row.id, "cancelled", "a manager took the lead meanwhile")
+        called = await service_level.card_called_at(session, row.occasion)
+        waited = self.clock.now() - (called or row.created_at)
+        lang = script.language
+        if row.kind == SLA_REMINDER:
+            text = format_reminder(lead.id, waited, lang=lang)
+            return Notice(row.chat_id, text, row.message_id)
+        name = " ".join(p for p in (lead.first_name, lead.last_name) if p)
+        return Notice(row.chat_id, format_escalation(lead.id, name, waited, lang=lang), None)
+
+    async def _edit_card(
+        self, row: Claimed, edit: CardEdit, claim: Callable[[], Awaitable[bool]]
+    ) -> Outcome | None:
+        assert row.chat_id is not None and row.message_id is not None
+        attempt = await self.courier.deliver(
+            row.chat_id,
+            claim,
+            functools.partial(
+                self.bot.edit_message_text,
+                edit.text,
+                chat_id=row.chat_id,
+                message_id=row.message_id,
+                reply_markup=card_keyboard(edit.card, self.script().language),
+                request_timeout=self.send_timeout,
+            ),
+        )
+        if attempt.verdict == "refused":
+            # Unchanged, deleted by a manager or too old to edit: nothing more to do.
+            return Outcome(row.id, "failed", attempt.error)
+        return self._telegram_outcome(row, attempt)
+
+    async def _send_notice(
+        self, row: Claimed, notice: Notice, claim: Callable[[], Awaitable[bool]]
+    ) -> Outcome | None:
+        reply = None
+        if notice.reply_to is not None:
+            reply = ReplyParameters(message_id=notice.reply_to, allow_sending_without_reply=True)
+        attempt = await self.courier.deliver(
+            notice.chat_id,
+            claim,
+            functools.partial(
+                self.bot.send_message,
+                notice.chat_id,
+                notice.text,
+                reply_parameters=reply,
+                request_timeout=self.send_timeout,
+            ),
+        )
+        if attempt.verdict in ("refused", "blocked"):
+            # An admin who never opened the bot, or a chat the bot left: a person must act.
+            log.error(
+                "handoff.notice_failed: Telegram refused a service-level notice; an admin must "
+                "/start the bot once, and the bot must stay in MANAGER_CHAT_ID",
+                extra={"event": "handoff.notice_failed", "notification_id": row.id,
+                       "lead_id": row.lead_id, "kind": row.kind, "error": attempt.error},
+            )  # fmt: skip
+            return Outcome(row.id, "failed", (attempt.error or attempt.verdict)[:250])
+        if attempt.verdict == "sent":
+            log.info(
+                "handoff.notice_sent",
+                extra={"event": "handoff.notice_sent", "lead_id": row.lead_id,
+                       "kind": row.kind},
+            )  # fmt: skip
+        return self._telegram_outcome(row, attempt)
 
     async def _send_card(
         self, row: Claimed, message: CardMessage, claim: Callable[[], Awaitable[bool]]
@@ -394,7 +500,7 @@ class HandOff:
     def _retry(self, row: Claimed, error: str, *, not_before: datetime | None = None) -> Outcome:
         now = self.clock.now()
         outcome = notifications.retry_or_give_up(row, now, error, not_before=not_before)
-        setting = "MANAGER_CHAT_ID" if row.kind == MANAGER_CARD else "CRM_WEBHOOK_URL"
+        setting = "CRM_WEBHOOK_URL" if row.kind in WEBHOOK_KINDS else "MANAGER_CHAT_ID"
         fields = {
             "notification_id": row.id,
             "lead_id": row.lead_id,

@@ -4,6 +4,7 @@ per wrong value."""
 from __future__ import annotations
 
 import ipaddress
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -13,6 +14,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.paths import shipped
+from funnel.handoff.service_level import ServiceLevel, parse_working_hours
+from funnel.script.durations import parse_duration
 
 DEFAULT_SCRIPT = shipped("scripts") / "ru.yaml"
 DEFAULT_DATABASE = "sqlite+aiosqlite:///data/leadbot.sqlite3"
@@ -37,6 +40,14 @@ class Settings(BaseSettings):
     # May carry the CRM's secret token: kept secret, never logged.
     crm_webhook_url: SecretStr | None = None
     log_level: str = "INFO"
+    # The managers' loop: a hot card nobody took is reminded after MANAGER_TAKE_MINUTES of
+    # working hours (MANAGER_HOURS in TIMEZONE), escalated to the admins after
+    # MANAGER_ESCALATE_MINUTES more (default: the same); a taken lead with no stage move and
+    # no manager action for MANAGER_SILENCE_RESUME goes back to the follow-ups.
+    manager_take_minutes: int = Field(default=15, ge=1, le=10080)
+    manager_escalate_minutes: int | None = Field(default=None, ge=1, le=10080)
+    manager_hours: str = "Mon-Fri 10:00-19:00"
+    manager_silence_resume: str = "3d"
 
     @field_validator("admin_ids", mode="before")
     @classmethod
@@ -109,6 +120,24 @@ class Settings(BaseSettings):
             raise ValueError(f"'{value}' is not a time zone (e.g. Europe/Moscow)") from e
         return value
 
+    @field_validator("manager_escalate_minutes", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("manager_hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        parse_working_hours(value)
+        return value.strip()
+
+    @field_validator("manager_silence_resume")
+    @classmethod
+    def _silence(cls, value: str) -> str:
+        if parse_duration(value) < timedelta(minutes=1):
+            raise ValueError(f"{value!r} is shorter than a minute; write it like 3d or 12h")
+        return value.strip()
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -120,6 +149,21 @@ class Settings(BaseSettings):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def service_level(self) -> ServiceLevel:
+        take = timedelta(minutes=self.manager_take_minutes)
+        escalate = self.manager_escalate_minutes
+        return ServiceLevel(
+            take_within=take,
+            escalate_within=take if escalate is None else timedelta(minutes=escalate),
+            hours=parse_working_hours(self.manager_hours),
+            zone=self.zone,
+        )
+
+    @property
+    def manager_silence(self) -> timedelta:
+        return parse_duration(self.manager_silence_resume)
 
     @property
     def crm_webhook(self) -> str | None:

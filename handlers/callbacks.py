@@ -28,7 +28,7 @@ class SystemCb(CallbackData, prefix="s"):
 
 
 class CardCb(CallbackData, prefix="m"):
-    """A button on a hot-lead card in the managers' chat: take, paid, unfit."""
+    """A button on a hot-lead card in the managers' chat: take, release, paid, unfit."""
 
     act: str
     lead: int

@@ -23,9 +23,14 @@ def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
 
 def card_keyboard(card: ManagerCard, lang: str | None = None) -> InlineKeyboardMarkup:
     """The card's buttons in `lang`, the school's language (the script's)."""
-    take_data = CardCb(act="take", lead=card.lead_id).pack()
-    take_text = t("card.button.take", lang=lang)
-    take = [] if card.taken else [InlineKeyboardButton(text=take_text, callback_data=take_data)]
+    if card.taken:
+        # The owner gives the lead back to the bot's follow-ups (the managers' loop).
+        act, text = "release", t("card.button.release", lang=lang)
+    else:
+        act, text = "take", t("card.button.take", lang=lang)
+    take = [
+        InlineKeyboardButton(text=text, callback_data=CardCb(act=act, lead=card.lead_id).pack())
+    ]
     return InlineKeyboardMarkup(
         inline_keyboard=[
             take,

@@ -1,4 +1,5 @@
-"""The managers' chat: taking a hot lead's card (once), recording its payment (the bot asks
+"""The managers' chat: taking a hot lead's card (once; its follow-ups pause while the manager
+holds it), giving it back to the bot, recording its payment (the bot asks
 for the amount with a reply prompt whose message id is kept in the database, so no state
 waits in memory and a restart loses nothing), or marking it unfit. Texts are in the school's
 language (the script's).
@@ -16,7 +17,6 @@ from aiogram import Bot, F, Router
 from aiogram.enums import ChatMemberStatus
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import CallbackQuery, ForceReply, Message
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.core import inputs, store
@@ -24,7 +24,7 @@ from funnel.core.clock import Clock
 from funnel.core.models import AmountPrompt, Lead
 from funnel.core.stages import can_move
 from funnel.core.telegram_text import plain_name
-from funnel.handoff import cards
+from funnel.handoff import cards, ownership
 from funnel.handoff.purchases import record_purchase
 from funnel.script.schema import Script
 from handlers.callbacks import CardCb
@@ -36,7 +36,7 @@ from handlers.respond import answer_callback
 from handlers.views.manager_card import format_manager_card
 
 MEMBERS = {ChatMemberStatus.CREATOR, ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.MEMBER}
-ACTS = frozenset({"take", "paid", "unfit"})
+ACTS = frozenset({"take", "paid", "unfit", "release"})
 
 
 async def is_manager(bot: Bot, config: BotConfig, chat_id: int, user_id: int) -> bool:
@@ -84,7 +84,10 @@ def router(config: BotConfig) -> Router:
             return
         if callback_data.act == "take":
             await _take(query, bot, session, script, clock, lead)
+        elif callback_data.act == "release":
+            await _release(query, bot, session, script, clock, lead, config)
         elif callback_data.act == "paid":
+            await ownership.note_activity(session, lead.id, clock.now())
             await answer_callback(query)
             prompt = await bot.send_message(
                 message.chat.id,
@@ -102,8 +105,12 @@ def router(config: BotConfig) -> Router:
             )
             await session.commit()
         elif callback_data.act == "unfit":
+            now = clock.now()
             if can_move(script, lead.stage, script.roles.exit):
-                store.log_stage(session, lead, script.roles.exit, "manager:unfit", clock.now())
+                store.log_stage(session, lead, script.roles.exit, "manager:unfit", now)
+            if lead.manager_id is not None:
+                # Not a fit ends the take: the exit stage's campaigns (if any) take over.
+                ownership.release(lead, await ownership.open_take(session, lead.id), "unfit", now)
             await session.commit()
             await answer_callback(query, t("manager.unfit_marked", lang=lang))
             await _refresh_card(bot, session, script, lead, message.chat.id, message.message_id)
@@ -142,6 +149,7 @@ def router(config: BotConfig) -> Router:
         stage = await record_purchase(
             session, script, lead, amount, "RUB", message.from_user.id, clock.now()
         )
+        await ownership.note_activity(session, lead.id, clock.now())
         await session.commit()
         title = escape(script.titles.get(stage, stage))
         await message.reply(
@@ -185,24 +193,57 @@ async def _take(
 ) -> None:
     lang = script.language
     name = plain_name(query.from_user.full_name, 128) or t("manager.default_name", lang=lang)
-    # One UPDATE decides between two managers tapping at once: only one row changes.
-    taken = await session.execute(
-        update(Lead)
-        .where(Lead.id == lead.id, Lead.manager_id.is_(None))
-        .values(manager_id=query.from_user.id, manager_name=name, taken_at=clock.now())
-        .execution_options(synchronize_session=False)
+    now = clock.now()
+    message = query.message
+    call = await cards.card_call(
+        session,
+        lead.id,
+        message.chat.id if message else 0,
+        message.message_id if message else 0,
+        fallback=now,
     )
+    taken = await ownership.take(
+        session, script, lead.id, query.from_user.id, name,
+        card_id=call.card_id, called_at=call.called_at, now=now,
+    )  # fmt: skip
     await session.commit()
-    if not getattr(taken, "rowcount", 0):
-        await session.refresh(lead)
-        taker = plain_name(lead.manager_name, 64)
-        if taker:
-            await answer_callback(query, t("manager.taken_by", lang=lang, name=taker))
-        else:
-            await answer_callback(query, t("manager.taken_by_colleague", lang=lang))
-        return
     await session.refresh(lead)
+    if not taken:
+        await _answer_taken_by(query, lead, lang)
+        return
     await answer_callback(query, t("manager.taken", lang=lang))
+    if message is not None:
+        await _refresh_card(bot, session, script, lead, message.chat.id, message.message_id)
+
+
+async def _answer_taken_by(query: CallbackQuery, lead: Lead, lang: str) -> None:
+    taker = plain_name(lead.manager_name, 64)
+    if taker:
+        await answer_callback(query, t("manager.taken_by", lang=lang, name=taker))
+    else:
+        await answer_callback(query, t("manager.taken_by_colleague", lang=lang))
+
+
+async def _release(
+    query: CallbackQuery,
+    bot: Bot,
+    session: AsyncSession,
+    script: Script,
+    clock: Clock,
+    lead: Lead,
+    config: BotConfig,
+) -> None:
+    """The owner (or an admin) gives the lead back to the bot's follow-ups."""
+    lang = script.language
+    if lead.manager_id is None:
+        await answer_callback(query, t("manager.not_taken", lang=lang))
+        return
+    if lead.manager_id != query.from_user.id and not config.is_admin(query.from_user.id):
+        await _answer_taken_by(query, lead, lang)
+        return
+    ownership.release(lead, await ownership.open_take(session, lead.id), "released", clock.now())
+    await session.commit()
+    await answer_callback(query, t("manager.released", lang=lang))
     if query.message is not None:
         await _refresh_card(
             bot, session, script, lead, query.message.chat.id, query.message.message_id

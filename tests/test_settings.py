@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,44 @@ def test_offline_settings_never_reach_the_real_crm(tmp_path: Path) -> None:
     assert offline.telegram_api_url == "http://127.0.0.1:9" and offline.tick_seconds == 0.2
     assert offline.database_url == f"sqlite+aiosqlite:///{tmp_path / 'x.sqlite3'}"
     assert offline.manager_chat_id == -100123 and real.crm_webhook is not None
+
+
+def test_the_managers_loop_settings_have_sensible_defaults() -> None:
+    settings = load_settings(_env_file=None)
+    level = settings.service_level
+    assert level.take_within == level.escalate_within == timedelta(minutes=15)
+    assert level.hours.on(0) == ((600, 1140),) and level.hours.on(5) == ()
+    assert settings.manager_silence == timedelta(days=3)
+    custom = load_settings(
+        _env_file=None, manager_take_minutes="5", manager_escalate_minutes="45",
+        manager_hours="Mon-Fri 09:00-18:00, Sat 11:00-15:00", manager_silence_resume="12h",
+    )  # fmt: skip
+    assert custom.service_level.escalate_within == timedelta(minutes=45)
+    assert custom.service_level.hours.on(5) == ((660, 900),)
+    assert custom.manager_silence == timedelta(hours=12)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("manager_take_minutes", "0"), ("manager_take_minutes", "quarter"),
+     ("manager_take_minutes", "99999999"), ("manager_escalate_minutes", "-5"),
+     ("manager_hours", "always-ish"), ("manager_hours", "Mon-Fri 19:00-10:00"),
+     ("manager_hours", "Mon-Fri 10:00-25:00"), ("manager_hours", "Moon 10:00-19:00"),
+     ("manager_hours", "Mon-Fri 10:00-19:00, Wed 12:00-13:00"), ("manager_hours", ""),
+     ("manager_silence_resume", "3 days"), ("manager_silence_resume", "0m"),
+     ("manager_silence_resume", "30s")],
+)  # fmt: skip
+def test_a_wrong_managers_loop_value_is_named(field: str, value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None, **{field: value})
+    [line] = caught.value.lines
+    assert line.startswith(f"{field.upper()}: ") and len(line) < 300
+
+
+def test_check_exits_non_zero_naming_a_bad_managers_setting() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bot", "check"], cwd=ROOT, capture_output=True, text=True,
+        timeout=60, env={**os.environ, "MANAGER_HOURS": "Mon-Fri 10-19"},
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert "MANAGER_HOURS" in run.stderr + run.stdout

@@ -410,3 +410,41 @@ class BroadcastRecipient(Base):
     replied_at: Mapped[datetime | None]
 
     __table_args__ = (Index("ix_broadcast_recipients_lead_id", "lead_id"),)
+
+
+# -- the managers' loop: who took which lead and when, and how the ownership ended; the
+# managers' report (funnel/reports/managers.py) reads this log with the stage log.
+
+
+class ManagerTake(Base):
+    """One manager's ownership of a lead, from the tap on "take" to its release. While a take
+    is open (released_at is None, and the lead's manager_id names the manager) the lead hears
+    no nurture or win-back touch."""
+
+    __tablename__ = "manager_takes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    manager_id: Mapped[int] = mapped_column(BigInteger)
+    # The staff member's name as Telegram showed it at the take (not the lead's data).
+    manager_name: Mapped[str] = mapped_column(String(128))
+    # The card the manager tapped, and when the managers were called for it (the card's
+    # moment): the time to take is taken_at - called_at.
+    card_id: Mapped[int | None] = mapped_column(Integer)
+    called_at: Mapped[datetime]
+    taken_at: Mapped[datetime]
+    # The manager's last action on the lead (the take, a payment): the silence counts from it.
+    active_at: Mapped[datetime]
+    released_at: Mapped[datetime | None]
+    # released (the button) | unfit | silence
+    release_cause: Mapped[str | None] = mapped_column(String(16))
+
+    __table_args__ = (
+        Index("ix_manager_takes_lead_id_taken_at", "lead_id", "taken_at"),
+        Index("ix_manager_takes_taken_at", "taken_at"),
+        Index("ix_manager_takes_released_at_active_at", "released_at", "active_at"),
+    )
+
+
+# The service level scans recent managers' cards by kind and time.
+Index("ix_notifications_kind_created_at", Notification.kind, Notification.created_at)

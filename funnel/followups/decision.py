@@ -22,7 +22,12 @@ CancelReason = Literal[
     "stage_changed",
     "replied",
     "not_eligible",
+    "manager_owns",
 ]
+
+# While a manager holds the lead (the managers' loop, funnel/handoff/ownership.py) these
+# campaigns stay silent; the release starts a new cycle that plans them again.
+PAUSED_BY_MANAGER = frozenset({"nurture", "winback"})
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ def decide(
         campaign.temperatures and lead.temperature not in campaign.temperatures
     ):
         return Cancel("not_eligible")
+    if lead.manager_id is not None and campaign.kind in PAUSED_BY_MANAGER:
+        return Cancel("manager_owns")
     history = list(sent)
     allowed = send_allowed_at(now, history, script.send_window, script.frequency_cap, zone)
     if allowed <= now:

@@ -5,6 +5,7 @@ the bot sent is where a manager's button says it is."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -93,3 +94,36 @@ async def has_card(
             or_(Notification.message_id.is_(None), Notification.message_id == message_id)
         )
     return await session.scalar(query.limit(1)) is not None
+
+
+@dataclass(frozen=True)
+class CardCall:
+    """The card a manager's button was pressed on: its row and when it called the managers."""
+
+    card_id: int | None
+    called_at: datetime
+
+
+async def card_call(
+    session: AsyncSession, lead_id: int, chat_id: int, message_id: int, fallback: datetime
+) -> CardCall:
+    """Which of the lead's cards is the message `message_id` in `chat_id` (rows from before
+    cards recorded where they landed match any message); the newest when several do, and
+    `fallback` as the moment when none is known."""
+    row = (
+        await session.execute(
+            select(Notification.id, Notification.created_at)
+            .where(
+                Notification.lead_id == lead_id,
+                Notification.kind == MANAGER_CARD,
+                Notification.status.in_(DELIVERED),
+                or_(Notification.chat_id.is_(None), Notification.chat_id == chat_id),
+                or_(Notification.message_id.is_(None), Notification.message_id == message_id),
+            )
+            .order_by(Notification.message_id.is_(None), Notification.id.desc())
+            .limit(1)
+        )
+    ).first()
+    if row is None:
+        return CardCall(None, fallback)
+    return CardCall(row[0], row[1])

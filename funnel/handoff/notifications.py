@@ -15,13 +15,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.core.models import Answer, Lead, Notification, StageEvent
 
-Kind = Literal["manager_card", "crm_webhook", "card_erasure", "crm_forgotten"]
+Kind = Literal[
+    "manager_card", "crm_webhook", "card_erasure", "crm_forgotten",
+    "sla_reminder", "sla_escalation", "card_update",
+]  # fmt: skip
 MANAGER_CARD: Kind = "manager_card"
 CRM_WEBHOOK: Kind = "crm_webhook"
 # After /forget: each card the managers got is edited to say so, and the CRM is told.
 CARD_ERASURE: Kind = "card_erasure"
 CRM_FORGOTTEN: Kind = "crm_forgotten"
 WEBHOOK_KINDS = frozenset({CRM_WEBHOOK, CRM_FORGOTTEN})
+# The managers' loop (funnel/handoff/service_level.py, ownership.py): a reply to a card nobody
+# took, a word to each admin when it is still untaken, and a card edited after a release.
+SLA_REMINDER: Kind = "sla_reminder"
+SLA_ESCALATION: Kind = "sla_escalation"
+CARD_UPDATE: Kind = "card_update"
 Status = Literal["sent", "planned", "failed", "cancelled", "unknown"]
 
 # Retries wait 15 s, 30 s, 1 min, ... and at most an hour; a day after the moment the row
@@ -74,6 +82,9 @@ async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
         .returning(Notification.id)
     )
     return len((await session.scalars(statement)).all())
+
+
+insert_new = _insert_new
 
 
 async def plan(session: AsyncSession, lead: Lead, kinds: Sequence[Kind], now: datetime) -> int:

@@ -21,6 +21,7 @@ REASONS = {
     "forgotten": N_("campaigns.reason.forgotten"),
     "not_eligible": N_("campaigns.reason.not_eligible"),
     "campaign_removed": N_("campaigns.reason.campaign_removed"),
+    "manager_owns": N_("campaigns.reason.manager_owns"),
 }
 
 

@@ -29,4 +29,6 @@ def format_manager_card(card: ManagerCard, *, lang: str) -> str:
     if card.manager_name:
         manager = escape(plain_name(card.manager_name, 128))
         lines.append(t("manager_card.taken", lang=lang, manager=manager))
+        # The managers' loop: say so, so nobody waits for the bot's reminders.
+        lines.append(t("manager_card.paused", lang=lang))
     return "\n".join(lines)
