@@ -38,7 +38,9 @@ async def record_purchase(
 ) -> str:  # fmt: skip
     """Records the payment and moves the lead on; returns the stage the lead is in after."""
     earlier = await session.scalar(
-        select(func.count()).select_from(Purchase).where(Purchase.lead_id == lead.id)
+        select(func.count())
+        .select_from(Purchase)
+        .where(Purchase.lead_id == lead.id, Purchase.refunded_at.is_(None))
     )
     session.add(
         Purchase(lead_id=lead.id, amount=amount, currency=currency, at=at, recorded_by=recorded_by)
