@@ -17,7 +17,7 @@ from bot.middlewares import DbSession, PerUserOrder, ask_to_try_again
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
 from funnel.core.clock import Clock
-from handlers import admin, managers, prospect
+from handlers import admin, managers, payments, prospect
 from handlers.dependencies import BotConfig, HandOffPort, ScriptReloader
 
 log = logging.getLogger("leadbot.dispatcher")
@@ -29,6 +29,7 @@ def bot_config(settings: Settings) -> BotConfig:
         admin_ids=settings.admin_ids,
         manager_chat_id=settings.manager_chat_id,
         zone=settings.zone,
+        payment_provider_token=settings.provider_token,
     )
 
 
@@ -60,7 +61,9 @@ def create_dispatcher(
         return await handler(event, data)
 
     dp.update.outer_middleware.register(current_script)
-    dp.include_routers(admin.router(config), managers.router(config), prospect.router())
+    dp.include_routers(admin.router(config), managers.router(config))
+    dp.include_router(payments.router(config))  # before the prospects' catch-all
+    dp.include_router(prospect.router())
 
     @dp.errors()
     async def on_error(event: ErrorEvent, bot: Bot) -> bool:

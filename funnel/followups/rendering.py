@@ -30,4 +30,4 @@ def render_touch(script: Script, campaign: Campaign, step: int, lead: Lead) -> R
         layout.extend(messages.question_buttons(question))
     layout.extend(rows(messages.script_buttons(script, spec.buttons)))
     layout.append((stop_button(script),))
-    return Reply(text, tuple(layout))
+    return Reply(text, tuple(layout), offer=spec.offer)
