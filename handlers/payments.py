@@ -190,6 +190,30 @@ def router(config: BotConfig) -> Router:
             if planned:
                 handoff.kick()
 
+    @r.message(F.refunded_payment)
+    async def on_refunded_payment(
+        message: Message, session: AsyncSession, clock: Clock, handoff: HandOffPort
+    ) -> None:
+        """Telegram's word that Stars went back (after /refund, or refunded elsewhere): the
+        purchase is marked refunded if it is not yet; nothing is said to the buyer twice."""
+        refunded = message.refunded_payment
+        if refunded is None:
+            return
+        purchase = await payments.purchase_by_charge(session, refunded.telegram_payment_charge_id)
+        if purchase is None or purchase.refunded_at is not None:
+            await session.commit()
+            return
+        await payments.mark_refunded(session, purchase, None, clock.now())
+        planned = await handoff.plan_payment(session, purchase.lead_id, purchase.id, "refunded")
+        await session.commit()
+        log.info(
+            "payment.refunded_by_telegram",
+            extra={"event": "payment.refunded_by_telegram", "lead_id": purchase.lead_id,
+                   "purchase_id": purchase.id},
+        )  # fmt: skip
+        if planned:
+            handoff.kick()
+
     admin_only = (F.chat.type == ChatType.PRIVATE, F.from_user.id.in_(config.admin_ids))
 
     @r.message(Command("refund"), *admin_only)
