@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from sqlalchemy import select
 from telegram_emulator.server import DEFAULT_TOKEN, TelegramEmulator
 from telegram_emulator.state import BotMessage
@@ -23,6 +24,7 @@ from funnel.reports.periods import parse_period
 from handlers.i18n import t
 from tests.conftest import RU_SCRIPT
 from tests.e2e.conftest import HOT, World, fast_limiter, qualify, running_world
+from tests.e2e.test_handoff import FakeCrm
 
 PROVIDER_TOKEN = "381764678:TEST:100500"
 THANKS = "Спасибо за оплату"
@@ -47,6 +49,24 @@ async def paying(emu: TelegramEmulator, tmp_path: Path, clock: FakeClock) -> Asy
         emu, tmp_path, clock, payment_provider_token=PROVIDER_TOKEN, script_path=str(script)
     ) as world:
         yield world
+
+
+@pytest.fixture
+async def crm() -> AsyncIterator[FakeCrm]:
+    """The school's CRM on localhost (tests/e2e/test_handoff.py's fake)."""
+    fake = FakeCrm()
+    app = web.Application()
+    app.router.add_post("/hook", fake.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    try:
+        yield fake
+    finally:
+        fake.release.set()
+        await runner.cleanup()
 
 
 @pytest.fixture
@@ -311,3 +331,28 @@ async def test_without_a_provider_token_a_rub_offer_is_not_sent(world: World) ->
     await user.send("/help")
     await user.wait_for(lambda m: "/forget" in m.plain_text, after=outcome)
     assert world.emu.requests_for("sendInvoice") == []
+
+
+async def test_the_crm_hears_of_the_purchase_and_of_its_refund(
+    emu: TelegramEmulator, tmp_path: Path, clock: FakeClock, crm: FakeCrm
+) -> None:
+    async with running_world(
+        emu, tmp_path, clock, crm_webhook_url=crm.url, script_path=str(stars_script(tmp_path))
+    ) as world:
+        user = await qualify(world, HOT, "Анна", username="anna_k")
+        invoice = await invoice_after_outcome(user)
+        result = await user.pay(invoice)
+        await user.wait_for(lambda m: THANKS in m.plain_text, after=invoice)
+        assert "возвращены" in await admin_says(world, "/refund 1")
+        await world.app.handoff.tick()
+        await world.app.handoff.settle()
+        received = await crm.wait_for(3)
+        events = {r.body["event"]: r for r in received}
+        assert set(events) >= {"lead", "purchase", "refund"}
+        purchase = events["purchase"].body
+        assert result.charge is not None
+        assert purchase["amount"] == "500.00" and purchase["currency"] == "XTR"
+        assert purchase["telegram_payment_charge_id"] == result.charge.telegram_payment_charge_id
+        assert purchase["idempotency_key"] == events["purchase"].headers["Idempotency-Key"]
+        assert events["refund"].body["refunded_at"] is not None
+        assert events["refund"].body["idempotency_key"] != purchase["idempotency_key"]
