@@ -131,13 +131,18 @@ def router(config: BotConfig) -> Router:
             extra={"event": "payment.pre_checkout", "ok": verdict.ok, "reason": verdict.reason,
                    "lead_id": verdict.lead_id, "offer": verdict.offer_id},
         )  # fmt: skip
-        if verdict.ok:
-            await bot.answer_pre_checkout_query(query.id, ok=True)
-            return
         key = CHECKOUT_REFUSALS[verdict.reason or "unknown_invoice"]
-        await bot.answer_pre_checkout_query(
-            query.id, ok=False, error_message=t(key, lang=script.language)
-        )
+        error = None if verdict.ok else t(key, lang=script.language)
+        try:
+            await bot.answer_pre_checkout_query(query.id, ok=verdict.ok, error_message=error)
+        except TelegramBadRequest:
+            # Past Telegram's 10 seconds (the update waited in a queue): the buyer was told
+            # the payment failed and no money was taken; nothing to undo here.
+            log.warning(
+                "payment.pre_checkout_expired: answered too late, the payment did not go "
+                "through; if this repeats, the bot is overloaded or was down",
+                extra={"event": "payment.pre_checkout_expired", "lead_id": verdict.lead_id},
+            )
 
     @r.message(F.successful_payment)
     async def on_successful_payment(

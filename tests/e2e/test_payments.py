@@ -356,3 +356,30 @@ async def test_the_crm_hears_of_the_purchase_and_of_its_refund(
         assert purchase["idempotency_key"] == events["purchase"].headers["Idempotency-Key"]
         assert events["refund"].body["refunded_at"] is not None
         assert events["refund"].body["idempotency_key"] != purchase["idempotency_key"]
+
+
+async def test_a_pre_checkout_answered_too_late_fails_quietly(
+    paying: World, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = paying
+    user = await qualify(world, HOT, "Анна")
+    invoice = await invoice_after_outcome(user)
+    await world.app.stop()
+    # The bot is down for longer than Telegram's 10 seconds: the buyer's payment fails.
+    query = await user.checkout(invoice, timeout=0.2)
+    assert query.ok is None and user.complete_payment(query).status == "timeout"
+    query.sent_at -= 20
+    before = len(user.messages)
+    again = App(world.app.settings, token=DEFAULT_TOKEN, clock=clock, limiter=fast_limiter())
+    await again.start(scheduler=False)
+    try:
+        await world.emu.wait_for_request("answerPreCheckoutQuery", timeout=10)
+        await world.emu.wait_until(lambda: not world.emu.pending_updates)
+        await user.send("/help")
+        await user.wait_for(lambda m: "/forget" in m.plain_text, after=invoice)
+    finally:
+        await again.stop()
+    # No "try again" for a query nobody can answer any more, and no purchase.
+    assert user.messages[before].plain_text.startswith("Я помогаю")
+    assert "payment.pre_checkout_expired" in caplog.text
+    assert await purchases(world) == []
