@@ -298,6 +298,7 @@ async def test_report_money_is_decimal_and_exact(
     assert isinstance(money.revenue, Decimal) and money.revenue == Decimal("0.50")
     assert str(money.revenue) == "0.50"
     assert money.average_check == Decimal("0.17")  # 0.1666… half up
+    assert money.ltv == Decimal("0.17")  # one purchase per customer here
     assert report.to_json()["money"]["revenue"] == 0.5
     # Refunding one takes it out of revenue, purchases, customers and the average.
     async with sessions() as session:
@@ -311,7 +312,16 @@ async def test_report_money_is_decimal_and_exact(
         )
     money = report.money
     assert (money.revenue, money.purchases, money.customers) == (Decimal("0.40"), 2, 2)
-    assert money.average_check == Decimal("0.20")
+    assert money.average_check == Decimal("0.20") and money.ltv == Decimal("0.20")
+
+
+def test_payment_settings_keep_the_token_secret() -> None:
+    from bot.settings import load_settings
+
+    assert load_settings(_env_file=None, payment_provider_token="  ").provider_token is None
+    settings = load_settings(_env_file=None, payment_provider_token="381764678:TEST:1")
+    assert settings.provider_token == "381764678:TEST:1"
+    assert "381764678:TEST:1" not in repr(settings) and "TEST:1" not in str(settings)
 
 
 def test_money_arithmetic_rounds_half_up_and_stays_decimal() -> None:

@@ -105,6 +105,8 @@ class Money(JsonRecord):
     other_revenue: dict[str, Decimal] = field(default_factory=dict)
     other_spend: dict[str, Decimal] = field(default_factory=dict)
     by_source: tuple[SourceMoney, ...] = ()
+    # LTV: what one paying customer brought over all their (unrefunded) purchases.
+    ltv: Decimal | None = None
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,7 @@ def money_figures(
         other_revenue=dict(sorted(other_revenue.items())),
         other_spend=dict(sorted(other_spend.items())),
         by_source=tuple(per_source),
+        ltv=money_ratio(total, buyers),
     )
 
 
