@@ -13,7 +13,8 @@ def format_amount(amount: Decimal, currency: str) -> str:
     """49900 → "49 900 ₽", 84.15 → "84.15 $": exact, kopecks shown when there are any."""
     whole = amount == amount.to_integral_value()
     number = f"{amount:,.0f}" if whole else f"{amount:,.2f}"
-    return number.replace(",", NBSP) + NBSP + SYMBOLS.get(currency, currency)
+    symbol = "⭐" if currency == "XTR" else SYMBOLS.get(currency, currency)  # Telegram Stars
+    return number.replace(",", NBSP) + NBSP + symbol
 
 
 def format_payment_note(
