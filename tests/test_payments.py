@@ -391,3 +391,26 @@ def test_check_warns_about_an_offer_that_needs_a_provider_token() -> None:
     lines = run.stderr.splitlines()
     assert len(lines) == 2 and all("PAYMENT_PROVIDER_TOKEN" in line for line in lines)
     assert "'full'" in lines[0] and "RUB" in lines[0]
+
+
+async def test_the_lead_card_marks_a_refunded_payment(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    from funnel.reports.lead_card import lead_card
+    from handlers.views.lead_card import format_lead_card_html
+
+    await lead(sessions)
+    async with sessions() as session:
+        await pay(session, "tg-card-1")
+        await pay(session, "tg-card-2", total_amount=4_990_050)
+        found = await payments.find_refundable(session, "tg-card-1")
+        await payments.mark_refunded(session, found.purchase, 5, NOON)
+        await session.commit()
+        card = await lead_card(session, PAYING_SCRIPT, 1)
+    assert card is not None
+    assert [(p.amount, p.refunded) for p in card.purchases] == [
+        (Decimal("49900.00"), True), (Decimal("49900.50"), False),
+    ]  # fmt: skip
+    text = format_lead_card_html(card, lang="ru")
+    assert "49900.00 RUB (возврат)" in text and "49900.50 RUB" in text
+    assert "49900.50 RUB (возврат)" not in text
