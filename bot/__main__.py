@@ -21,6 +21,7 @@ from bot.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from bot.app import App
+    from funnel.script.schema import Script
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,8 +110,24 @@ async def _check(settings: Settings, script: Path | None) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems:
+        from funnel.script.loading import load_script
+
+        for line in offer_warnings(load_script(script or settings.script_path), settings):
+            print(f"script: WARNING {line}", file=sys.stderr)
         print(f"ok: settings and {script or settings.script_path}")
     return 1 if problems else 0
+
+
+def offer_warnings(script: Script, settings: Settings) -> list[str]:
+    """Offers the bot cannot send as it is set up: said by `check` and at start-up."""
+    from funnel.handoff.payments import unsendable_offers
+
+    return [
+        f"offer '{offer.id}' is priced in {offer.currency}, which needs "
+        "PAYMENT_PROVIDER_TOKEN (from @BotFather, Payments); without it the bot sends the "
+        "text but not this invoice (offers in XTR, Telegram Stars, need no token)"
+        for offer in unsendable_offers(script, settings.provider_token is not None)
+    ]
 
 
 # Telegram unreachable at start-up: try again, less often the longer it lasts.

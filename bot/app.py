@@ -29,6 +29,7 @@ from bot.scheduler import add_daily_job, add_interval_job, create_scheduler
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
 from funnel.core.clock import Clock, ScaledClock, SystemClock
+from funnel.handoff.payments import unsendable_offers
 from funnel.reports.digest import daily_digest
 from handlers.i18n import t
 from handlers.views.digest import format_digest_html
@@ -109,6 +110,7 @@ class App:
             zone=settings.zone,
             manager_chat_id=settings.manager_chat_id,
             limiter=self.limiter,
+            provider_token=settings.provider_token,
         )
         self.dispatcher = create_dispatcher(
             settings, self.sessions, self.scripts, self.clock, self.handoff,
@@ -140,11 +142,24 @@ class App:
 
     async def start(self, *, scheduler: bool = True) -> None:
         await self.prepare()
+        self.warn_about_offers()
+        # Never drop what Telegram holds: a successful payment may be among the updates.
         await self.bot.delete_webhook(drop_pending_updates=False)
         await self.bot.set_my_commands(prospect_commands(self.scripts.current.language))
         if scheduler:
             self.scheduler.start()
         self._polling = asyncio.create_task(self.poller.run())
+
+    def warn_about_offers(self) -> None:
+        """Offers the script names that cannot be sent as the bot is set up."""
+        token = self.settings.provider_token is not None
+        for offer in unsendable_offers(self.scripts.current, token):
+            log.warning(
+                "payment.offer_unsendable: this offer's invoices are not sent until "
+                "PAYMENT_PROVIDER_TOKEN is set (offers in XTR, Telegram Stars, need none)",
+                extra={"event": "payment.offer_unsendable", "offer": offer.id,
+                       "currency": offer.currency},
+            )  # fmt: skip
 
     async def send_digest(self) -> None:
         """09:00 in the school's zone: yesterday in numbers, to every admin."""

@@ -17,7 +17,15 @@ from bot.middlewares import DbSession, PerUserOrder, ask_to_try_again
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
 from funnel.core.clock import Clock
-from handlers import admin, broadcasts, experiments, managers, managers_report, prospect
+from handlers import (
+    admin,
+    broadcasts,
+    experiments,
+    managers,
+    managers_report,
+    payments,
+    prospect,
+)  # fmt: skip
 from handlers.dependencies import BotConfig, HandOffPort, ScriptReloader
 
 log = logging.getLogger("leadbot.dispatcher")
@@ -29,6 +37,7 @@ def bot_config(settings: Settings) -> BotConfig:
         admin_ids=settings.admin_ids,
         manager_chat_id=settings.manager_chat_id,
         zone=settings.zone,
+        payment_provider_token=settings.provider_token,
     )
 
 
@@ -60,10 +69,11 @@ def create_dispatcher(
         return await handler(event, data)
 
     dp.update.outer_middleware.register(current_script)
-    # The admins' and managers' commands before the prospects' catch-all dialogue.
+    # The admins' and managers' commands and the payments before the prospects' catch-all.
     dp.include_routers(
         admin.router(config), experiments.router(config), broadcasts.router(config),
-        managers_report.router(config), managers.router(config), prospect.router(),
+        managers_report.router(config), managers.router(config), payments.router(config),
+        prospect.router(),
     )  # fmt: skip
 
     @dp.errors()

@@ -29,7 +29,7 @@ from bot.delivery import Attempt, Courier, DeliveryStats
 from bot.ratelimit import SendLimiter
 from funnel.core import store
 from funnel.core.clock import Clock
-from funnel.core.models import Lead
+from funnel.core.models import Lead, Purchase
 from funnel.dialogue.flow import Result
 from funnel.handoff import cards, crm, notifications, service_level
 from funnel.handoff.cards import ManagerCard
@@ -39,6 +39,7 @@ from funnel.handoff.notifications import (
     CRM_FORGOTTEN,
     CRM_WEBHOOK,
     MANAGER_CARD,
+    PAYMENT_NOTE,
     SLA_ESCALATION,
     SLA_REMINDER,
     WEBHOOK_KINDS,
@@ -49,6 +50,7 @@ from funnel.script.schema import Script
 from handlers.i18n import t
 from handlers.keyboards import card_keyboard
 from handlers.views.manager_card import format_manager_card
+from handlers.views.payment_note import format_payment_note
 from handlers.views.service_level import format_escalation, format_reminder
 
 log = logging.getLogger("leadbot.handoff")
@@ -83,6 +85,13 @@ class Notice:
     chat_id: int
     text: str
     reply_to: int | None
+
+
+@dataclass(frozen=True)
+class NoteMessage:
+    """A short note for the managers' chat (a payment, a refund): text only, no buttons."""
+
+    text: str
 
 
 class HandOff:
@@ -142,6 +151,19 @@ class HandOff:
         if lead is None or lead.deleted_at is not None:
             return False
         return await notifications.plan(session, lead, kinds, self.clock.now()) > 0
+
+    async def plan_payment(
+        self, session: AsyncSession, lead_id: int, purchase_id: int, event: str
+    ) -> bool:
+        """In the transaction that records a payment ("paid") or its refund ("refunded"): the
+        managers' note and the CRM's event; True when there is something to deliver."""
+        assert event in ("paid", "refunded")
+        planned = await notifications.plan_payment(
+            session, lead_id, purchase_id, "paid" if event == "paid" else "refunded",
+            self.clock.now(), cards=self.manager_chat_id is not None,
+            crm=self.webhook is not None,
+        )  # fmt: skip
+        return planned > 0
 
     def kick(self) -> None:
         """Delivers what is due now, in the background: the card arrives within seconds of the
@@ -288,13 +310,17 @@ class HandOff:
             return await self._send_notice(row, prepared, claim)
         if isinstance(prepared, CardMessage):
             return await self._send_card(row, prepared, claim)
+        if isinstance(prepared, NoteMessage):
+            return await self._send_note(row, prepared, claim)
         if isinstance(prepared, str):
             return await self._erase_card(row, prepared, claim)
         return await self._post_webhook(row, *prepared, claim)
 
     async def _prepare(
         self, row: Claimed
-    ) -> Outcome | CardMessage | CardEdit | Notice | str | tuple[dict[str, Any], str]:
+    ) -> (
+        Outcome | CardMessage | CardEdit | Notice | NoteMessage | str | tuple[dict[str, Any], str]
+    ):
         """The card, the erasure's text, or the webhook's payload and key, rendered from the
         lead as it is now; or the outcome when there is nothing to deliver any more."""
         script = self.script()
@@ -303,6 +329,8 @@ class HandOff:
             if row.kind == CARD_ERASURE:
                 # Nothing of the person is left on the card, in the school's language.
                 return t("card.erased", lang=script.language, lead=row.lead_id)
+            if row.kind in (PAYMENT_NOTE, notifications.CRM_PURCHASE):
+                return await self._prepare_payment(session, script, row, lead)
             if row.kind == CRM_FORGOTTEN:
                 if self.webhook is None:
                     return Outcome(row.id, "cancelled", "CRM_WEBHOOK_URL is not set")
@@ -398,6 +426,44 @@ class HandOff:
                 extra={"event": "handoff.notice_sent", "lead_id": row.lead_id,
                        "kind": row.kind},
             )  # fmt: skip
+        return self._telegram_outcome(row, attempt)
+
+    async def _prepare_payment(
+        self, session: AsyncSession, script: Script, row: Claimed, lead: Any
+    ) -> Outcome | NoteMessage | tuple[dict[str, Any], str]:
+        """A payment's note for the managers, or its event for the CRM (no personal data in
+        either: the lead's number, the offer and the money)."""
+        occasion = notifications.payment_occasion(row.occasion)
+        purchase = await session.get(Purchase, occasion[1]) if occasion else None
+        if occasion is None or purchase is None:
+            return Outcome(row.id, "cancelled", "the purchase is not in the database")
+        event = occasion[0]
+        if row.kind == PAYMENT_NOTE:
+            if self.manager_chat_id is None:
+                return Outcome(row.id, "cancelled", "MANAGER_CHAT_ID is not set")
+            offer = script.offer(purchase.offer)
+            text = format_payment_note(
+                row.lead_id, purchase.amount, purchase.currency,
+                offer.title if offer else purchase.offer, event, lang=script.language,
+            )  # fmt: skip
+            return NoteMessage(text)
+        if self.webhook is None:
+            return Outcome(row.id, "cancelled", "CRM_WEBHOOK_URL is not set")
+        key = crm.idempotency_key(row.id, row.lead_id, row.occasion, row.created_at)
+        return crm.purchase_payload(purchase, event, key, lead), key
+
+    async def _send_note(
+        self, row: Claimed, message: NoteMessage, claim: Callable[[], Awaitable[bool]]
+    ) -> Outcome | None:
+        chat_id = self.manager_chat_id
+        assert chat_id is not None
+        attempt = await self.courier.deliver(
+            chat_id,
+            claim,
+            functools.partial(
+                self.bot.send_message, chat_id, message.text, request_timeout=self.send_timeout
+            ),
+        )
         return self._telegram_outcome(row, attempt)
 
     async def _send_card(

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiogram import Bot
@@ -31,8 +32,10 @@ from funnel.followups import planning, rendering, touch_queue
 from funnel.followups.decision import Cancel, HoldOut, Postpone, Send, decide
 from funnel.followups.sending_rules import in_window
 from funnel.followups.touch_queue import Outcome
+from funnel.handoff.payments import Invoice
 from funnel.script.schema import Script
 from handlers.keyboards import keyboard
+from handlers.payments import deliver_invoice, offer_invoice
 from handlers.views.alerts import alert_texts, lead_label
 from handlers.views.broadcasts import broadcast_keyboard
 
@@ -66,6 +69,8 @@ class _Outgoing:
     lead_label: str
     # A broadcast's own buttons (links, its reply button) instead of the reply's.
     markup: InlineKeyboardMarkup | None = None
+    # The step's offer as an invoice, sent right after the text.
+    invoice: Invoice | None = None
 
 
 @dataclass
@@ -92,6 +97,7 @@ class Outbox:
         plan_margin: timedelta | None = None,
         round_seconds: float = DEFAULT_ROUND_SECONDS,
         limiter: SendLimiter | None = None,
+        provider_token: str | None = None,
     ) -> None:
         if batch_size < 1 or concurrency < 1:
             raise ValueError("batch_size and concurrency must be at least 1")
@@ -101,6 +107,7 @@ class Outbox:
         self.clock = clock
         self.zone = zone
         self.manager_chat_id = manager_chat_id
+        self.provider_token = provider_token
         self.batch_size = batch_size
         self.concurrency = concurrency
         self.send_timeout = send_timeout
@@ -235,15 +242,34 @@ class Outbox:
         return await self.courier.deliver(
             item.chat_id,
             functools.partial(claims.claim, item.touch_id),
-            functools.partial(
-                self.bot.send_message,
-                chat_id=item.chat_id,
-                text=item.reply.text,
-                parse_mode="HTML",
-                reply_markup=item.markup or keyboard(item.reply),
-                request_timeout=self.send_timeout,
-            ),
+            functools.partial(self._send_touch, item),
         )
+
+    async def _send_touch(self, item: _Outgoing) -> Any:
+        """The touch's text, then its offer's invoice. The touch is sent once its text is;
+        the invoice waits for a slot of its own and is best effort (a failure is logged)."""
+        message = await self.bot.send_message(
+            chat_id=item.chat_id,
+            text=item.reply.text,
+            parse_mode="HTML",
+            reply_markup=item.markup or keyboard(item.reply),
+            request_timeout=self.send_timeout,
+        )
+        if item.invoice is not None:
+            try:
+                if self.courier.limiter is not None:
+                    await self.courier.limiter.acquire(item.chat_id)
+                await deliver_invoice(
+                    self.bot, item.chat_id, item.invoice, self.provider_token,
+                    request_timeout=self.send_timeout,
+                )  # fmt: skip
+            except Exception as error:  # the text left: the touch is sent whatever this is
+                log.warning(
+                    "outbox.invoice_not_sent: the touch's text was sent, its invoice was not",
+                    extra={"event": "outbox.invoice_not_sent", "touch_id": item.touch_id,
+                           "error": safe_error(error)},
+                )  # fmt: skip
+        return message
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -290,6 +316,7 @@ class Outbox:
                     campaign = script.campaign(touch.campaign)
                     assert campaign is not None  # decide() cancels touches of removed ones
                     history.setdefault(lead.id, []).append(now)
+                    reply = rendering.render_touch(script, campaign, touch.step, lead, now)
                     outgoing.append(
                         _Outgoing(
                             touch_id=touch.id,
@@ -297,9 +324,12 @@ class Outbox:
                             chat_id=lead.chat_id,
                             campaign=campaign.id,
                             step=touch.step,
-                            reply=rendering.render_touch(script, campaign, touch.step, lead, now),
+                            reply=reply,
                             notify_managers=campaign.steps[touch.step - 1].notify_managers,
                             lead_label=lead_label(lead.id, lead.first_name, lead.username),
+                            invoice=offer_invoice(
+                                script, reply.offer, lead.id, self.provider_token
+                            ),
                         )
                     )
             await session.commit()

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     manager_escalate_minutes: int | None = Field(default=None, ge=1, le=10080)
     manager_hours: str = "Mon-Fri 10:00-19:00"
     manager_silence_resume: str = "3d"
+    # -- payments in the bot: the provider's token from @BotFather (YooKassa, Stripe...);
+    # empty: only offers in Telegram Stars (XTR) can be sent. A secret, never logged.
+    payment_provider_token: SecretStr | None = None
 
     @field_validator("admin_ids", mode="before")
     @classmethod
@@ -61,6 +64,18 @@ class Settings(BaseSettings):
         if isinstance(value, int):
             return frozenset({value})
         return value
+
+    @field_validator("payment_provider_token", mode="before")
+    @classmethod
+    def _no_token(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return value
+
+    @property
+    def provider_token(self) -> str | None:
+        token = self.payment_provider_token
+        return token.get_secret_value().strip() if token is not None else None
 
     @field_validator("manager_chat_id", mode="before")
     @classmethod

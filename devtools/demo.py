@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from pydantic import SecretStr
 from telegram_emulator.server import DEFAULT_TOKEN, TelegramEmulator
 from telegram_emulator.state import BotMessage
 from telegram_emulator.users import SimUser
@@ -33,6 +34,8 @@ DEMO_RATE = 400.0
 DIALOGUE_SCALE = 60.0  # while prospects chat: a wall second is a funnel minute
 CAMPAIGN_SCALE = 100_000.0  # afterwards: a wall second is about 28 funnel hours
 CAMPAIGN_DAYS = 32
+# A test token the emulator accepts: the demo's invoices in rubles can be paid.
+DEMO_PROVIDER_TOKEN = "381764678:TEST:demo"
 SOURCES = ["vk_ads", "yandex_direct", "instagram", "blog", "telegram_channel"]
 
 
@@ -48,11 +51,13 @@ class Persona:
     resumes: float = 0.0  # chance to continue the questions when nudged
     chaos: bool = False  # sends stickers, photos and nonsense first
     pays: float = 0.0  # chance the school records a payment after the consultation
+    pays_in_bot: float = 0.0  # chance to pay the bot's invoice right away
 
 
 PERSONAS = [
     Persona("eager", 0.22, {"need": "career", "timing": "now", "budget": "full",
-            "authority": "self"}, taps={"book": 0.8, "nps_10": 0.6, "nps_9": 0.3}, pays=0.6),
+            "authority": "self"}, taps={"book": 0.8, "nps_10": 0.6, "nps_9": 0.3}, pays=0.6,
+            pays_in_bot=0.3),
     Persona("lukewarm", 0.23, {"need": "project", "timing": "month", "budget": "installments",
             "authority": "family"}, taps={"trial": 0.35, "book": 0.25, "nps_8": 0.5}, pays=0.4),
     Persona("cold", 0.1, {"need": "growth", "timing": "later", "budget": "low",
@@ -96,6 +101,12 @@ class Prospect:
             await self.react(message)
 
     async def react(self, message: BotMessage) -> None:
+        if message.kind == "invoice":
+            # Payments in the bot: the emulator's pre-checkout, then successful_payment.
+            if self.rng.random() < self.persona.pays_in_bot:
+                with contextlib.suppress(LookupError, RuntimeError):
+                    await self.user.pay(message)
+            return
         for row in message.buttons:
             for button in row:
                 data = button.callback_data or ""
@@ -167,8 +178,9 @@ async def run_demo(settings: Settings, *, prospects: int = 200, seed: int = 7) -
     manager = emu.add_user("Ольга", "Продажи", username="olga_sales")
     managers = emu.add_group("Отдел продаж", members=[manager])
     demo_settings = settings.offline(
-        emu.base_url, DATABASE, owner.id, manager_chat_id=managers.id, tick_seconds=0.2
-    )
+        emu.base_url, DATABASE, owner.id, manager_chat_id=managers.id, tick_seconds=0.2,
+        payment_provider_token=SecretStr(DEMO_PROVIDER_TOKEN),
+    )  # fmt: skip
     clock = DemoClock(DIALOGUE_SCALE)
     start_at = clock.now()
     # Within the emulator's limits (1 message/s per chat, bursts of 10): the demo never sees a 429.

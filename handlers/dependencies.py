@@ -23,6 +23,8 @@ class BotConfig:
     admin_ids: frozenset[int]
     manager_chat_id: int | None
     zone: ZoneInfo
+    # PAYMENT_PROVIDER_TOKEN; None: only offers in Telegram Stars can be sent.
+    payment_provider_token: str | None = None
 
     def is_admin(self, user_id: int | None) -> bool:
         return user_id is not None and user_id in self.admin_ids
@@ -37,6 +39,12 @@ class HandOffPort(Protocol):
 
     async def plan(self, session: AsyncSession, result: Result) -> bool:
         """Writes what `result` calls for; True when there is something to deliver."""
+        ...
+
+    async def plan_payment(
+        self, session: AsyncSession, lead_id: int, purchase_id: int, event: str
+    ) -> bool:
+        """A payment ("paid") or refund ("refunded"): the managers' note and the CRM's event."""
         ...
 
     def kick(self) -> None:

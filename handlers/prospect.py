@@ -48,13 +48,16 @@ class Reply:
     chat_id: int
     handoff: HandOffPort
     callback: CallbackQuery | None = None
+    provider_token: str | None = None
 
     async def __call__(self, result: Result) -> None:
         # The card and the CRM webhook are written in the dialogue's transaction (respond
         # commits it), then delivered at once; the tick delivers what an error or crash left.
         planned = await self.handoff.plan(self.dialogue.session, result)
         try:
-            await respond(self.dialogue, self.bot, self.chat_id, result, self.callback)
+            await respond(
+                self.dialogue, self.bot, self.chat_id, result, self.callback, self.provider_token
+            )
         finally:
             if planned:
                 self.handoff.kick()
@@ -86,7 +89,8 @@ class ProspectContext(BaseMiddleware):
         callback = event if isinstance(event, CallbackQuery) else None
         data["dialogue"] = dialogue
         data["profile"] = profile_of(user, chat_id)
-        data["reply"] = Reply(dialogue, data["bot"], chat_id, handoff, callback)
+        token = data["config"].payment_provider_token
+        data["reply"] = Reply(dialogue, data["bot"], chat_id, handoff, callback, token)
         return await handler(event, data)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from funnel.core.telegram_text import fit_to_telegram
 from funnel.dialogue.flow import Dialogue, Result
 from handlers.keyboards import keyboard
+from handlers.payments import deliver_invoice, offer_invoice
 
 log = logging.getLogger("leadbot.respond")
 
@@ -24,6 +25,7 @@ async def respond(
     chat_id: int,
     result: Result,
     callback: CallbackQuery | None = None,
+    provider_token: str | None = None,
 ) -> None:
     session: AsyncSession = dialogue.session
     await session.commit()
@@ -34,6 +36,9 @@ async def respond(
             await bot.send_message(
                 chat_id, fit_to_telegram(reply.text), reply_markup=keyboard(reply)
             )
+            invoice = offer_invoice(dialogue.script, reply.offer, result.lead_id, provider_token)
+            if invoice is not None:
+                await deliver_invoice(bot, chat_id, invoice, provider_token)
         except TelegramForbiddenError:
             # Blocked between the tap and the reply: remember, and stop talking.
             await dialogue.blocked(chat_id, True)

@@ -7,6 +7,7 @@ import asyncio
 import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -396,7 +397,7 @@ async def test_money(sessions: async_sessionmaker[AsyncSession], report_script: 
     assert money.currency == "RUB"
     assert money.revenue == 50_000 and money.purchases == 4 and money.customers == 3
     assert money.average_check == 12_500
-    assert money.revenue_per_lead == round(50_000 / 15, 2)
+    assert money.revenue_per_lead == Decimal("3333.33")  # Decimal, half up to kopecks
     assert money.median_seconds_to_first_purchase == 86400  # 1 h, 1 d, 2 d
     assert money.other_revenue == {"USD": 99.0}
     # Spend is known for "ads" only: CPL, CAC and ROMI are about that source.

@@ -119,7 +119,8 @@ def test_rebuild_rollups_keeps_the_report(database: str) -> None:
 
 def check_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`python -m bot check` with the roles set, unless `env` unsets some."""
-    roles = {"BOT_TOKEN": "123456:ABCDEF", "ADMIN_IDS": "5", "MANAGER_CHAT_ID": "-100123"}
+    roles = {"BOT_TOKEN": "123456:ABCDEF", "ADMIN_IDS": "5", "MANAGER_CHAT_ID": "-100123",
+             "PAYMENT_PROVIDER_TOKEN": "381764678:TEST:100500"}  # fmt: skip
     return subprocess.run(
         [sys.executable, "-m", "bot", "check", *args], cwd=ROOT, capture_output=True,
         text=True, timeout=120, env={**os.environ, **roles, **env},

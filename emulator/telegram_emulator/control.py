@@ -21,6 +21,10 @@ Every answer is JSON; failures are `{"ok": false, "error": "..."}` with status 4
                                                 (no message_id: the newest bot message in the
                                                 chat that has a button with this label)
     POST /_emulator/users/{id}/press_data       {"data", "message_id", "chat_id"?}
+    POST /_emulator/users/{id}/pay              {"message_id"?, "timeout"?} -> {"status",
+                                                 "error_message", "telegram_payment_charge_id"}
+                                                (no message_id: the newest invoice in the chat;
+                                                the bot's pre-checkout answer is awaited)
     POST /_emulator/users/{id}/block | unblock | deactivate
     GET  /_emulator/users/{id}/answers          -> {"answers": [...]} (callback answers)
     GET  /_emulator/chats/{chat_id}/messages?min_count=N&timeout=S
@@ -354,6 +358,8 @@ class _ControlRoutes:
             return _ok(
                 {"query_id": query.query_id, "data": query.data, "message_id": query.message_id}
             )
+        elif action == "pay":
+            return _ok(await self._pay(user, body))
         elif action == "block":
             await user.block()
         elif action == "unblock":
@@ -365,6 +371,28 @@ class _ControlRoutes:
         if sent is not None:
             return _ok({"message_id": sent.message_id, "chat_id": sent.chat_id})
         return _ok({"user": self._user_json(user)})
+
+    async def _pay(self, user: SimUser, body: dict[str, Any]) -> dict[str, Any]:
+        from .payments import invoice_of
+
+        world = self.emu.world
+        chat = world.chats[user.chat_id]
+        if "message_id" in body:
+            message = self._bot_message(user, body)
+        else:
+            invoices = [m for m in chat.log if not m.deleted and invoice_of(world, m)]
+            if not invoices:
+                raise ControlError(404, f"no invoice in chat {chat.id}")
+            message = invoices[-1]
+        timeout = float(body.get("timeout", 10.0))
+        result = await user.pay(message, timeout=min(max(timeout, 0.1), 10.0))
+        charge = result.charge
+        return {
+            "status": result.status,
+            "error_message": result.error_message,
+            "message_id": message.message_id,
+            "telegram_payment_charge_id": charge.telegram_payment_charge_id if charge else None,
+        }
 
     async def answers(self, request: web.Request) -> web.StreamResponse:
         user = self._user(request)
@@ -518,6 +546,11 @@ class ControlClient:
         if chat_id is not None:
             body["chat_id"] = chat_id
         return await self._call("POST", f"/users/{user_id}/press", body)
+
+    async def pay(self, user_id: int, message_id: int | None = None) -> dict[str, Any]:
+        """The user pays an invoice (the newest one in their chat by default)."""
+        body: dict[str, Any] = {} if message_id is None else {"message_id": message_id}
+        return await self._call("POST", f"/users/{user_id}/pay", body)
 
     async def messages(
         self, chat_id: int, min_count: int = 0, wait: float = 5.0

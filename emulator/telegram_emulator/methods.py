@@ -14,12 +14,13 @@ from .html_entities import HtmlParseError, ParsedText, parse_html, strip_text
 from .limits import RateLimiter
 from .markup import ParsedMarkup, parse_reply_markup
 from .params import Upload
+from .payments import PaymentMethods
 from .state import BotIdentity, BotMessage, CallbackAnswer, ChatRecord, FileInfo, World
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
 MAX_CALLBACK_ANSWER = 200
-SENDING_METHODS = frozenset({"sendMessage", "sendPhoto", "sendDocument"})
+SENDING_METHODS = frozenset({"sendMessage", "sendPhoto", "sendDocument", "sendInvoice"})
 CHAT_ACTIONS = frozenset(
     {
         "typing",
@@ -113,6 +114,8 @@ class BotApi:
             "getChat": self.get_chat,
             "getChatMember": self.get_chat_member,
         }
+        # Payments (sendInvoice, answerPreCheckoutQuery, refundStarPayment) live apart.
+        self.handlers.update(PaymentMethods(self).handlers())
         # Telegram's method names are case-insensitive.
         self.canonical = {name.lower(): name for name in self.handlers}
 

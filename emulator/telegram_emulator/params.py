@@ -28,6 +28,9 @@ JSON_FIELDS = frozenset(
         "media",
         "suggested_post_parameters",
         "rich_message",
+        # payments
+        "prices",
+        "suggested_tip_amounts",
     }
 )
 INTEGER_FIELDS = frozenset(
@@ -47,6 +50,11 @@ INTEGER_FIELDS = frozenset(
         "width",
         "height",
         "until_date",
+        # payments
+        "max_tip_amount",
+        "photo_size",
+        "photo_width",
+        "photo_height",
     }
 )
 BOOLEAN_FIELDS = frozenset(
@@ -64,6 +72,15 @@ BOOLEAN_FIELDS = frozenset(
         "revoke_messages",
         "only_if_banned",
         "return_chat_member",
+        # payments
+        "ok",
+        "need_name",
+        "need_phone_number",
+        "need_email",
+        "need_shipping_address",
+        "send_phone_number_to_provider",
+        "send_email_to_provider",
+        "is_flexible",
     }
 )
 _INTEGER = re.compile(r"^-?\d+$")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .html_entities import utf16_len
 from .methods import BotApi
@@ -18,6 +18,9 @@ from .state import (
     UserRecord,
     World,
 )
+
+if TYPE_CHECKING:
+    from .payments import PaymentResult, PreCheckoutRecord
 
 # Waiting helpers take `timeout=` on purpose (hence the ASYNC109 waivers): a test reads
 # `await user.next_message(timeout=2)`, like the other Telegram test clients.
@@ -317,6 +320,61 @@ class SimUser(_ChatReader):
             },
         )
         return record
+
+    # --- payments (telegram_emulator/payments.py) -------------------------------------------
+
+    async def pay(
+        self,
+        invoice: MessageRef,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> PaymentResult:
+        """Pay an invoice the bot sent: the pre-checkout query (the bot has `timeout`
+        seconds, Telegram's 10, to answer it), then the successful_payment message."""
+        from . import payments
+
+        return await payments.pay(self._world, self.record, self._resolve(invoice),
+                                  timeout=timeout)  # fmt: skip
+
+    async def checkout(
+        self,
+        invoice: MessageRef,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> PreCheckoutRecord:
+        """Only the pre-checkout half of paying; `complete_payment` is the other half."""
+        from . import payments
+
+        return await payments.checkout(self._world, self.record, self._resolve(invoice),
+                                       timeout=timeout)  # fmt: skip
+
+    def complete_payment(self, query: PreCheckoutRecord) -> PaymentResult:
+        from . import payments
+
+        return payments.complete(self._world, self.record, query)
+
+    async def pre_checkout(
+        self,
+        payload: str,
+        currency: str,
+        total_amount: int,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> PreCheckoutRecord:
+        """A pre-checkout query with any content (a forged or stale payload)."""
+        from . import payments
+
+        return await payments.pre_checkout(
+            self._world, self.record, payload=payload, currency=currency,
+            total_amount=total_amount, timeout=timeout,
+        )  # fmt: skip
+
+    def deliver_payment_again(self, result: PaymentResult) -> UserMessage:
+        """Telegram delivering the same successful payment again, in a new update."""
+        from . import payments
+
+        assert result.charge is not None, "only a paid result has a charge"
+        return payments.deliver_successful_payment(self._world, self.record, result.charge)
 
     @property
     def callback_answers(self) -> list[CallbackAnswer]:

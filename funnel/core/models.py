@@ -7,6 +7,7 @@ Portable between SQLite and PostgreSQL; every time is stored as UTC.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -240,10 +241,19 @@ class Purchase(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
-    amount: Mapped[float] = mapped_column(Numeric(14, 2))
+    amount: Mapped[Decimal] = mapped_column(Numeric(14, 2, asdecimal=True))
     currency: Mapped[str] = mapped_column(String(3), default="RUB")
     at: Mapped[datetime]
     recorded_by: Mapped[int | None] = mapped_column(BigInteger)
+    # -- payments in the bot (Telegram Payments) --
+    # Telegram's id of the charge: a payment delivered twice is recorded once.
+    telegram_payment_charge_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    provider_payment_charge_id: Mapped[str | None] = mapped_column(String(128))
+    # The script's offer that was paid (None: recorded by hand with /paid).
+    offer: Mapped[str | None] = mapped_column(String(32))
+    # A refund keeps the row and marks it: every report counts only unrefunded purchases.
+    refunded_at: Mapped[datetime | None]
+    refunded_by: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_purchases_lead_id", "lead_id"), Index("ix_purchases_at", "at"))
 
@@ -265,7 +275,7 @@ class AdSpend(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str] = mapped_column(String(64))
-    amount: Mapped[float] = mapped_column(Numeric(14, 2))
+    amount: Mapped[Decimal] = mapped_column(Numeric(14, 2, asdecimal=True))
     currency: Mapped[str] = mapped_column(String(3), default="RUB")
     at: Mapped[datetime]
     recorded_by: Mapped[int | None] = mapped_column(BigInteger)

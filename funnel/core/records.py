@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import fields
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, ClassVar, cast
 
 __all__ = ["JsonRecord", "as_json"]
@@ -31,6 +32,10 @@ def as_json(value: Any) -> Any:
         return value.to_json()
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, Decimal):
+        # JSON has one kind of number; a sum of money (at most 14 digits) prints back exactly
+        # as the same decimal, so the stable shape of `stats --json` keeps its numbers.
+        return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, list | tuple):
         return [as_json(item) for item in value]
     if isinstance(value, Mapping):

@@ -286,7 +286,7 @@ class Dialogue:
         kind = lead.temperature or "disqualified"
         outcome = getattr(self.script.outcomes, kind)
         buttons = messages.script_buttons(self.script, outcome.buttons)
-        return Reply(self._text(lead, text), rows(buttons))
+        return Reply(self._text(lead, text), rows(buttons), offer=outcome.offer)
 
     def _current(self, lead: Lead) -> Reply:
         """Where the lead stands: the open question, or their outcome again."""

@@ -26,6 +26,8 @@ class Btn:
 class Reply:
     text: str
     buttons: tuple[tuple[Btn, ...], ...] = ()
+    # An offer of the script sent as a Telegram invoice right after the text.
+    offer: str | None = None
 
 
 def rows(buttons: list[Btn], columns: int | None = None) -> tuple[tuple[Btn, ...], ...]:

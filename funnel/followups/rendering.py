@@ -38,4 +38,4 @@ def render_touch(
         layout.extend(messages.question_buttons(question, script, lead, now))
     layout.extend(rows(messages.script_buttons(script, spec.buttons)))
     layout.append((stop_button(script),))
-    return Reply(text, tuple(layout))
+    return Reply(text, tuple(layout), offer=spec.offer)

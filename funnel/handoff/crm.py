@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.core import store
-from funnel.core.models import Lead
+from funnel.core.models import Lead, Purchase
 from funnel.dialogue import qualification
 from funnel.script.schema import Script
 
@@ -67,6 +67,27 @@ async def lead_payload(
         "answers": listed,
         "reasons": reasons,
         "created_at": lead.created_at.isoformat(),
+    }
+
+
+def purchase_payload(
+    purchase: Purchase, event: str, key: str, lead: Lead | None
+) -> dict[str, Any]:
+    """A payment in the bot ("purchase") or its refund ("refund"): the money and Telegram's
+    ids, under the lead's number (the CRM has the person from the lead's own event)."""
+    return {
+        "event": "purchase" if event == "paid" else "refund",
+        "idempotency_key": key,
+        "lead_id": purchase.lead_id,
+        "purchase_id": purchase.id,
+        "amount": str(purchase.amount),  # a decimal string: exact, never a float
+        "currency": purchase.currency,
+        "offer": purchase.offer,
+        "telegram_payment_charge_id": purchase.telegram_payment_charge_id,
+        "provider_payment_charge_id": purchase.provider_payment_charge_id,
+        "paid_at": purchase.at.isoformat(),
+        "refunded_at": purchase.refunded_at.isoformat() if purchase.refunded_at else None,
+        "stage": lead.stage if lead is not None else None,
     }
 
 

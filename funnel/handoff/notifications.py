@@ -17,19 +17,23 @@ from funnel.core.models import Answer, Lead, Notification, StageEvent
 
 Kind = Literal[
     "manager_card", "crm_webhook", "card_erasure", "crm_forgotten",
-    "sla_reminder", "sla_escalation", "card_update",
+    "sla_reminder", "sla_escalation", "card_update", "payment_note", "crm_purchase",
 ]  # fmt: skip
 MANAGER_CARD: Kind = "manager_card"
 CRM_WEBHOOK: Kind = "crm_webhook"
 # After /forget: each card the managers got is edited to say so, and the CRM is told.
 CARD_ERASURE: Kind = "card_erasure"
 CRM_FORGOTTEN: Kind = "crm_forgotten"
-WEBHOOK_KINDS = frozenset({CRM_WEBHOOK, CRM_FORGOTTEN})
 # The managers' loop (funnel/handoff/service_level.py, ownership.py): a reply to a card nobody
 # took, a word to each admin when it is still untaken, and a card edited after a release.
 SLA_REMINDER: Kind = "sla_reminder"
 SLA_ESCALATION: Kind = "sla_escalation"
 CARD_UPDATE: Kind = "card_update"
+# A payment in the bot (or its refund): a note in the managers' chat, an event for the CRM.
+# Their occasion names the purchase: "paid:<purchase id>" or "refunded:<purchase id>".
+PAYMENT_NOTE: Kind = "payment_note"
+CRM_PURCHASE: Kind = "crm_purchase"
+WEBHOOK_KINDS = frozenset({CRM_WEBHOOK, CRM_FORGOTTEN, CRM_PURCHASE})
 Status = Literal["sent", "planned", "failed", "cancelled", "unknown"]
 
 # Retries wait 15 s, 30 s, 1 min, ... and at most an hour; a day after the moment the row
@@ -100,6 +104,35 @@ async def plan(session: AsyncSession, lead: Lead, kinds: Sequence[Kind], now: da
         for kind in kinds
     ]  # fmt: skip
     return await _insert_new(session, rows)
+
+
+async def plan_payment(
+    session: AsyncSession,
+    lead_id: int,
+    purchase_id: int,
+    event: Literal["paid", "refunded"],
+    now: datetime,
+    *,
+    cards: bool,
+    crm: bool,
+) -> int:
+    """In the transaction that records a payment or its refund: the managers' note and the
+    CRM's event, once per purchase and event. Returns how many rows are new."""
+    kinds = [kind for kind, wanted in ((PAYMENT_NOTE, cards), (CRM_PURCHASE, crm)) if wanted]
+    rows = [
+        {"lead_id": lead_id, "kind": kind, "occasion": f"{event}:{purchase_id}",
+         "status": "planned", "attempts": 0, "due_at": now, "created_at": now}
+        for kind in kinds
+    ]  # fmt: skip
+    return await _insert_new(session, rows) if rows else 0
+
+
+def payment_occasion(occasion: str) -> tuple[str, int] | None:
+    """("paid" | "refunded", purchase id) of a payment row's occasion."""
+    event, _, number = occasion.partition(":")
+    if event not in ("paid", "refunded") or not number.isdigit():
+        return None
+    return event, int(number)
 
 
 @dataclass(frozen=True)

@@ -34,15 +34,23 @@ def parse_currency(text: str | None, default: str = "RUB") -> str:
 
 async def record_purchase(
     session: AsyncSession, script: Script, lead: Lead, amount: Decimal, currency: str,
-    recorded_by: int | None, at: datetime,
+    recorded_by: int | None, at: datetime, *, telegram_charge_id: str | None = None,
+    provider_charge_id: str | None = None, offer: str | None = None,
 ) -> str:  # fmt: skip
-    """Records the payment and moves the lead on; returns the stage the lead is in after."""
+    """Records the payment and moves the lead on; returns the stage the lead is in after.
+    A payment in the bot also carries Telegram's charge ids and the offer paid."""
     earlier = await session.scalar(
-        select(func.count()).select_from(Purchase).where(Purchase.lead_id == lead.id)
+        select(func.count())
+        .select_from(Purchase)
+        .where(Purchase.lead_id == lead.id, Purchase.refunded_at.is_(None))
     )
     session.add(
-        Purchase(lead_id=lead.id, amount=amount, currency=currency, at=at, recorded_by=recorded_by)
-    )
+        Purchase(
+            lead_id=lead.id, amount=amount, currency=currency, at=at, recorded_by=recorded_by,
+            telegram_payment_charge_id=telegram_charge_id,
+            provider_payment_charge_id=provider_charge_id, offer=offer,
+        )
+    )  # fmt: skip
     target = script.roles.loyal if earlier else script.roles.customer
     if can_move(script, lead.stage, target):
         store.log_stage(session, lead, target, "paid", at)

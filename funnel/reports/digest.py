@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.core.models import Purchase
 from funnel.reports.funnel_report import funnel_report
+from funnel.reports.money import cents_sql, from_cents
 from funnel.reports.periods import parse_period
 from funnel.script.schema import Script
 
@@ -22,7 +23,7 @@ class Digest:
     day: str
     leads: int
     stages: list[tuple[str, int, float | None]]  # title, reached, % of yesterday's leads
-    revenue: dict[str, float]  # currency -> payments made yesterday
+    revenue: dict[str, Decimal]  # currency -> payments made yesterday (refunds excluded)
     purchases: int
     leakiest: tuple[str, int, float | None] | None  # title, dropped, % kept (last 30 days)
 
@@ -35,14 +36,22 @@ async def daily_digest(
     cohort = await funnel_report(session, script, now=now, period=period)
     month = await funnel_report(session, script, now=now, period=parse_period("30d", now, tz=zone))
     rows = await session.execute(
-        select(Purchase.currency, func.count(), func.sum(Purchase.amount))
-        .where(Purchase.at >= period.start, Purchase.at < period.end)
+        select(
+            Purchase.currency,
+            func.count(),
+            func.sum(literal_column(cents_sql("amount"), BigInteger)),
+        )
+        .where(
+            Purchase.at >= period.start,
+            Purchase.at < period.end,
+            Purchase.refunded_at.is_(None),
+        )
         .group_by(Purchase.currency)
     )
-    revenue: dict[str, float] = {}
+    revenue: dict[str, Decimal] = {}
     purchases = 0
     for currency, count, total in rows.all():
-        revenue[currency] = float(Decimal(str(total or 0)))
+        revenue[currency] = from_cents(total)
         purchases += int(count)
     later = [s for s in month.stages[1:] if s.dropped]
     worst = max(later, key=lambda s: s.dropped or 0, default=None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 from funnel.core.records import JsonRecord
 from funnel.reports.periods import Period
@@ -77,32 +78,35 @@ class SourceMoney(JsonRecord):
     qualified: int
     customers: int
     conversion: float | None
-    revenue: float
+    revenue: Decimal
     purchases: int
-    spend: float | None
-    cost_per_lead: float | None
-    cac: float | None
+    spend: Decimal | None
+    cost_per_lead: Decimal | None
+    cac: Decimal | None
     romi: float | None
 
 
 @dataclass(frozen=True)
 class Money(JsonRecord):
     currency: str
-    revenue: float
+    # Money is Decimal, exact to the kopeck; refunded purchases are not counted.
+    revenue: Decimal
     purchases: int
     customers: int
-    average_check: float | None
-    revenue_per_lead: float | None
+    average_check: Decimal | None
+    revenue_per_lead: Decimal | None
     median_seconds_to_first_purchase: float | None
     # Totals over the sources with spend recorded (paid sources) only.
-    spend: float | None
-    cost_per_lead: float | None
-    cac: float | None
+    spend: Decimal | None
+    cost_per_lead: Decimal | None
+    cac: Decimal | None
     romi: float | None
     # Revenue and spend in other currencies: shown, never mixed into the figures above.
-    other_revenue: dict[str, float] = field(default_factory=dict)
-    other_spend: dict[str, float] = field(default_factory=dict)
+    other_revenue: dict[str, Decimal] = field(default_factory=dict)
+    other_spend: dict[str, Decimal] = field(default_factory=dict)
     by_source: tuple[SourceMoney, ...] = ()
+    # LTV: what one paying customer brought over all their (unrefunded) purchases.
+    ltv: Decimal | None = None
 
 
 @dataclass(frozen=True)

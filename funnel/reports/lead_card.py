@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -49,9 +50,10 @@ class CardTouch:
 
 @dataclass(frozen=True)
 class CardPurchase:
-    amount: float
+    amount: Decimal
     currency: str
     at: datetime
+    refunded: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,5 +131,7 @@ async def lead_card(session: AsyncSession, script: Script, lead_id: int) -> Lead
         answers=tuple(card_answers),
         history=history,
         touches=tuple(CardTouch(t.campaign, t.step, t.status, t.sent_at) for t in touches),
-        purchases=tuple(CardPurchase(float(p.amount), p.currency, p.at) for p in purchases),
+        purchases=tuple(
+            CardPurchase(p.amount, p.currency, p.at, p.refunded_at is not None) for p in purchases
+        ),
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, text
@@ -15,7 +16,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from funnel.core.models import UTCDateTime
 from funnel.reports import rollup
-from funnel.reports.money import Revenue, Spend, amount
+from funnel.reports.money import UNREFUNDED, Revenue, Spend, cents_sql, from_cents
 from funnel.reports.periods import Period
 from funnel.reports.rollup import bucket_sql, seconds_sql
 from funnel.script.schema import Script
@@ -127,9 +128,10 @@ class ReportSql:
 
     def purchases(self) -> str:
         return f"""
-            SELECT l.source, p.currency, count(*), sum(p.amount), count(DISTINCT p.lead_id)
+            SELECT l.source, p.currency, count(*), sum({cents_sql("p.amount")}),
+                   count(DISTINCT p.lead_id)
             FROM purchases p JOIN leads l ON l.id = p.lead_id
-            WHERE {self.where}
+            WHERE {self.where} AND {UNREFUNDED}
             GROUP BY l.source, p.currency"""
 
     def first_purchase(self) -> str:
@@ -139,7 +141,7 @@ class ReportSql:
                 SELECT {seconds} AS d FROM (
                     SELECT l.created_at AS created_at, min(p.at) AS first_at
                     FROM purchases p JOIN leads l ON l.id = p.lead_id
-                    WHERE {self.where} AND p.currency = :currency
+                    WHERE {self.where} AND p.currency = :currency AND {UNREFUNDED}
                     GROUP BY l.id, l.created_at) AS firsts) AS deltas
             WHERE d >= 0 GROUP BY {bucket_sql("d")}"""
 
@@ -154,7 +156,7 @@ class ReportSql:
         if source is not None:
             conditions.append("s.source = :source")
         return f"""
-            SELECT s.source, s.currency, sum(s.amount) FROM ad_spend s
+            SELECT s.source, s.currency, sum({cents_sql("s.amount")}) FROM ad_spend s
             WHERE {" AND ".join(conditions)} GROUP BY s.source, s.currency"""
 
 
@@ -230,11 +232,11 @@ async def tally_from_rollups(session: AsyncSession, script: Script, source: str 
 
 
 async def read_revenue(session: AsyncSession, sql: ReportSql) -> Revenue:
-    revenue: dict[tuple[str, str], tuple[int, float, int]] = {}
+    revenue: dict[tuple[str, str], tuple[int, Decimal, int]] = {}
     for src, currency, count, total, buyers in (
         await session.execute(*sql.statement(sql.purchases()))
     ).all():
-        revenue[(src, currency)] = (int(count), amount(total), int(buyers))
+        revenue[(src, currency)] = (int(count), from_cents(total), int(buyers))
     return revenue
 
 
@@ -243,7 +245,7 @@ async def read_spend(
 ) -> Spend:
     spend_sql = sql.spend(period, source)
     return {
-        (src, currency): amount(total)
+        (src, currency): from_cents(total)
         for src, currency, total in (await session.execute(*sql.statement(spend_sql))).all()
     }
 

@@ -111,13 +111,21 @@ def _parse(source: str, name: str) -> Script:
     if not isinstance(data, dict):
         raise ScriptError([f"{name}:1: a script is a mapping with format, stages, questions..."])
     try:
-        return Script.model_validate(data)
+        script = Script.model_validate(data)
     except ValidationError as e:
         errors = e.errors(include_url=False)
         problems = [_describe(name, root, err) for err in errors[:MAX_PROBLEMS]]
         if len(errors) > MAX_PROBLEMS:
             problems.append(f"{name}: ...and {len(errors) - MAX_PROBLEMS} more problems")
         raise ScriptError(problems) from e
+    # References to offers are checked here, where the YAML tree names their lines.
+    offer_problems = [
+        _clip(f"{name}:{_line_of(root, loc)}: {'.'.join(str(p) for p in loc)}: {message}")
+        for loc, message in script.offer_problems()
+    ]
+    if offer_problems:
+        raise ScriptError(offer_problems[:MAX_PROBLEMS])
+    return script
 
 
 class _BoundedLoader(yaml.SafeLoader):

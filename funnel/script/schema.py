@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import time, timedelta
+from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -152,6 +153,8 @@ class Outcome(Model):
     text: str
     buttons: tuple[Id, ...] = ()
     notify_managers: bool = False
+    # An offer of `offers` sent as a Telegram invoice after the text.
+    offer: Id | None = None
 
     _text_ok = field_validator("text", mode="before")(_text)
 
@@ -207,6 +210,8 @@ class CampaignStep(Model):
     with_question: bool = False
     # Alert the managers' chat when this step is sent (e.g. a lead silent after booking).
     notify_managers: bool = False
+    # An offer of `offers` sent as a Telegram invoice after the text.
+    offer: Id | None = None
 
     _text_ok = field_validator("text", mode="before")(_text)
 
@@ -262,6 +267,9 @@ class Texts(Model):
     finished: str
     stop_button: Label
     manager_will_write: str
+    # Payments in the bot; the bot's own wording (in the script's language) when absent.
+    payment_thanks: str | None = None
+    payment_refunded: str | None = None
 
     @field_validator("*", mode="before")
     @classmethod
@@ -379,6 +387,81 @@ def _experiment_problem(index: int, field_name: str, message: str, value: Any) -
     )
 
 
+# -- offers: what the bot sells through Telegram invoices -----------------------------------
+
+# Currencies Telegram counts in whole units (no cents); every other one has two decimals.
+# XTR is Telegram Stars.
+WHOLE_UNIT_CURRENCIES = frozenset({"XTR", "CLP", "ISK", "JPY", "KRW", "PYG", "UGX", "VND"})
+STARS = "XTR"
+# As much as a purchase row holds (Numeric(14, 2)).
+MAX_PRICE = Decimal("1000000000")
+
+
+def minor_units(currency: str) -> int:
+    """How many of the currency's smallest units make one: 100 kopecks, 1 Star."""
+    return 1 if currency in WHOLE_UNIT_CURRENCIES else 100
+
+
+def _price(value: Any) -> Any:
+    """A price written as a string or a number, read as an exact Decimal."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise ValueError('write the price as a number, e.g. "49900" or "4990.50"')
+    text = str(value).strip().replace(" ", "").replace("\u00a0", "")
+    try:
+        price = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f'{str(value)[:20]!r} is not a price; write it like "49900"') from None
+    if not price.is_finite():
+        raise ValueError("a price is a number")
+    return price
+
+
+class Offer(Model):
+    """A course or product the bot can sell with a Telegram invoice (`sendInvoice`)."""
+
+    id: Id
+    title: Annotated[str, StringConstraints(min_length=1, max_length=32, strip_whitespace=True)]
+    description: Annotated[
+        str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)
+    ]
+    price: Decimal
+    # ISO 4217 for a payment provider (PAYMENT_PROVIDER_TOKEN), or XTR for Telegram Stars.
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    photo_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+
+    _price_ok = field_validator("price", mode="before")(_price)
+
+    @field_validator("photo_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("photo_url must be an https:// address of a picture")
+        return value
+
+    @model_validator(mode="after")
+    def _price_fits(self) -> Offer:
+        if self.price <= 0:
+            raise ValueError(f"offer '{self.id}': the price must be above zero")
+        if self.price >= MAX_PRICE:
+            raise ValueError(f"offer '{self.id}': the price is too large")
+        if self.currency in WHOLE_UNIT_CURRENCIES:
+            if self.price != self.price.to_integral_value():
+                what = "Telegram Stars" if self.currency == STARS else self.currency
+                raise ValueError(f"offer '{self.id}': {what} are counted in whole units")
+        elif self.price != self.price.quantize(Decimal("0.01")):
+            raise ValueError(f"offer '{self.id}': a price has at most 2 decimals")
+        return self
+
+    @property
+    def stars(self) -> bool:
+        return self.currency == STARS
+
+    @property
+    def total_amount(self) -> int:
+        """The price in the currency's smallest units, as Telegram counts it."""
+        return int(self.price * minor_units(self.currency))
+
+
 class Script(Model):
     format: Literal[1]
     id: Id
@@ -397,6 +480,7 @@ class Script(Model):
     send_window: SendWindow = SendWindow()
     frequency_cap: FrequencyCap = FrequencyCap()
     campaigns: tuple[Campaign, ...] = ()
+    offers: tuple[Offer, ...] = ()
     # Declared after everything a target may name, so the check below sees it validated.
     experiments: tuple[Experiment, ...] = ()
 
@@ -505,6 +589,29 @@ class Script(Model):
         for bid in ids:
             if bid not in self.buttons:
                 yield f"{where} uses button '{bid}', which is not in buttons"
+
+    def offer_problems(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """Offers named where none is defined, with the place of the reference (the loader
+        turns it into a line number)."""
+        ids = [o.id for o in self.offers]
+        if len(set(ids)) != len(ids):
+            yield ("offers",), "two offers have the same id"
+        known = set(ids)
+        for name in ("hot", "warm", "cold", "disqualified"):
+            outcome: Outcome = getattr(self.outcomes, name)
+            if outcome.offer is not None and outcome.offer not in known:
+                yield (("outcomes", name, "offer"),
+                       f"names offer '{outcome.offer}', which is not in offers")  # fmt: skip
+        for c_index, campaign in enumerate(self.campaigns):
+            for s_index, step in enumerate(campaign.steps):
+                if step.offer is not None and step.offer not in known:
+                    yield (("campaigns", c_index, "steps", s_index, "offer"),
+                           f"names offer '{step.offer}', which is not in offers")  # fmt: skip
+
+    def offer(self, offer_id: str | None) -> Offer | None:
+        if offer_id is None:
+            return None
+        return next((o for o in self.offers if o.id == offer_id), None)
 
     # -- look-ups -------------------------------------------------------------------------
 

@@ -96,6 +96,10 @@ def format_lead_card_html(card: LeadCard, *, lang: str) -> str:
         ]
         sections.append("\n".join([t("lead.touches", lang=lang), *_recent(rows, lang)]))
     if card.purchases:
-        rows = [f"{_when(p.at)}: {p.amount:.2f} {escape(p.currency)}" for p in card.purchases]
+        rows = [
+            f"{_when(p.at)}: {p.amount:.2f} {escape(p.currency)}"
+            + (" " + t("lead.purchase_refunded", lang=lang) if p.refunded else "")
+            for p in card.purchases
+        ]
         sections.append("\n".join([t("lead.purchases", lang=lang), *_recent(rows, lang)]))
     return fit_to_telegram(*sections)

@@ -3,13 +3,15 @@ durations and money with its currency's symbol."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from handlers.i18n import t
 
 SYMBOLS = {"RUB": "₽", "USD": "$", "EUR": "€", "KZT": "₸", "UAH": "₴", "BYN": "Br"}
 NBSP = "\u00a0"
 
 
-def format_number(value: float | int) -> str:
+def format_number(value: Decimal | float | int) -> str:
     """1234567 → "1 234 567" with non-breaking spaces, so a number never wraps."""
     if isinstance(value, float) and not value.is_integer():
         whole = f"{value:,.2f}".rstrip("0").rstrip(".")
@@ -39,7 +41,7 @@ def format_duration(seconds: float | None, *, lang: str) -> str:
     return f"{seconds / 86400:.1f}".rstrip("0").rstrip(".") + NBSP + t("unit.days", lang=lang)
 
 
-def format_money(amount: float | None, currency: str) -> str:
+def format_money(amount: Decimal | float | None, currency: str) -> str:
     if amount is None:
         return "—"
     return f"{format_number(round(amount))}{NBSP}{SYMBOLS.get(currency, currency)}"

@@ -155,6 +155,8 @@ def _money_html(report: FunnelReport, lang: str) -> str:
             per_lead=format_money(money.revenue_per_lead, cur),
         ),
     ]
+    if money.ltv is not None:
+        lines.append(t("report.ltv", lang=lang, ltv=format_money(money.ltv, cur)))
     if money.median_seconds_to_first_purchase is not None:
         duration = format_duration(money.median_seconds_to_first_purchase, lang=lang)
         lines.append(t("report.to_purchase", lang=lang, duration=duration))

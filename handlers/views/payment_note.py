@@ -1,0 +1,30 @@
+"""The managers' note about a payment in the bot or its refund, in the school's language."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from html import escape
+
+from handlers.i18n import N_, t
+from handlers.views.numbers import NBSP, SYMBOLS
+
+
+def format_amount(amount: Decimal, currency: str) -> str:
+    """49900 → "49 900 ₽", 84.15 → "84.15 $": exact, kopecks shown when there are any."""
+    whole = amount == amount.to_integral_value()
+    number = f"{amount:,.0f}" if whole else f"{amount:,.2f}"
+    symbol = "⭐" if currency == "XTR" else SYMBOLS.get(currency, currency)  # Telegram Stars
+    return number.replace(",", NBSP) + NBSP + symbol
+
+
+def format_payment_note(
+    lead_id: int, amount: Decimal, currency: str, offer: str | None, event: str, *, lang: str
+) -> str:
+    key = N_("payment.note.paid") if event == "paid" else N_("payment.note.refunded")
+    return t(
+        key,
+        lang=lang,
+        lead=lead_id,
+        amount=escape(format_amount(amount, currency)),
+        offer=escape(offer or "—"),
+    )
