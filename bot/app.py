@@ -21,11 +21,13 @@ from bot.delivery_middleware import RateLimitMiddleware
 from bot.dispatcher import create_dispatcher
 from bot.handoff import HandOff
 from bot.inbox import Poller
+from bot.metrics import Metrics, RequestMetrics, UpdateMetrics, install_retry_counter
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
 from bot.scheduler import add_daily_job, add_interval_job, create_scheduler
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
+from bot.webhook import WebServer, allowed_updates
 from funnel.core.clock import Clock, ScaledClock, SystemClock
 from funnel.reports.digest import daily_digest
 from handlers.i18n import t
@@ -82,6 +84,10 @@ class App:
         rate = PAID_BROADCAST_RATE if settings.paid_broadcast else settings.rate_per_second
         self.limiter = limiter or RateLimiter(rate_per_second=rate)
         self.bot = make_bot(settings, token, self.limiter)
+        self.metrics = Metrics()
+        # After the limiter's middleware: each request on the wire is counted, 429s included.
+        self.bot.session.middleware(RequestMetrics(self.metrics))
+        self._uncount_retries = install_retry_counter(self.metrics)
         self.handoff = HandOff(
             self.bot,
             self.sessions,
@@ -104,13 +110,18 @@ class App:
             settings, self.sessions, self.scripts, self.clock, self.handoff,
             retry_seconds=retry_seconds,
         )  # fmt: skip
+        self.dispatcher.update.outer_middleware(UpdateMetrics(self.metrics))
         self.poller = Poller(self.dispatcher, self.bot, self.sessions, self.clock)
-        self.scheduler = create_scheduler(self.outbox.tick, settings.tick_seconds)
+        self.scheduler = create_scheduler(
+            self.metrics.timed(self.outbox.tick, "outbox"), settings.tick_seconds
+        )
         # Its own job: a retried card never waits behind a long campaign round.
-        add_interval_job(self.scheduler, self.handoff.tick, settings.tick_seconds,
-                         job_id=HANDOFF_JOB_ID)  # fmt: skip
+        add_interval_job(self.scheduler, self.metrics.timed(self.handoff.tick, "handoff"),
+                         settings.tick_seconds, job_id=HANDOFF_JOB_ID)  # fmt: skip
         add_daily_job(self.scheduler, self.send_digest, 9, 0, settings.zone, job_id="daily_digest")
         self._polling: asyncio.Task[Any] | None = None
+        # /healthz, /metrics and, in webhook mode, the webhook (bot/webhook.py).
+        self.web: WebServer | None = None
 
     async def prepare(self) -> None:
         """Schema up to date; touches and cards a crash left half-sent are settled, never
@@ -121,13 +132,41 @@ class App:
             log.warning("outbox.recovered", extra={"touches": recovered})
         await self.handoff.recover()
 
-    async def start(self, *, scheduler: bool = True) -> None:
+    async def start(self, *, scheduler: bool = True, webhook: bool = False) -> None:
+        """Polling by default; `webhook=True`: Telegram posts updates to WEBHOOK_URL, which
+        reaches this instance's WEBHOOK_LISTEN (through a TLS proxy or a load balancer)."""
         await self.prepare()
-        await self.bot.delete_webhook(drop_pending_updates=False)
+        if webhook:
+            await self._start_webhook()
+        else:
+            await self.bot.delete_webhook(drop_pending_updates=False)
+            if self.settings.metrics_listen:
+                self.web = WebServer(self, self.settings.metrics_listen)
+                await self.web.start()
         await self.bot.set_my_commands(prospect_commands(self.scripts.current.language))
         if scheduler:
             self.scheduler.start()
-        self._polling = asyncio.create_task(self.poller.run())
+        if not webhook:
+            self._polling = asyncio.create_task(self.poller.run())
+
+    async def _start_webhook(self) -> None:
+        settings = self.settings
+        if settings.webhook_url is None or settings.webhook_secret is None:
+            raise ValueError("; ".join(settings.webhook_problems()))
+        secret = settings.webhook_secret.get_secret_value()
+        self.web = WebServer(
+            self, settings.webhook_listen, webhook_path=settings.webhook_path, secret=secret
+        )
+        await self.web.start()
+        # What earlier runs stored and did not handle goes first, then Telegram delivers.
+        await self.web.resume()
+        # Every instance sets the same webhook; pending updates are never dropped.
+        await self.bot.set_webhook(
+            settings.webhook_url,
+            secret_token=secret,
+            allowed_updates=allowed_updates(self.dispatcher),
+            drop_pending_updates=False,
+        )
 
     async def send_digest(self) -> None:
         """09:00 in the school's zone: yesterday in numbers, to every admin."""
@@ -148,6 +187,8 @@ class App:
     async def wait(self) -> None:
         if self._polling is not None:
             await self._polling
+        elif self.web is not None and self.web.webhook_path is not None:
+            await self.web.wait()
 
     async def stop(self) -> None:
         """The graceful stop (SIGTERM): nothing is lost. Rows waiting for a rate-limit slot
@@ -159,6 +200,12 @@ class App:
             await self.poller.stop()
             await asyncio.gather(self._polling, return_exceptions=True)
             self._polling = None
+        if self.web is not None:
+            # New webhook calls get 503 (Telegram sends them again), the updates being
+            # handled finish; the webhook itself stays set for the other instances.
+            await self.web.close()
+            self.web = None
+        self._uncount_retries()
         await asyncio.gather(self.outbox.stop(), self.handoff.close())
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
