@@ -247,7 +247,7 @@ def split_address(value: str) -> tuple[str, int]:
     """`host:port` (IPv6 in brackets: `[::]:8080`) as a pair; ValueError in words."""
     host, sep, port = value.strip().rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"'{value}' is not host:port (e.g. 0.0.0.0:8080 or 127.0.0.1:9100)")
     return host, int(port)
 
