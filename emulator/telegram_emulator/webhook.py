@@ -81,10 +81,10 @@ class WebhookDelivery:
             not targets or not all(isinstance(t, str) and t.startswith("http") for t in targets)
         ):
             raise ValueError("targets must be a non-empty list of http(s) URLs, or None")
+        if duplicate_rate is not None and not 0.0 <= duplicate_rate <= 1.0:
+            raise ValueError("duplicate_rate must be between 0 and 1")
         self.targets = list(targets) if targets is not None else None
         if duplicate_rate is not None:
-            if not 0.0 <= duplicate_rate <= 1.0:
-                raise ValueError("duplicate_rate must be between 0 and 1")
             self.duplicate_rate = float(duplicate_rate)
         self._rng = random.Random(seed)
 

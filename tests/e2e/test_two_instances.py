@@ -241,14 +241,15 @@ async def test_two_instances_behind_a_balancer_send_nothing_twice(
         await group.add_bot(by=manager)
         await _migrate(database, tmp_path)
         instances = [Instance(n, emu, database, tmp_path, group.id) for n in ("a", "b")]
+        # The balancer in front: the public URL of setWebhook leads to both, in turn.
+        emu.webhook.configure(
+            targets=[i.url + PATH for i in instances], duplicate_rate=0.25, seed=11
+        )
         try:
             # Both start at once: each migrates again at start-up, under the advisory lock.
             await asyncio.gather(*(i.start() for i in instances))
             await asyncio.gather(*(i.wait_healthy(120) for i in instances))
             await emu.wait_until(lambda: len(emu.requests_for("setWebhook")) >= 2, 60)
-            emu.webhook.configure(
-                targets=[i.url + PATH for i in instances], duplicate_rate=0.25, seed=11
-            )
             users = [emu.add_user(f"Prospect{n}") for n in range(PROSPECTS)]
             plans = [HOT if n < HOT_PROSPECTS else WARM for n in range(PROSPECTS)]
             dialogues = await asyncio.wait_for(
