@@ -177,6 +177,7 @@ class WebhookDelivery:
         finally:
             self._in_flight.pop(update_id, None)
             self.world.updates_changed.notify()
+            self.world.changed.notify()  # tests wait for deliveries with wait_until
 
     async def _post(self, update: dict[str, Any], target: str, *, duplicate: bool) -> bool:
         hook = self.world.webhook
