@@ -357,3 +357,24 @@ async def test_polling_mode_serves_metrics_when_asked(
                 assert response.status == 200
     finally:
         await app.stop()
+
+
+async def test_a_stop_lets_the_update_being_handled_finish(
+    emu: TelegramEmulator, tmp_path: Path, clock: FakeClock
+) -> None:
+    user = emu.add_user("Анна")
+    async with webhook_app(emu, tmp_path, clock) as app:
+        # The reply takes a second on the wire: the stop lands while the update is handled.
+        emu.hang_next("sendMessage", seconds=1.0, chat_id=user.id)
+        await user.send("/start vk_ads")
+        await emu.wait_until(lambda: emu.requests_for("sendMessage"), 10)
+        assert app.web is not None and app.web.handling.count == 1
+        await app.stop()
+        assert user.messages and "1 из 4" in user.messages[0].plain_text
+        async with app.sessions() as session:
+            pending = await session.scalar(
+                select(func.count())
+                .select_from(InboxUpdate)
+                .where(InboxUpdate.handled_at.is_(None))
+            )
+        assert pending == 0, "the update in flight finished and was marked handled"
