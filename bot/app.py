@@ -108,9 +108,8 @@ class App:
         )
         self.dispatcher = create_dispatcher(
             settings, self.sessions, self.scripts, self.clock, self.handoff,
-            retry_seconds=retry_seconds,
+            retry_seconds=retry_seconds, outer=[UpdateMetrics(self.metrics)],
         )  # fmt: skip
-        self.dispatcher.update.outer_middleware(UpdateMetrics(self.metrics))
         self.poller = Poller(self.dispatcher, self.bot, self.sessions, self.clock)
         self.scheduler = create_scheduler(
             self.metrics.timed(self.outbox.tick, "outbox"), settings.tick_seconds
