@@ -196,7 +196,7 @@ async def _start_when_reachable(
             if failed:
                 print(f"telegram: reached {server}; starting", file=sys.stderr, flush=True)
             try:
-                await app.start(webhook=webhook)
+                await (app.start(webhook=True) if webhook else app.start())
                 return app
             except telegram_away as e:
                 error = e

@@ -78,6 +78,7 @@ class App:
     ) -> None:
         self.settings = settings
         self.clock = clock or make_clock(settings)
+        self.created_at = self.clock.now()
         self.scripts = ScriptHolder(settings.script_path)
         self.engine: AsyncEngine = db.create_engine(settings.database_url)
         self.sessions = db.sessionmaker(self.engine)

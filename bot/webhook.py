@@ -29,7 +29,7 @@ import hmac
 import logging
 import sqlite3
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiogram import Bot, Dispatcher
@@ -125,19 +125,18 @@ class Handling:
             await session.execute(inbox.mark_handled(update_id, self.clock.now()))
             await session.commit()
 
-    async def resume(self, *, older_than: timedelta | None = None) -> int:
-        """Spawns the stored updates nobody handled (received before now - `older_than`,
-        when given); returns how many."""
+    async def resume(self, received_by: datetime) -> int:
+        """Spawns the stored updates nobody handled that were received by `received_by`;
+        returns how many."""
 
         async def read() -> list[tuple[int, str]]:
             async with self.sessions() as session:
                 query = (
                     select(InboxUpdate.update_id, InboxUpdate.payload)
                     .where(InboxUpdate.handled_at.is_(None))
+                    .where(InboxUpdate.received_at <= received_by)
                     .order_by(InboxUpdate.update_id)
                 )
-                if older_than is not None:
-                    query = query.where(InboxUpdate.received_at < self.clock.now() - older_than)
                 return [(i, p) for i, p in (await session.execute(query)).all()]
 
         left = await transactions.retrying(read, "inbox.pending")
@@ -206,6 +205,7 @@ class WebServer:
             concurrency=concurrency,
         )  # fmt: skip
         self.stopping = False
+        self._created_at = app.created_at
         self._runner: web.AppRunner | None = None
         self._sweeping: asyncio.Task[None] | None = None
         self._logged_reject = -REJECT_LOG_SECONDS
@@ -236,7 +236,9 @@ class WebServer:
     async def resume(self) -> None:
         """Handles what earlier runs left, then keeps taking what a stopped instance left."""
         await transactions.retrying(self._purge, "inbox.purge")
-        await self.handling.resume()
+        # Only what arrived before this process began: what another instance received
+        # meanwhile is that instance's to handle (the sweep takes it if that one dies).
+        await self.handling.resume(self._created_at)
         self._sweeping = asyncio.create_task(self._sweep())
 
     @property
@@ -267,7 +269,7 @@ class WebServer:
         while not self.stopping:
             await asyncio.sleep(SWEEP_SECONDS)
             try:
-                await self.handling.resume(older_than=STALE_AFTER)
+                await self.handling.resume(self.app.clock.now() - STALE_AFTER)
                 if time.monotonic() - last_purge > PURGE_EVERY_SECONDS:
                     await transactions.retrying(self._purge, "inbox.purge")
                     last_purge = time.monotonic()
