@@ -52,6 +52,8 @@ PROSPECTS = 100
 DOUBLE_TAPPERS = 5  # every fifth prospect taps the first answer twice at once
 HOT_PROSPECTS = 8  # the group takes 20 cards a minute; these all fit in one
 TELEGRAM_RATE = 30  # messages a second, the bot's whole token
+ARRIVAL_SLACK = 2
+MESSAGES = frozenset({"sendMessage", "sendPhoto", "sendDocument"})
 
 
 def _answers(host: tuple[str, int]) -> bool:
@@ -333,5 +335,11 @@ async def test_two_instances_behind_a_balancer_send_nothing_twice(
 
         # Within Telegram's limits, the two together.
         assert emu.stats.too_many_requests == 0, (emu.stats.to_json(), logs)
-        sends = [r.at for r in emu.requests if r.method.startswith("send") and r.ok]
-        assert _busiest_second(sends) <= TELEGRAM_RATE
+        # Messages only ("typing..." is not one); a request can arrive a few milliseconds
+        # early or late against its slot, hence a little slack on the strict window.
+        sends = [r.at for r in emu.requests if r.method in MESSAGES and r.ok]
+        busiest = _busiest_second(sends)
+        assert busiest <= TELEGRAM_RATE + ARRIVAL_SLACK, (
+            f"{busiest} messages in one second from the two instances together: "
+            "Telegram's limit is per bot, so it must be shared"
+        )
