@@ -378,3 +378,32 @@ async def test_a_stop_lets_the_update_being_handled_finish(
                 .where(InboxUpdate.handled_at.is_(None))
             )
         assert pending == 0, "the update in flight finished and was marked handled"
+
+
+async def test_hostile_bodies_are_refused_without_harm(
+    emu: TelegramEmulator, tmp_path: Path, clock: FakeClock
+) -> None:
+    async with webhook_app(emu, tmp_path, clock) as app:
+        headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        async with aiohttp.ClientSession() as http:
+            for body in (b"not json at all", b"{", b'{"update_id": "x"}', b"\xff\xfe"):
+                async with http.post(url(app, PATH), data=body, headers=headers) as response:
+                    assert response.status == 400, body
+            # Far past any real update: refused by the server before it is read whole.
+            huge = b'{"update_id": 1, "message": {"text": "' + b"a" * 3_000_000 + b'"}}'
+            async with http.post(url(app, PATH), data=huge, headers=headers) as response:
+                assert response.status == 413
+            async with http.get(url(app, PATH)) as response:
+                assert response.status == 405
+        # A real update with a text far over Telegram's 4096: stored, handled, no crash.
+        user = emu.add_user("Анна")
+        assert (
+            await post(app, start_update(500_001, user.id, "/start " + "я" * 10_000), SECRET)
+            == 200
+        )
+        await user.next_message(timeout=10)
+        families = await scrape(app)
+        assert value(families, "leadbot_webhook_rejected_total", reason="bad_body") == 4
+        async with app.sessions() as session:
+            stored = await session.scalar(select(func.count()).select_from(InboxUpdate))
+        assert stored == 1
