@@ -1,5 +1,5 @@
-"""The command line: `python -m bot run | demo | chat | check | stats | ab | export |
-rebuild-rollups`.
+"""The command line: `python -m bot run [--webhook] | migrate | demo | chat | check | stats |
+ab | broadcast | export | rebuild-rollups`.
 
 `demo` and `chat` are developer tools (devtools/) on the local Telegram emulator, which runs
 on its own with `python -m telegram_emulator`; neither ships in the application's wheel."""
@@ -27,7 +27,15 @@ if TYPE_CHECKING:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="run the bot (long polling) with BOT_TOKEN")
+    run = commands.add_parser("run", help="run the bot (long polling) with BOT_TOKEN")
+    run.add_argument(
+        "--webhook",
+        action="store_true",
+        help="take updates on WEBHOOK_LISTEN from Telegram posting to WEBHOOK_URL",
+    )
+    commands.add_parser(
+        "migrate", help="bring the database schema up to date (once, before new instances start)"
+    )
     demo = commands.add_parser("demo", help="offline demo: emulator, 200 simulated prospects")
     demo.add_argument("--prospects", type=int, default=200)
     demo.add_argument("--seed", type=int, default=7)
@@ -71,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
     configure(settings.log_level)
     handlers: dict[str, Any] = {
-        "run": lambda: _run(settings),
+        "run": lambda: _run(settings, webhook=args.webhook),
+        "migrate": lambda: _migrate(settings),
         "demo": lambda: _demo(settings, args.prospects, args.seed),
         "chat": lambda: _chat(settings),
         "check": lambda: _check(settings, args.script),
@@ -136,11 +145,15 @@ RETRY_MAX_SECONDS = 60.0
 PROBE_TIMEOUT_SECONDS = 10
 
 
-async def _run(settings: Settings) -> int:
+async def _run(settings: Settings, *, webhook: bool = False) -> int:
     from bot.app import App
 
     if settings.bot_token is None:
         print("settings: BOT_TOKEN: required to run; get one from @BotFather", file=sys.stderr)
+        return 2
+    if webhook and settings.webhook_problems():
+        for line in settings.webhook_problems():
+            print(f"settings: {line}", file=sys.stderr)
         return 2
     problems = _script_problems(settings.script_path)
     if problems:
@@ -152,7 +165,9 @@ async def _run(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    app = await _start_when_reachable(lambda: App(settings, token=token), settings, stop)
+    app = await _start_when_reachable(
+        lambda: App(settings, token=token), settings, stop, webhook=webhook
+    )
     if isinstance(app, int):
         return app
     try:
@@ -167,7 +182,7 @@ async def _run(settings: Settings) -> int:
 
 
 async def _start_when_reachable(
-    make_app: Callable[[], App], settings: Settings, stop: asyncio.Event
+    make_app: Callable[[], App], settings: Settings, stop: asyncio.Event, *, webhook: bool = False
 ) -> App | int:
     """The started app once Telegram answers, trying again with backoff meanwhile; an exit
     code when stopped (SIGINT/SIGTERM) or refused before that. One line per failed try."""
@@ -180,6 +195,7 @@ async def _start_when_reachable(
         TelegramUnauthorizedError,
     )
 
+    from bot.webhook import ListenError
     from funnel.script.loading import ScriptError
 
     # Telegram's side; a database that cannot be reached is another story, told as before.
@@ -211,10 +227,14 @@ async def _start_when_reachable(
             if failed:
                 print(f"telegram: reached {server}; starting", file=sys.stderr, flush=True)
             try:
-                await app.start()
+                await (app.start(webhook=True) if webhook else app.start())
                 return app
             except telegram_away as e:
                 error = e
+            except ListenError as e:
+                await app.stop()
+                print(f"web: {e}", file=sys.stderr)
+                return 2
             # Telegram went away during start(): undo what it got through, start afresh.
             await app.stop()
             try:
@@ -422,6 +442,30 @@ async def _broadcast(
         f"broadcast #{scheduled.id}: {count} leads, at {local} {settings.zone.key}; the running "
         f"bot delivers it (progress: /broadcast status {scheduled.id})"
     )
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    """The schema to the latest revision; on PostgreSQL under an advisory lock, so instances
+    starting together wait for one another instead of racing (bot/db.py)."""
+    from alembic.util import CommandError
+
+    from bot import db
+
+    engine = db.create_engine(settings.database_url)
+    try:
+        before = await db.revision(engine)
+        await db.migrate(engine)
+        after = await db.revision(engine)
+    except CommandError as e:
+        print(f"migrate: {e}", file=sys.stderr)
+        return 1
+    finally:
+        await engine.dispose()
+    if before == after:
+        print(f"schema up to date (revision {after})")
+    else:
+        print(f"schema migrated from {before or 'empty'} to {after}")
     return 0
 
 

@@ -23,11 +23,13 @@ from bot.handoff import HandOff
 from bot.inbox import Poller
 from bot.managers_loop import JOB_ID as MANAGERS_JOB_ID
 from bot.managers_loop import ManagersLoop
+from bot.metrics import Metrics, RequestMetrics, UpdateMetrics, install_retry_counter
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
 from bot.scheduler import add_daily_job, add_interval_job, create_scheduler
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
+from bot.webhook import WebServer, allowed_updates
 from funnel.core.clock import Clock, ScaledClock, SystemClock
 from funnel.handoff.payments import unsendable_offers
 from funnel.reports.digest import daily_digest
@@ -87,12 +89,17 @@ class App:
     ) -> None:
         self.settings = settings
         self.clock = clock or make_clock(settings)
+        self.created_at = self.clock.now()
         self.scripts = ScriptHolder(settings.script_path)
         self.engine: AsyncEngine = db.create_engine(settings.database_url)
         self.sessions = db.sessionmaker(self.engine)
         rate = PAID_BROADCAST_RATE if settings.paid_broadcast else settings.rate_per_second
         self.limiter = limiter or RateLimiter(rate_per_second=rate)
         self.bot = make_bot(settings, token, self.limiter)
+        self.metrics = Metrics()
+        # After the limiter's middleware: each request on the wire is counted, 429s included.
+        self.bot.session.middleware(RequestMetrics(self.metrics))
+        self._uncount_retries = install_retry_counter(self.metrics)
         self.handoff = HandOff(
             self.bot,
             self.sessions,
@@ -114,22 +121,26 @@ class App:
         )
         self.dispatcher = create_dispatcher(
             settings, self.sessions, self.scripts, self.clock, self.handoff,
-            retry_seconds=retry_seconds,
+            retry_seconds=retry_seconds, outer=[UpdateMetrics(self.metrics)],
         )  # fmt: skip
         self.poller = Poller(self.dispatcher, self.bot, self.sessions, self.clock)
-        self.scheduler = create_scheduler(self.outbox.tick, settings.tick_seconds)
+        self.scheduler = create_scheduler(
+            self.metrics.timed(self.outbox.tick, "outbox"), settings.tick_seconds
+        )
         # Its own job: a retried card never waits behind a long campaign round.
-        add_interval_job(self.scheduler, self.handoff.tick, settings.tick_seconds,
-                         job_id=HANDOFF_JOB_ID)  # fmt: skip
+        add_interval_job(self.scheduler, self.metrics.timed(self.handoff.tick, "handoff"),
+                         settings.tick_seconds, job_id=HANDOFF_JOB_ID)  # fmt: skip
         # The managers' loop: service-level reminders and silent takes, from the database.
         self.managers = ManagersLoop(
             self.sessions, self.scripts, self.clock, self.handoff, settings.service_level,
             settings.manager_silence, settings.admin_ids,
         )  # fmt: skip
-        add_interval_job(self.scheduler, self.managers.tick,
+        add_interval_job(self.scheduler, self.metrics.timed(self.managers.tick, "managers"),
                          managers_interval(settings), job_id=MANAGERS_JOB_ID)  # fmt: skip
         add_daily_job(self.scheduler, self.send_digest, 9, 0, settings.zone, job_id="daily_digest")
         self._polling: asyncio.Task[Any] | None = None
+        # /healthz, /metrics and, in webhook mode, the webhook (bot/webhook.py).
+        self.web: WebServer | None = None
 
     async def prepare(self) -> None:
         """Schema up to date; touches and cards a crash left half-sent are settled, never
@@ -140,15 +151,43 @@ class App:
             log.warning("outbox.recovered", extra={"touches": recovered})
         await self.handoff.recover()
 
-    async def start(self, *, scheduler: bool = True) -> None:
+    async def start(self, *, scheduler: bool = True, webhook: bool = False) -> None:
+        """Polling by default; `webhook=True`: Telegram posts updates to WEBHOOK_URL, which
+        reaches this instance's WEBHOOK_LISTEN (through a TLS proxy or a load balancer)."""
         await self.prepare()
         self.warn_about_offers()
-        # Never drop what Telegram holds: a successful payment may be among the updates.
-        await self.bot.delete_webhook(drop_pending_updates=False)
+        if webhook:
+            await self._start_webhook()
+        else:
+            # Never drop what Telegram holds: a successful payment may be among the updates.
+            await self.bot.delete_webhook(drop_pending_updates=False)
+            if self.settings.metrics_listen:
+                self.web = WebServer(self, self.settings.metrics_listen)
+                await self.web.start()
         await self.bot.set_my_commands(prospect_commands(self.scripts.current.language))
         if scheduler:
             self.scheduler.start()
-        self._polling = asyncio.create_task(self.poller.run())
+        if not webhook:
+            self._polling = asyncio.create_task(self.poller.run())
+
+    async def _start_webhook(self) -> None:
+        settings = self.settings
+        if settings.webhook_url is None or settings.webhook_secret is None:
+            raise ValueError("; ".join(settings.webhook_problems()))
+        secret = settings.webhook_secret.get_secret_value()
+        self.web = WebServer(
+            self, settings.webhook_listen, webhook_path=settings.webhook_path, secret=secret
+        )
+        await self.web.start()
+        # What earlier runs stored and did not handle goes first, then Telegram delivers.
+        await self.web.resume()
+        # Every instance sets the same webhook; pending updates are never dropped.
+        await self.bot.set_webhook(
+            settings.webhook_url,
+            secret_token=secret,
+            allowed_updates=allowed_updates(self.dispatcher),
+            drop_pending_updates=False,
+        )
 
     def warn_about_offers(self) -> None:
         """Offers the script names that cannot be sent as the bot is set up."""
@@ -180,6 +219,8 @@ class App:
     async def wait(self) -> None:
         if self._polling is not None:
             await self._polling
+        elif self.web is not None and self.web.webhook_path is not None:
+            await self.web.wait()
 
     async def stop(self) -> None:
         """The graceful stop (SIGTERM): nothing is lost. Rows waiting for a rate-limit slot
@@ -191,6 +232,12 @@ class App:
             await self.poller.stop()
             await asyncio.gather(self._polling, return_exceptions=True)
             self._polling = None
+        if self.web is not None:
+            # New webhook calls get 503 (Telegram sends them again), the updates being
+            # handled finish; the webhook itself stays set for the other instances.
+            await self.web.close()
+            self.web = None
+        self._uncount_retries()
         await asyncio.gather(self.outbox.stop(), self.handoff.close())
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -16,6 +16,8 @@ from funnel.core.models import Base
 # How long a writer waits for SQLite's lock before the driver gives up; the update or job is
 # then retried in a fresh transaction (bot/transactions.py).
 SQLITE_BUSY_SECONDS = 30.0
+# The PostgreSQL advisory lock key migrations hold ("leadbot" in ASCII, as a number).
+MIGRATION_LOCK = 0x6C656164626F74
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -59,7 +61,23 @@ async def migrate(engine: AsyncEngine) -> None:
         command.upgrade(config, "head")
 
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Instances starting together migrate one after another; the later ones find
+            # the schema at head and change nothing. Released at this transaction's end.
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+            )
         await connection.run_sync(upgrade)
 
 
-__all__ = ["Base", "create_engine", "migrate", "sessionmaker"]
+async def revision(engine: AsyncEngine) -> str | None:
+    """The schema's current Alembic revision; None on an empty database."""
+    from alembic.runtime.migration import MigrationContext
+
+    async with engine.connect() as connection:
+        return await connection.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )
+
+
+__all__ = ["Base", "create_engine", "migrate", "revision", "sessionmaker"]

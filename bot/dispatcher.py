@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiogram import Bot, Dispatcher
+from aiogram import BaseMiddleware, Bot, Dispatcher
 from aiogram.types import ErrorEvent, TelegramObject
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -49,13 +49,18 @@ def create_dispatcher(
     handoff: HandOff,
     *,
     retry_seconds: float = transactions.DEFAULT_BUDGET_SECONDS,
+    outer: Sequence[BaseMiddleware] = (),
     **extra: Any,
 ) -> Dispatcher:
+    """`outer`: update middlewares that see each update once, before the per-user order and
+    the session's retries (the metrics)."""
     config = bot_config(settings)
     # The handlers know these by their protocols (handlers/dependencies.py), not by their class.
     reloader: ScriptReloader = scripts
     handing_off: HandOffPort = handoff
     dp = Dispatcher(config=config, scripts=reloader, clock=clock, handoff=handing_off, **extra)
+    for middleware in outer:
+        dp.update.outer_middleware(middleware)
     dp.update.outer_middleware(PerUserOrder())
     dp.update.outer_middleware(DbSession(sessions, retry_seconds=retry_seconds))
 

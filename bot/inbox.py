@@ -48,6 +48,14 @@ class Receipt:
     marked: bool = False
 
 
+class AlreadyHandled(Exception):
+    """The update's inbox row was marked handled by another transaction first."""
+
+    def __init__(self, update_id: int) -> None:
+        super().__init__(f"update {update_id} was handled already")
+        self.update_id = update_id
+
+
 def mark_handled(update_id: int, now: datetime) -> UpdateStatement:
     """The statement that marks an update handled; its payload (texts, names) goes."""
     return (

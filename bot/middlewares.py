@@ -86,6 +86,10 @@ class DbSession(BaseMiddleware):
                     if inbox_id is not None and not commits.committed:
                         await session.commit()  # a handler that only read
                     return result
+                except inbox.AlreadyHandled:
+                    log.info("update.already_handled", extra={"event": "update.already_handled",
+                                                              "update_id": inbox_id})  # fmt: skip
+                    return None
                 except Exception as error:
                     if commits.committed or not transactions.is_retryable(error, attempt):
                         raise
@@ -94,6 +98,7 @@ class DbSession(BaseMiddleware):
                         await self._give_up(event, data, attempt, error)
                         return None
                     failure = type(error).__name__
+                    transactions.note_retry("update")
                 finally:
                     await session.rollback()
             log.warning(
@@ -151,7 +156,11 @@ class _CommitWatch:
 
     def before_commit(self, sync_session: Session) -> None:
         if self.inbox_id is not None and not self.committed:
-            sync_session.execute(inbox.mark_handled(self.inbox_id, self.clock.now()))
+            marked = sync_session.execute(inbox.mark_handled(self.inbox_id, self.clock.now()))
+            if getattr(marked, "rowcount", 1) == 0:
+                # Another instance (or a recovery) handled this update first: this
+                # transaction is undone, so its answer is neither recorded nor replied twice.
+                raise inbox.AlreadyHandled(self.inbox_id)
 
 
 @event_api.listens_for(Session, "before_commit")

@@ -4,6 +4,7 @@ per wrong value."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,6 +52,19 @@ class Settings(BaseSettings):
     # -- payments in the bot: the provider's token from @BotFather (YooKassa, Stripe...);
     # empty: only offers in Telegram Stars (XTR) can be sent. A secret, never logged.
     payment_provider_token: SecretStr | None = None
+
+    # --- Webhook mode, health and metrics (`python -m bot run --webhook`) ---
+    # The public https:// URL Telegram posts updates to (a load balancer's, with several
+    # instances); plain http:// only to this machine.
+    webhook_url: str | None = None
+    # Telegram sends it back in X-Telegram-Bot-Api-Secret-Token; required in webhook mode.
+    webhook_secret: SecretStr | None = None
+    webhook_listen: str = "0.0.0.0:8080"
+    webhook_path: str = "/telegram"
+    # host:port for /healthz and /metrics in polling mode; empty: not served.
+    metrics_listen: str | None = None
+    # Redis shared by the instances (the shared rate limit); /healthz pings it when set.
+    redis_url: SecretStr | None = None
 
     @field_validator("admin_ids", mode="before")
     @classmethod
@@ -161,6 +175,76 @@ class Settings(BaseSettings):
             raise ValueError("use DEBUG, INFO, WARNING or ERROR")
         return level
 
+    @field_validator("webhook_url", "metrics_listen", mode="before")
+    @classmethod
+    def _empty_text_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("must be an https:// URL with a host, e.g. https://bot.school.ru/tg")
+        # Telegram itself only posts to https; plain http is for a local emulator or relay.
+        if parsed.scheme == "http" and not is_loopback(parsed.hostname):
+            raise ValueError("must be https:// (plain http:// only to 127.0.0.1, ::1, localhost)")
+        return value.strip()
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _webhook_secret(cls, value: Any) -> Any:
+        if value in (None, ""):
+            return None
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        # The message never repeats the value.
+        if not WEBHOOK_SECRET.fullmatch(text):
+            raise ValueError("use 1 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+        return text
+
+    @field_validator("webhook_listen", "metrics_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        split_address(value)
+        return value
+
+    @field_validator("webhook_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or value in ("/healthz", "/metrics") or " " in value:
+            raise ValueError("must start with / and not be /healthz or /metrics, e.g. /telegram")
+        return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis(cls, value: Any) -> Any:
+        if value in (None, ""):
+            return None
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        if not text.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("use redis://host:6379/0 (rediss:// for TLS)")
+        return text
+
+    def webhook_problems(self) -> list[str]:
+        """What webhook mode needs and these settings lack, one line each."""
+        lines = []
+        if self.webhook_url is None:
+            lines.append("WEBHOOK_URL: required with --webhook (the public https:// URL)")
+        if self.webhook_secret is None:
+            lines.append(
+                "WEBHOOK_SECRET: required with --webhook (1-256 of A-Z a-z 0-9 _ -), "
+                "e.g. from `openssl rand -hex 32`"
+            )
+        return lines
+
+    @property
+    def redis(self) -> str | None:
+        return self.redis_url.get_secret_value() if self.redis_url else None
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -213,6 +297,18 @@ class Settings(BaseSettings):
                 **extra,
             }
         )
+
+
+WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+def split_address(value: str) -> tuple[str, int]:
+    """`host:port` (IPv6 in brackets: `[::]:8080`) as a pair; ValueError in words."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"'{value}' is not host:port (e.g. 0.0.0.0:8080 or 127.0.0.1:9100)")
+    return host, int(port)
 
 
 def is_loopback(host: str) -> bool:

@@ -32,6 +32,14 @@ _RETRY_SQLSTATES = frozenset({"40001", "40P01"})
 # pass on the second try, a bug never does.
 MAX_INTEGRITY_RETRIES = 3
 
+# Called with the work's name on every retry (the metrics count them, bot/metrics.py).
+retry_listeners: set[Callable[[str], None]] = set()
+
+
+def note_retry(what: str) -> None:
+    for listener in tuple(retry_listeners):
+        listener(what)
+
 
 def is_retryable(error: BaseException, attempt: int = 1) -> bool:
     """True when the same work in a fresh transaction may succeed (`attempt` counts tries)."""
@@ -84,6 +92,7 @@ async def retrying(
             pause = next(pauses, None)
             if pause is None:
                 raise
+            note_retry(what)
             log.warning(
                 "db.retry: the database is busy or the row changed; trying again",
                 extra={

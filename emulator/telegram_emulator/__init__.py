@@ -15,6 +15,7 @@ from .state import (
     FileInfo,
     RecordedRequest,
     UserMessage,
+    WebhookDeliveryRecord,
 )
 from .users import SimGroup, SimUser
 
@@ -36,6 +37,7 @@ __all__ = [
     "SimUser",
     "TelegramEmulator",
     "UserMessage",
+    "WebhookDeliveryRecord",
     "html_to_plain",
     "parse_html",
 ]

@@ -18,6 +18,8 @@ async def _serve(args: argparse.Namespace) -> None:
         latency=args.latency,
         latency_max=args.latency_max,
         latency_seed=args.latency_seed,
+        webhook_targets=args.webhook_target or None,
+        duplicate_rate=args.duplicate_rate,
     )
     base_url = await emu.start(host=args.host, port=args.port)
     print(f"Telegram Bot API emulator on {base_url} (token {emu.token})", flush=True)
@@ -41,6 +43,15 @@ def main() -> None:
     )
     parser.add_argument("--latency-seed", type=int, default=None, help="repeat that randomness")
     parser.add_argument("--no-rate-limits", action="store_true", help="never answer 429")
+    parser.add_argument(
+        "--webhook-target",
+        action="append",
+        default=[],
+        help="deliver webhook updates here instead of the setWebhook URL (repeat: in turn)",
+    )
+    parser.add_argument(
+        "--duplicate-rate", type=float, default=0.0, help="share of updates delivered twice"
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))

@@ -37,6 +37,13 @@ Every answer is JSON; failures are `{"ok": false, "error": "..."}` with status 4
                                                  "description"?, "retry_after"?, "hang"?,
                                                  "seconds"?, "apply"?, "chat_id"?}
     POST /_emulator/settings                    {"latency"?, "latency_max"?, "rate_limits"?}
+    GET  /_emulator/webhook                     -> {"webhook": getWebhookInfo's url or null,
+                                                   "targets", "duplicate_rate", "in_flight",
+                                                   "deliveries": [...]} (since=N: from index N)
+    POST /_emulator/webhook                     {"targets"?: [url, ...] | null,
+                                                 "duplicate_rate"?, "seed"?}: a load
+                                                balancer's instances, in turn, and the share
+                                                of updates delivered twice
 """
 
 from __future__ import annotations
@@ -56,11 +63,13 @@ from .state import (
     FileDescriptor,
     FileInfo,
     RecordedRequest,
+    WebhookDeliveryRecord,
     World,
 )
 
 if TYPE_CHECKING:
     from .users import SimGroup, SimUser
+    from .webhook import WebhookDelivery
 
 PREFIX = "/_emulator"
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -77,6 +86,7 @@ class ControlledEmulator(Protocol):
     latency: float
     latency_max: float | None
     rate_limits: bool
+    webhook: WebhookDelivery
 
     @property
     def requests(self) -> list[RecordedRequest]: ...
@@ -213,6 +223,8 @@ def setup_control_routes(app: web.Application, emu: ControlledEmulator) -> None:
         ("POST", "/groups/{chat_id}/{action}", routes.group_action),
         ("POST", "/faults", routes.faults),
         ("POST", "/settings", routes.settings),
+        ("GET", "/webhook", routes.webhook_info),
+        ("POST", "/webhook", routes.webhook_setup),
     ]
     for method, path, handler in table:
         app.router.add_route(method, PREFIX + path, _guarded(handler))
@@ -481,6 +493,37 @@ class _ControlRoutes:
             }
         )
 
+    async def webhook_info(self, request: web.Request) -> web.StreamResponse:
+        since = _int(request.query.get("since", "0"), "since")
+        hook = self.emu.world.webhook
+        delivery = self.emu.webhook
+        return _ok(
+            {
+                "webhook": hook.url if hook else None,
+                "targets": delivery.targets,
+                "duplicate_rate": delivery.duplicate_rate,
+                "in_flight": delivery.in_flight,
+                "deliveries": [_delivery_json(r) for r in self.emu.world.webhook_log[since:]],
+            }
+        )
+
+    async def webhook_setup(self, request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        targets = body.get("targets", self.emu.webhook.targets)
+        rate = body.get("duplicate_rate")
+        seed = body.get("seed")
+        self.emu.webhook.configure(
+            targets=targets,
+            duplicate_rate=None if rate is None else float(rate),
+            seed=None if seed is None else _int(seed, "seed"),
+        )
+        return _ok({"targets": self.emu.webhook.targets,
+                    "duplicate_rate": self.emu.webhook.duplicate_rate})  # fmt: skip
+
+
+def _delivery_json(record: WebhookDeliveryRecord) -> dict[str, Any]:
+    return dataclasses.asdict(record)
+
 
 class ControlClient:
     """Drive an emulator in another process through the control API.
@@ -574,3 +617,17 @@ class ControlClient:
 
     async def fault(self, method: str, **fields: Any) -> None:
         await self._call("POST", "/faults", {"method": method, **fields})
+
+    async def webhook(
+        self,
+        targets: list[str] | None = None,
+        duplicate_rate: float | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Deliver to `targets` in turn (a load balancer), `duplicate_rate` of them twice."""
+        body: dict[str, Any] = {"targets": targets}
+        if duplicate_rate is not None:
+            body["duplicate_rate"] = duplicate_rate
+        if seed is not None:
+            body["seed"] = seed
+        return await self._call("POST", "/webhook", body)

@@ -15,7 +15,15 @@ from .limits import RateLimiter
 from .markup import ParsedMarkup, parse_reply_markup
 from .params import Upload
 from .payments import PaymentMethods
-from .state import BotIdentity, BotMessage, CallbackAnswer, ChatRecord, FileInfo, World
+from .state import (
+    BotIdentity,
+    BotMessage,
+    CallbackAnswer,
+    ChatRecord,
+    FileInfo,
+    WebhookConfig,
+    World,
+)
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
@@ -44,7 +52,12 @@ CONFLICT = (
     "Conflict: terminated by other getUpdates request; "
     "make sure that only one bot instance is running"
 )
+WEBHOOK_ACTIVE = (
+    "Conflict: can't use getUpdates method while webhook is active; "
+    "use deleteWebhook to delete the webhook first"
+)
 _COMMAND = re.compile(r"^[a-z0-9_]{1,32}$")
+_SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _DEFAULT_PHOTO_SIZE = (800, 600)
 _THUMBNAIL_SIDES = (90, 320, 800, 1280)
@@ -98,6 +111,7 @@ class BotApi:
         self.handlers: dict[str, Handler] = {
             "getMe": self.get_me,
             "getUpdates": self.get_updates,
+            "setWebhook": self.set_webhook,
             "deleteWebhook": self.delete_webhook,
             "getWebhookInfo": self.get_webhook_info,
             "setMyCommands": self.set_my_commands,
@@ -378,6 +392,8 @@ class BotApi:
         }
 
     async def get_updates(self, bot: BotIdentity, params: dict[str, Any]) -> Any:
+        if self.world.webhook is not None:
+            raise ApiError(409, WEBHOOK_ACTIVE)
         offset = _integer(params, "offset")
         limit = min(100, max(1, _integer(params, "limit", 100) or 100))
         timeout = max(0, _integer(params, "timeout", 0) or 0)
@@ -410,17 +426,55 @@ class BotApi:
             raise ApiError(409, CONFLICT)
         return updates
 
+    async def set_webhook(self, bot: BotIdentity, params: dict[str, Any]) -> Any:
+        url = _string(params, "url") or ""
+        if not url:
+            # An empty URL removes the webhook, as on Telegram.
+            return await self.delete_webhook(bot, params)
+        if not url.startswith(("https://", "http://")):
+            raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+        secret = _string(params, "secret_token")
+        if secret is not None and not _SECRET_TOKEN.match(secret):
+            raise bad_request("bad webhook: secret token contains unallowed characters")
+        connections = _integer(params, "max_connections", 40) or 40
+        if not 1 <= connections <= 100:
+            raise bad_request("bad webhook: max_connections must be between 1 and 100")
+        allowed = params.get("allowed_updates")
+        if allowed not in (None, "") and not (
+            isinstance(allowed, list) and all(isinstance(a, str) for a in allowed)
+        ):
+            raise bad_request("can't parse allowed_updates JSON array")
+        if params.get("drop_pending_updates") is True:
+            self.world.drop_pending_updates()
+        self.world.set_allowed_updates(allowed if isinstance(allowed, list) else None)
+        self.world.webhook = WebhookConfig(url, secret, connections)
+        # A waiting getUpdates ends; the delivery starts.
+        self._poll_generation += 1
+        self.world.updates_changed.notify()
+        return True
+
     async def delete_webhook(self, bot: BotIdentity, params: dict[str, Any]) -> Any:
         if params.get("drop_pending_updates") is True:
             self.world.drop_pending_updates()
+        self.world.webhook = None
+        self.world.updates_changed.notify()
         return True
 
     async def get_webhook_info(self, bot: BotIdentity, params: dict[str, Any]) -> Any:
-        return {
-            "url": "",
+        hook = self.world.webhook
+        info: dict[str, Any] = {
+            "url": hook.url if hook else "",
             "has_custom_certificate": False,
             "pending_update_count": len(self.world.updates),
         }
+        if hook is not None:
+            info["max_connections"] = hook.max_connections
+            if hook.last_error_date is not None:
+                info["last_error_date"] = hook.last_error_date
+                info["last_error_message"] = hook.last_error_message or ""
+            if self.world.allowed_updates is not None:
+                info["allowed_updates"] = sorted(self.world.allowed_updates)
+        return info
 
     @staticmethod
     def _commands_key(params: dict[str, Any]) -> tuple[str, str]:

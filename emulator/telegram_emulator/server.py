@@ -21,8 +21,9 @@ from .errors import ApiError, not_found, unauthorized
 from .limits import RateLimitConfig, RateLimiter
 from .methods import BotApi
 from .params import for_record, read_params
-from .state import BotMessage, EmulatorStats, RecordedRequest, World
+from .state import BotMessage, EmulatorStats, RecordedRequest, WebhookDeliveryRecord, World
 from .users import SimGroup, SimUser
+from .webhook import WebhookDelivery
 
 T = TypeVar("T")
 TOKEN = re.compile(r"^(\d+):[A-Za-z0-9_-]{5,}$")
@@ -53,6 +54,9 @@ class TelegramEmulator:
     Usage: `async with TelegramEmulator() as emu:` (or `await emu.start()` / `await emu.stop()`),
     then point aiogram at `emu.base_url` with `TelegramAPIServer.from_base(emu.base_url)`.
     Every well-formed token is accepted; all bots share one world (one update queue).
+    Once the bot calls setWebhook, updates are POSTed to its URL instead of waiting for
+    getUpdates; `webhook_targets` (a load balancer's instances, delivered in turn) and
+    `duplicate_rate` (that share delivered twice) shape it, see `webhook.py`.
     Each request waits `latency` seconds before it is served; with `latency_max` it waits a
     random time between the two instead (a real network's spread; `latency_seed` repeats it).
     """
@@ -74,6 +78,9 @@ class TelegramEmulator:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         control_api: bool = True,
+        webhook_targets: list[str] | None = None,
+        duplicate_rate: float = 0.0,
+        duplicate_seed: int | None = None,
     ) -> None:
         match = TOKEN.match(token)
         if match is None:
@@ -98,6 +105,10 @@ class TelegramEmulator:
         self.groups: dict[int, SimGroup] = {}
         self._clock = clock
         self._faults: dict[str, list[Fault]] = {}
+        self.webhook = WebhookDelivery(
+            self.world, clock, targets=webhook_targets, duplicate_rate=duplicate_rate,
+            seed=duplicate_seed,
+        )  # fmt: skip
         self._released = asyncio.Event()  # set on stop: hung requests return
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
@@ -121,6 +132,7 @@ class TelegramEmulator:
         self._runner = runner
         bound_port = runner.addresses[0][1] if runner.addresses else port
         self._base_url = f"http://{host}:{bound_port}"
+        self.webhook.start()
         return self._base_url
 
     async def stop(self) -> None:
@@ -129,6 +141,7 @@ class TelegramEmulator:
             return
         self.api.wake_pollers()
         self._released.set()
+        await self.webhook.stop()
         runner, self._runner = self._runner, None
         await runner.cleanup()
         self._base_url = None
@@ -223,6 +236,11 @@ class TelegramEmulator:
     @property
     def stats(self) -> EmulatorStats:
         return self.world.stats
+
+    @property
+    def webhook_deliveries(self) -> list[WebhookDeliveryRecord]:
+        """Every POST of an update to a webhook, oldest first."""
+        return self.world.webhook_log
 
     @property
     def pending_updates(self) -> list[dict[str, Any]]:

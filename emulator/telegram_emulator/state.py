@@ -4,6 +4,7 @@ update queue, recorded requests and statistics. Plain data plus event-driven cha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections import Counter
@@ -32,6 +33,13 @@ class ChangeSignal:
     def notify(self) -> None:
         self._event.set()
         self._event = asyncio.Event()
+
+    async def wait(self, timeout: float | None) -> None:  # noqa: ASYNC109
+        """Until the next change, or `timeout` seconds, whichever comes first."""
+        event = self._event
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await event.wait()
 
     async def wait_until(
         self,
@@ -246,6 +254,29 @@ class RecordedRequest:
 
 
 @dataclass
+class WebhookConfig:
+    """What the bot set with setWebhook."""
+
+    url: str
+    secret_token: str | None = None
+    max_connections: int = 40
+    last_error_date: int | None = None
+    last_error_message: str | None = None
+
+
+@dataclass
+class WebhookDeliveryRecord:
+    """One POST of an update to a webhook: where, what came back (None: no answer)."""
+
+    update_id: int
+    target: str
+    status: int | None
+    at: float
+    duplicate: bool = False  # a second delivery of an update on purpose (duplicate_rate)
+    error: str | None = None
+
+
+@dataclass
 class EmulatorStats:
     requests: Counter[str] = field(default_factory=Counter)  # by method
     sent: int = 0  # accepted sendMessage / sendPhoto / sendDocument
@@ -258,6 +289,9 @@ class EmulatorStats:
     forbidden: int = 0
     updates_enqueued: int = 0
     updates_dropped: int = 0  # not in the bot's allowed_updates
+    webhook_posts: int = 0  # POSTs to a webhook, duplicates and failed ones included
+    webhook_failed: int = 0  # no 2xx: the update is sent again later
+    webhook_duplicates: int = 0  # updates delivered twice on purpose
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -272,6 +306,9 @@ class EmulatorStats:
             "forbidden": self.forbidden,
             "updates_enqueued": self.updates_enqueued,
             "updates_dropped": self.updates_dropped,
+            "webhook_posts": self.webhook_posts,
+            "webhook_failed": self.webhook_failed,
+            "webhook_duplicates": self.webhook_duplicates,
         }
 
 
@@ -288,6 +325,8 @@ class World:
         self.commands: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.updates: list[dict[str, Any]] = []
         self.allowed_updates: frozenset[str] | None = None
+        self.webhook: WebhookConfig | None = None
+        self.webhook_log: list[WebhookDeliveryRecord] = []
         self.requests: list[RecordedRequest] = []
         self.stats = EmulatorStats()
         self.changed = ChangeSignal()  # messages, edits, deletions, callback answers
@@ -384,13 +423,17 @@ class World:
             self.updates = [u for u in self.updates if u["update_id"] >= offset]
 
     def pending_updates(self, limit: int) -> list[dict[str, Any]]:
-        kept = [u for u in self.updates if self.is_allowed(_update_kind(u))]
+        kept = [u for u in self.updates if self.is_allowed(update_kind(u))]
         self.stats.updates_dropped += len(self.updates) - len(kept)
         self.updates = kept
         return kept[:limit]
 
     def drop_pending_updates(self) -> None:
         self.updates.clear()
+
+    def acknowledge(self, update_id: int) -> None:
+        """A webhook answered 2xx for this update: Telegram forgets it."""
+        self.updates = [u for u in self.updates if u["update_id"] != update_id]
 
     # --- messages --------------------------------------------------------------------------
 
@@ -403,5 +446,5 @@ class World:
         return self.callbacks.get(query_id)
 
 
-def _update_kind(update: dict[str, Any]) -> str:
+def update_kind(update: dict[str, Any]) -> str:
     return next(key for key in update if key != "update_id")
