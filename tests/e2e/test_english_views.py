@@ -48,7 +48,7 @@ async def test_reports_and_the_lead_card_are_in_english(english: World) -> None:
     assert "Completed qualification" in stats and "Stage" in stats and "Revenue" in stats
     no_cyrillic(stats)
     sources = await ask(english, "/sources")
-    assert "📣 Sources:" in sources and "vk_ads: 1 lead · qualified 1 · paid 0" in sources
+    assert "📣 Sources:" in sources and "vk_ads\n1 lead · qualified 1 · paid 0 (0%)" in sources
     no_cyrillic(sources)
     card = await ask(english, "/lead 1")
     assert "Lead #1 · Anna (@anna)" in card and "Stage: " in card and "Source: vk_ads" in card
