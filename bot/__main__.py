@@ -39,9 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     stats.add_argument(
         "--from-log", action="store_true", help="read the stage log even where rollups could"
     )
-    export = commands.add_parser("export", help="write the leads as CSV (Excel, Google Sheets)")
+    export = commands.add_parser(
+        "export", help="write the leads and the report as .xlsx (or the leads as CSV)"
+    )
     export.add_argument("--period", default="all")
-    export.add_argument("--output", type=Path, default=Path("leads.csv"))
+    export.add_argument("--format", choices=["xlsx", "csv"], default=None,
+                        help="xlsx (every part, a sheet each) or csv (the leads); "
+                             "default: from --out's extension, else xlsx")  # fmt: skip
+    export.add_argument("--out", "--output", dest="output", type=Path, default=None,
+                        help="the file to write (default leads.xlsx or leads.csv)")  # fmt: skip
     commands.add_parser(
         "rebuild-rollups",
         help="recompute the report's rollups from the stage log (after writing leads by hand)",
@@ -64,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "chat": lambda: _chat(settings),
         "check": lambda: _check(settings, args.script),
         "stats": lambda: _stats(settings, args.period, args.source, args.json, args.from_log),
-        "export": lambda: _export(settings, args.period, args.output),
+        "export": lambda: _export(settings, args.period, args.output, args.format),
         "rebuild-rollups": lambda: _rebuild_rollups(settings),
     }
     try:
@@ -283,13 +289,20 @@ async def _stats(
     return 0
 
 
-async def _export(settings: Settings, period_text: str, output: Path) -> int:
-    from funnel.reports.export import export_leads_csv
-    from handlers.views.export import csv_labels
+async def _export(
+    settings: Settings, period_text: str, output: Path | None, fmt: str | None
+) -> int:
+    from funnel.reports.export import export_file
+    from handlers.views.export import export_labels
+
+    if fmt is None:
+        fmt = "csv" if output is not None and output.suffix.lower() == ".csv" else "xlsx"
+    output = output or Path(f"leads.{fmt}")
 
     async def work(session: Any, script: Any, period: Any, now: Any) -> bytes:
-        return await export_leads_csv(
-            session, script, period, now, labels=csv_labels(script.language)
+        labels = export_labels(script.language, settings.zone.key)
+        return await export_file(
+            session, script, period, now, zone=settings.zone, labels=labels, fmt=fmt
         )
 
     data = await _read(settings, period_text, work)
