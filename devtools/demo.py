@@ -78,9 +78,12 @@ PERSONAS = [
 # The demo's month starts on a fixed Monday morning in the school's zone: the same seed then
 # gives the same quiet hours, the same days and so the same report, whenever it runs.
 START_LOCAL = datetime(2026, 3, 2, 9, 0)
-# Funnel time moves only in these steps, and only once the bot has handled everything due
-# at the current moment: the simulation, not the speed of this machine, sets what happens.
+# Funnel time moves only in steps, and only once the bot has handled everything due at the
+# current moment: the simulation, not the speed of this machine, sets what happens. The
+# app's jobs run on a grid of TICK when something falls due for them (a campaign step, a
+# postponed touch, a card, the digest), and at least every MAX_GAP whatever else they do.
 TICK = timedelta(hours=1)
+MAX_GAP = timedelta(hours=6)
 # Prospects arrive over the first day's working hours.
 ARRIVALS = timedelta(hours=10)
 ANSWER_SECONDS = (6, 90)  # thinking over a question
@@ -282,7 +285,7 @@ class Simulation:
             if now >= self.next_tick:
                 await self._jobs(now)
                 await self.school.work(now)
-                self.last_tick, self.next_tick = now, now + TICK
+                self.last_tick, self.next_tick = now, await self._next_tick(now)
                 continue
             if now >= self.end:
                 break
@@ -303,6 +306,42 @@ class Simulation:
                 if fire is not None and self.last_tick < fire <= now:
                     await job.func()
             await self.settle()
+
+    async def _next_tick(self, now: datetime) -> datetime:
+        """The next moment on the TICK grid when the jobs have something to do, at most
+        MAX_GAP away; an hour's grid keeps a month of follow-ups to a few hundred rounds."""
+        from sqlalchemy import func, select
+
+        from funnel.core.models import Lead, Notification, Touch
+
+        script = self.app.scripts.current
+        steps = [(set(c.stages), offset) for c in script.campaigns for offset in c.offsets()]
+        async with self.app.sessions() as session:
+            leads = (await session.execute(
+                select(Lead.stage, Lead.cycle_started_at).where(Lead.deleted_at.is_(None))
+            )).all()  # fmt: skip
+            touch = await session.scalar(
+                select(func.min(Touch.due_at)).where(Touch.status == "planned")
+            )
+            card = await session.scalar(
+                select(func.min(Notification.due_at)).where(Notification.status == "planned")
+            )
+        moments = [
+            started + offset
+            for stage, started in leads
+            for stages, offset in steps
+            if stage in stages and started + offset > now
+        ]
+        moments += [m for m in (touch, card) if m is not None]
+        for job in self.app.scheduler.get_jobs():
+            if not isinstance(job.trigger, IntervalTrigger):
+                fire = job.trigger.get_next_fire_time(None, now)
+                if fire is not None:
+                    moments.append(fire)
+        soonest = min([*moments, now + MAX_GAP])
+        # Up to the grid: what falls due within the hour is handled at its end.
+        steps_ahead = max(-(-(soonest - self.start) // TICK), (now - self.start) // TICK + 1)
+        return self.start + steps_ahead * TICK
 
     def _progress(self, *, final: bool = False) -> None:
         day = min((self.clock.now() - self.start).days, CAMPAIGN_DAYS)
