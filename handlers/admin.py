@@ -21,7 +21,7 @@ from funnel.core.errors import InputError
 from funnel.core.models import Lead
 from funnel.handoff.purchases import parse_currency, record_purchase, record_spend
 from funnel.reports.campaign_effect import campaign_report
-from funnel.reports.export import FORMATS, export_file
+from funnel.reports.export import FORMATS, build_sheets, render
 from funnel.reports.funnel_report import funnel_report
 from funnel.reports.lead_card import lead_card
 from funnel.reports.periods import Period, parse_period
@@ -303,10 +303,10 @@ def router(config: BotConfig) -> Router:
         fmt = "csv" if formats == ["csv"] else "xlsx"
         # The funnel's clock, not the wall's: what the bot recorded is all there.
         now = clock.now()
-        data = await export_file(
-            session, script, period, now, zone=config.zone,
-            labels=export_labels(lang, config.zone.key), fmt=fmt,
-        )  # fmt: skip
+        labels = export_labels(lang, config.zone.key)
+        sheets = await build_sheets(session, script, period, now, zone=config.zone, labels=labels)
+        # A big workbook takes a while to write: the other updates keep being served.
+        data = await asyncio.to_thread(render, sheets, labels, fmt)
         name = f"leads-{now.astimezone(config.zone):%Y-%m-%d}.{fmt}"
         await message.answer_document(BufferedInputFile(data, name))
 

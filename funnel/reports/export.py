@@ -39,6 +39,7 @@ __all__ = [
     "Sheet",
     "build_sheets",
     "export_file",
+    "render",
     "safe_cell",
     "to_csv",
     "to_xlsx",
@@ -601,4 +602,12 @@ async def export_file(
     if fmt not in FORMATS:
         raise ValueError(f"export format must be one of {FORMATS}, got {fmt!r}")
     sheets = await build_sheets(session, script, period, now, zone=zone, labels=labels)
+    return render(sheets, labels, fmt)
+
+
+def render(sheets: Sequence[Sheet], labels: ExportLabels, fmt: Format) -> bytes:
+    """The file of `sheets`: the workbook with every part, or the leads (the first) as CSV.
+    Pure computation on plain data: a bot runs it in a thread."""
+    if fmt not in FORMATS:
+        raise ValueError(f"export format must be one of {FORMATS}, got {fmt!r}")
     return to_xlsx(sheets, labels) if fmt == "xlsx" else to_csv(sheets[0], labels)
