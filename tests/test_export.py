@@ -241,3 +241,19 @@ async def test_a_header_from_the_script_is_never_a_formula(
 async def test_an_unknown_format_is_refused(sessions: async_sessionmaker[AsyncSession]) -> None:
     with pytest.raises(ValueError, match="xlsx"):
         await export(sessions, make_script(), "pdf")
+
+
+async def test_control_characters_in_a_name_do_not_break_the_workbook(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    b = Builder()
+    lead = b.lead([("new", 0)])
+    b.answer(lead, "need", None, "бип\x07\x00 и " + "очень длинный ответ " * 500)
+    await b.save(sessions)
+    async with sessions() as session, session.begin():
+        await session.execute(update(Lead).values(first_name="Анна\x1b[31m", last_name="\x0c"))
+    book = workbook(await export(sessions, make_script(), "xlsx"))
+    row = records(book["Лиды"])[0]
+    assert row["Имя"].value == "Анна[31m" and row["Зачем?"].value.startswith("бип и очень")
+    data = await export(sessions, make_script(), "csv")
+    assert "Анна[31m;" in data.decode("utf-8-sig")

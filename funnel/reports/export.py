@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.core.models import Answer, Lead, Purchase
+from funnel.core.telegram_text import plain_name
 from funnel.reports.campaign_effect import CampaignReport, campaign_report
 from funnel.reports.figures import FunnelReport
 from funnel.reports.funnel_report import funnel_report
@@ -118,6 +119,11 @@ def _share(value: float | None) -> Decimal | None:
 
 def _hours(seconds: float | None) -> Decimal | None:
     return None if seconds is None else (Decimal(str(seconds)) / 3600).quantize(Decimal("0.01"))
+
+
+def _name(lead: Lead) -> str:
+    """First and last name as people see them: no invisible or control characters."""
+    return plain_name(" ".join(p for p in (lead.first_name, lead.last_name) if p), 260)
 
 
 def _link(lead: Lead) -> str:
@@ -227,7 +233,7 @@ def _lead_sheet(
         for p in bought:
             if p.currency != currency:
                 others[p.currency] += _money(p.amount)
-        name = " ".join(part for part in (lead.first_name, lead.last_name) if part)
+        name = _name(lead)
         row: list[Any] = [
             lead.id,
             labels.forgotten if forgotten else name,
@@ -406,7 +412,7 @@ async def _purchase_sheet(
     )
     for purchase, lead in rows:
         forgotten = lead.deleted_at is not None
-        name = " ".join(part for part in (lead.first_name, lead.last_name) if part)
+        name = _name(lead)
         sheet.rows.append(
             [
                 purchase.id,
@@ -512,8 +518,11 @@ def to_xlsx(sheets: Sequence[Sheet], labels: ExportLabels) -> bytes:
 
 
 def _fill(cell: Any, column: Column, value: Any) -> None:
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
     if column.kind in ("text", "user_text"):
-        cell.value = str(value)
+        # Control characters (a name with a bell in it) are not allowed in the file format.
+        cell.value = ILLEGAL_CHARACTERS_RE.sub("", str(value))
         # Stored as a string whatever it starts with: "=HYPERLINK(...)" typed by a lead
         # stays the text it is.
         cell.data_type = "s"
