@@ -349,7 +349,8 @@ class Simulation:
         if sys.stdout.isatty():
             if final or time.monotonic() - self._drawn > 0.1:
                 self._drawn = time.monotonic()
-                _progress("funnel", day, CAMPAIGN_DAYS, detail)
+                days = (self.clock.now() - self.start) / timedelta(days=1)
+                _progress("funnel", days, CAMPAIGN_DAYS, detail)
             if final:
                 print()
         elif (day % 4 == 0 and day != self.reported_day) or final:
