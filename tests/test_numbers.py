@@ -184,3 +184,24 @@ def test_the_digest_uses_the_same_format() -> None:
     assert "0,4%" in html and "(доходят 35%)" in html and f"−1{NNBSP}229" in html
     english = format_digest_html(digest, lang="en")
     assert "1,234" in english and f"1,028,100{NBSP}₽" in english and "0.4%" in english
+
+
+def test_a_campaign_step_fits_a_phone_and_rounds_half_up() -> None:
+    from datetime import timedelta
+
+    from funnel.reports.campaign_effect import CampaignReport, CampaignStats, StepStats
+    from handlers.views.campaigns import format_campaign_report_html
+
+    cancelled = {"stage_changed": 3, "replied": 2}
+    step = StepStats(step=1, after=timedelta(days=1), total=1234, sent=200, postponed=30,
+                     cancelled=cancelled, replied=69, advanced=1)  # fmt: skip
+    report = CampaignReport(NOW, [CampaignStats("nurture", "nurture", "Дожим", [step])])
+    for lang in ("ru", "en"):
+        html = format_campaign_report_html(report, lang=lang)
+        assert "(35%)" in html and "(0.5%)" in html.replace(",", ".")  # 34.5% and 0.5%
+        assert f"1{NNBSP}234" in html or "1,234" in html
+        figures = [line for line in html.splitlines() if line.startswith(("·", "Шаг", "Step"))]
+        assert len(figures) == 6, figures
+        # The reasons for cancelling are a list of words: that line may wrap.
+        counts = [f for f in figures if not f.startswith(("· cancelled", "· отменено"))]
+        assert all(len(line) <= 40 for line in counts), counts
