@@ -52,9 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     ab = commands.add_parser("ab", help="print the A/B tests' report")
     ab.add_argument("experiment", nargs="?", default=None, help="one experiment's id")
     ab.add_argument("--json", action="store_true", help="machine-readable output")
-    export = commands.add_parser("export", help="write the leads as CSV (Excel, Google Sheets)")
+    export = commands.add_parser(
+        "export", help="write the leads and the report as .xlsx (or the leads as CSV)"
+    )
     export.add_argument("--period", default="all")
-    export.add_argument("--output", type=Path, default=Path("leads.csv"))
+    export.add_argument("--format", choices=["xlsx", "csv"], default=None,
+                        help="xlsx (every part, a sheet each) or csv (the leads); "
+                             "default: from --out's extension, else xlsx")  # fmt: skip
+    export.add_argument("--out", "--output", dest="output", type=Path, default=None,
+                        help="the file to write (default leads.xlsx or leads.csv)")  # fmt: skip
     commands.add_parser(
         "rebuild-rollups",
         help="recompute the report's rollups from the stage log (after writing leads by hand)",
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "check": lambda: _check(settings, args.script),
         "stats": lambda: _stats(settings, args.period, args.source, args.json, args.from_log),
         "ab": lambda: _ab(settings, args.experiment, args.json),
-        "export": lambda: _export(settings, args.period, args.output),
+        "export": lambda: _export(settings, args.period, args.output, args.format),
         "rebuild-rollups": lambda: _rebuild_rollups(settings),
         "broadcast": lambda: _broadcast(
             settings, args.segment, args.text_file, args.at, args.dry_run
@@ -367,13 +373,20 @@ async def _ab(settings: Settings, experiment: str | None, as_json: bool) -> int:
     return 0
 
 
-async def _export(settings: Settings, period_text: str, output: Path) -> int:
-    from funnel.reports.export import export_leads_csv
-    from handlers.views.export import csv_labels
+async def _export(
+    settings: Settings, period_text: str, output: Path | None, fmt: str | None
+) -> int:
+    from funnel.reports.export import export_file
+    from handlers.views.export import export_labels
+
+    if fmt is None:
+        fmt = "csv" if output is not None and output.suffix.lower() == ".csv" else "xlsx"
+    output = output or Path(f"leads.{fmt}")
 
     async def work(session: Any, script: Any, period: Any, now: Any) -> bytes:
-        return await export_leads_csv(
-            session, script, period, now, labels=csv_labels(script.language)
+        labels = export_labels(script.language, settings.zone.key)
+        return await export_file(
+            session, script, period, now, zone=settings.zone, labels=labels, fmt=fmt
         )
 
     data = await _read(settings, period_text, work)

@@ -21,7 +21,7 @@ from funnel.core.errors import InputError
 from funnel.core.models import Lead
 from funnel.handoff.purchases import parse_currency, record_purchase, record_spend
 from funnel.reports.campaign_effect import campaign_report
-from funnel.reports.export import export_leads_csv
+from funnel.reports.export import FORMATS, build_sheets, render
 from funnel.reports.funnel_report import funnel_report
 from funnel.reports.lead_card import lead_card
 from funnel.reports.periods import Period, parse_period
@@ -32,7 +32,7 @@ from handlers.errors import explain
 from handlers.i18n import t
 from handlers.views.campaigns import format_campaign_report_html
 from handlers.views.chart import render_funnel_png
-from handlers.views.export import csv_labels
+from handlers.views.export import export_labels
 from handlers.views.lead_card import format_lead_card_html
 from handlers.views.report import format_report_html, format_sources_html
 
@@ -45,7 +45,7 @@ def usage(name: str, lang: str) -> str:
         "stats": lambda: t("admin.usage.stats", lang=lang, period=PERIOD),
         "funnel": lambda: t("admin.usage.funnel", lang=lang, period=PERIOD),
         "sources": lambda: t("admin.usage.sources", lang=lang, period=PERIOD),
-        "export": lambda: t("admin.usage.export", lang=lang, period=PERIOD),
+        "export": lambda: t("admin.usage.export", lang=lang, period=f"{PERIOD} [xlsx|csv]"),
         "paid": lambda: t("admin.usage.paid", lang=lang),
         "spend": lambda: t("admin.usage.spend", lang=lang),
         "lead": lambda: t("admin.usage.lead", lang=lang),
@@ -288,14 +288,26 @@ def router(config: BotConfig) -> Router:
         clock: Clock,
     ) -> None:
         lang = script.language
-        asked = await _period_asked(message, command, "export", clock, config, lang)
-        if asked is None:
+        args = await _args(message, command, "export", lang)
+        if args is None:
             return
-        _, period = asked
-        data = await export_leads_csv(
-            session, script, period, clock.now(), labels=csv_labels(script.language)
-        )
-        name = f"leads-{clock.now():%Y-%m-%d}.csv"
+        # "/export 30d csv", "/export csv", "/export": the workbook unless CSV is asked for.
+        formats = [a.lower() for a in args if a.lower() in FORMATS]
+        words = [a for a in args if a.lower() not in FORMATS]
+        if len(formats) > 1 or len(words) > 1:
+            await message.answer(escape(usage("export", lang)))
+            return
+        period = await _period(message, "export", words, clock, config, lang)
+        if period is None:
+            return
+        fmt = "csv" if formats == ["csv"] else "xlsx"
+        # The funnel's clock, not the wall's: what the bot recorded is all there.
+        now = clock.now()
+        labels = export_labels(lang, config.zone.key)
+        sheets = await build_sheets(session, script, period, now, zone=config.zone, labels=labels)
+        # A big workbook takes a while to write: the other updates keep being served.
+        data = await asyncio.to_thread(render, sheets, labels, fmt)
+        name = f"leads-{now.astimezone(config.zone):%Y-%m-%d}.{fmt}"
         await message.answer_document(BufferedInputFile(data, name))
 
     @r.message(Command("campaigns"))

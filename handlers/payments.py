@@ -276,7 +276,7 @@ def router(config: BotConfig) -> Router:
             extra={"event": "payment.refunded", "lead_id": lead.id, "purchase_id": purchase.id,
                    "via_telegram": found.via_telegram},
         )  # fmt: skip
-        amount = escape(format_amount(purchase.amount, purchase.currency))
+        amount = escape(format_amount(purchase.amount, purchase.currency, lang=lang))
         key = N_("refund.done_stars") if found.via_telegram else N_("refund.done_recorded")
         await message.answer(t(key, lang=lang, lead=lead.id, amount=amount))
         if lead.chat_id is not None and lead.deleted_at is None:

@@ -99,14 +99,29 @@ def test_a_bad_period_is_named(database: str) -> None:
 
 def test_export_writes_a_csv_excel_opens(database: str, script: Script, tmp_path: Path) -> None:
     target = tmp_path / "leads.csv"
-    run = bot_cli(database, "export", "--output", str(target))
+    run = bot_cli(database, "export", "--out", str(target))
     assert run.returncode == 0, run.stderr
     data = target.read_bytes()
     assert data.startswith(b"\xef\xbb\xbf"), "a BOM, so Excel reads UTF-8 Cyrillic"
     rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig")), delimiter=";"))
-    assert len(rows) == 5 and rows[0][0] == "id"
-    assert {row[3] for row in rows[1:]} == {"vk", "direct"}
-    assert script.titles["qualified"] in {row[2] for row in rows[1:]}  # Cyrillic, intact
+    assert len(rows) == 5 and rows[0][0] == "Лид №"
+    column = {name: index for index, name in enumerate(rows[0])}
+    assert {row[column["Источник"]] for row in rows[1:]} == {"vk", "direct"}
+    assert script.titles["qualified"] in {row[column["Этап"]] for row in rows[1:]}  # Cyrillic
+
+
+def test_export_writes_a_workbook_by_default(database: str, tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    run = bot_cli(database, "export", "--out", str(tmp_path / "numbers.xlsx"))
+    assert run.returncode == 0, run.stderr
+    book = load_workbook(tmp_path / "numbers.xlsx")
+    assert len(book.sheetnames) == 5 and book.worksheets[0].max_row == 5
+    assert isinstance(book.worksheets[0].cell(row=2, column=1).value, int)
+    run = bot_cli(database, "export", "--format", "csv", "--out", str(tmp_path / "x.data"))
+    assert run.returncode == 0 and (tmp_path / "x.data").read_bytes().startswith(b"\xef\xbb\xbf")
+    refused = bot_cli(database, "export", "--format", "pdf")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
 
 
 def test_rebuild_rollups_keeps_the_report(database: str) -> None:

@@ -166,10 +166,10 @@ async def test_the_view_escapes_names_and_fits_a_phone(
             assert len(line) <= 40, line
     ru = visible_text(format_managers_html(report, lang="ru"))
     assert "1. Олег Петров" in ru and "Взято: 4 · медиана 30\u00a0мин" in ru
-    assert "Запись: 1 · оплата: 2 (50%)" in ru and "Выручка: 20\u00a0701\u00a0₽ + 100\u00a0$" in ru
+    assert "Запись: 1 · оплата: 2 (50%)" in ru and "Выручка: 20\u202f701\u00a0₽ + 100\u00a0$" in ru
     assert "оплата: 1 (33%)" in ru
     plain = format_managers_text(report, lang="en")
-    assert "Revenue: 45 701 ₽ + 100 $" in plain and "<Паша & Co>" in plain
+    assert "Revenue: 45,701 ₽ + 100 $" in plain and "<Паша & Co>" in plain
 
 
 def test_many_managers_fit_one_message_and_the_rest_are_counted() -> None:

@@ -412,5 +412,5 @@ async def test_the_lead_card_marks_a_refunded_payment(
         (Decimal("49900.00"), True), (Decimal("49900.50"), False),
     ]  # fmt: skip
     text = format_lead_card_html(card, lang="ru")
-    assert "49900.00 RUB (возврат)" in text and "49900.50 RUB" in text
-    assert "49900.50 RUB (возврат)" not in text
+    assert "49\u202f900\u00a0₽ (возврат)" in text and "49\u202f900,50\u00a0₽" in text
+    assert "49\u202f900,50\u00a0₽ (возврат)" not in text

@@ -1,22 +1,39 @@
 """The report's arithmetic: percentages, ratios, medians from histograms, and how many leads
-reached a stage."""
+reached a stage.
+
+Shares and ratios are computed in Decimal and rounded half up (34.495 → 34.5, 0.125 →
+0.13): binary floats and Python's round() (halves to even) would publish 0.12, and a view
+rounding the published figure again would say 34% where the owner's calculator says 35%."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from decimal import ROUND_HALF_UP, Decimal
 
 from funnel.reports.figures import StageRow
 
+Number = Decimal | float | int
+CENT = Decimal("0.01")
 
-def percent(part: float, whole: float) -> float | None:
-    """part of whole in percent (0–100, two decimals); None when whole is zero."""
+
+def exact(value: Number) -> Decimal:
+    """A figure as the decimal it is written as (a float through its shortest repr)."""
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def percent(part: Number, whole: Number) -> float | None:
+    """part of whole in percent (two decimals, halves up); None when whole is zero."""
     if not whole:
         return None
-    return round(100.0 * part / whole, 2)
+    share = exact(part) * 100 / exact(whole)
+    return float(share.quantize(CENT, rounding=ROUND_HALF_UP))
 
 
-def ratio(part: float, whole: float) -> float | None:
-    return round(part / whole, 2) if whole else None
+def ratio(part: Number, whole: Number) -> float | None:
+    """part / whole to two decimals, halves up; None when whole is zero."""
+    if not whole:
+        return None
+    return float((exact(part) / exact(whole)).quantize(CENT, rounding=ROUND_HALF_UP))
 
 
 def median_from_histogram(

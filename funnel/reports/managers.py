@@ -150,7 +150,8 @@ async def managers_report(session: AsyncSession, script: Script, period: Period)
             (booked_at if stage == roles.booked else paid_at)[lead_id].append(at)
         bought = await session.execute(
             select(Purchase.lead_id, Purchase.at, Purchase.currency, Purchase.amount).where(
-                Purchase.lead_id.in_(batch)
+                Purchase.lead_id.in_(batch),
+                Purchase.refunded_at.is_(None),  # a refund takes the sale back
             )
         )
         purchases.extend(

@@ -7,6 +7,7 @@ from datetime import timedelta
 from html import escape
 
 from funnel.core.telegram_text import TELEGRAM_LIMIT, lines_that_fit
+from funnel.reports.arithmetic import percent
 from funnel.reports.campaign_effect import CampaignReport, StepStats
 from handlers.i18n import N_, t, tn
 from handlers.views.experiments import format_points
@@ -31,8 +32,8 @@ def _reason(reason: str, lang: str) -> str:
     return t(key, lang=lang) if key is not None else reason
 
 
-def _share(step: StepStats, part: int) -> str:
-    return f"{100 * part / step.sent:.0f}%" if step.sent else "—"
+def _share(step: StepStats, part: int, lang: str) -> str:
+    return format_percent(percent(part, step.sent), lang=lang)
 
 
 def _duration(delta: timedelta, lang: str) -> str:
@@ -50,12 +51,12 @@ def _duration(delta: timedelta, lang: str) -> str:
 
 def _cancelled(step: StepStats, lang: str) -> str:
     if not step.cancelled:
-        return "0"
+        return format_number(0, lang=lang)
     reasons = ", ".join(
-        f"{_reason(reason, lang)} {n}"
+        f"{_reason(reason, lang)} {format_number(n, lang=lang)}"
         for reason, n in sorted(step.cancelled.items(), key=lambda item: -item[1])
     )
-    return f"{step.cancelled_total} ({reasons})"
+    return f"{format_number(step.cancelled_total, lang=lang)} ({reasons})"
 
 
 def _step_line(step: StepStats, lang: str) -> str:
@@ -64,17 +65,17 @@ def _step_line(step: StepStats, lang: str) -> str:
         lang=lang,
         step=step.step,
         after=_duration(step.after, lang),
-        total=step.total,
-        waiting=step.planned + step.sending,
-        sent=step.sent,
-        postponed=step.postponed,
+        total=format_number(step.total, lang=lang),
+        waiting=format_number(step.planned + step.sending, lang=lang),
+        sent=format_number(step.sent, lang=lang),
+        postponed=format_number(step.postponed, lang=lang),
         cancelled=_cancelled(step, lang),
-        failed=step.failed,
-        unknown=step.unknown,
-        replied=step.replied,
-        replied_share=_share(step, step.replied),
-        advanced=step.advanced,
-        advanced_share=_share(step, step.advanced),
+        failed=format_number(step.failed, lang=lang),
+        unknown=format_number(step.unknown, lang=lang),
+        replied=format_number(step.replied, lang=lang),
+        replied_share=_share(step, step.replied, lang),
+        advanced=format_number(step.advanced, lang=lang),
+        advanced_share=_share(step, step.advanced, lang),
     )
 
 
@@ -116,6 +117,7 @@ def _lines(report: CampaignReport, html: bool, lang: str) -> list[str]:
         return lines
     window = report.advance_window.days
     lines.append(tn("campaigns.advanced", window, lang=lang))
+    lines.append(t("campaigns.legend.postponed", lang=lang))
     for campaign in report.campaigns:
         kind = f" [{campaign.kind}]" if campaign.kind else ""
         gone = " " + t("campaigns.not_in_script", lang=lang) if not campaign.in_script else ""

@@ -11,7 +11,7 @@ from typing import Any
 
 from funnel.reports.figures import FunnelReport
 from handlers.i18n import t
-from handlers.views.numbers import format_percent
+from handlers.views.numbers import format_number, format_percent, plain
 
 __all__ = ["render_funnel_png"]
 
@@ -43,9 +43,13 @@ def _render(report: FunnelReport, title: str | None, lang: str) -> bytes:
     ]
     values = [s.reached for s in stages] + [e.leads for e in exits]
     notes = [
-        f"{s.reached:,}".replace(",", " ") + f" · {format_percent(s.conversion_from_first)}"
+        plain(f"{format_number(s.reached, lang=lang)} · ")
+        + format_percent(s.conversion_from_first, lang=lang)
         for s in stages
-    ] + [f"{e.leads:,}".replace(",", " ") + f" · {format_percent(e.share)}" for e in exits]
+    ] + [
+        plain(f"{format_number(e.leads, lang=lang)} · ") + format_percent(e.share, lang=lang)
+        for e in exits
+    ]
     colors = [BAR_COLOR] * len(stages) + [EXIT_COLOR] * len(exits)
 
     rows = max(len(values), 1)
@@ -68,9 +72,11 @@ def _render(report: FunnelReport, title: str | None, lang: str) -> bytes:
     if report.source is not None:
         heading += f" · {report.source}"
     conversion = report.totals.overall_conversion
-    leads = f"{report.totals.leads:,}".replace(",", " ")
+    leads = plain(format_number(report.totals.leads, lang=lang))
     subtitle = t("chart.leads", lang=lang, leads=leads)
-    subtitle += " · " + t("chart.paid", lang=lang, conversion=format_percent(conversion))
+    subtitle += " · " + t(
+        "chart.paid", lang=lang, conversion=format_percent(conversion, lang=lang)
+    )
     figure.suptitle(heading, fontsize=26, fontweight="bold", fontfamily="DejaVu Sans")
     axes.set_title(subtitle, fontsize=20, fontfamily="DejaVu Sans", loc="left")
     figure.tight_layout()

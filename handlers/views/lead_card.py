@@ -9,6 +9,7 @@ from html import escape
 from funnel.core.telegram_text import fit_to_telegram, plain_name
 from funnel.reports.lead_card import LeadCard
 from handlers.i18n import N_, t, tn
+from handlers.views.numbers import format_money
 
 __all__ = ["format_lead_card_html"]
 
@@ -97,7 +98,7 @@ def format_lead_card_html(card: LeadCard, *, lang: str) -> str:
         sections.append("\n".join([t("lead.touches", lang=lang), *_recent(rows, lang)]))
     if card.purchases:
         rows = [
-            f"{_when(p.at)}: {p.amount:.2f} {escape(p.currency)}"
+            f"{_when(p.at)}: {escape(format_money(p.amount, p.currency, lang=lang, cents=True))}"
             + (" " + t("lead.purchase_refunded", lang=lang) if p.refunded else "")
             for p in card.purchases
         ]

@@ -4,36 +4,26 @@ plain text for `python -m bot stats`. Managers' names are cleaned and escaped.""
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
 from html import escape
 
 from funnel.core.telegram_text import TELEGRAM_LIMIT, plain_name
 from funnel.reports.managers import ManagerRow, ManagersReport
 from handlers.i18n import t, tn
-from handlers.views.numbers import NBSP, SYMBOLS, format_duration, format_number
+from handlers.views.numbers import (
+    format_duration,
+    format_money,
+    format_percent,
+    plain,
+)
 
 # Room left for the closing "…and N more" line.
 RESERVE = 120
 
 
-def _money(amount: Decimal, currency: str) -> str:
-    whole = int(amount.quantize(Decimal("1"), rounding=ROUND_HALF_UP))
-    return f"{format_number(whole)}{NBSP}{SYMBOLS.get(currency, currency)}"
-
-
-def _revenue(row: ManagerRow, currency: str) -> str:
-    parts = [_money(row.revenue, currency)]
-    parts += [_money(amount, cur) for cur, amount in row.other_revenue]
+def _revenue(row: ManagerRow, currency: str, lang: str) -> str:
+    parts = [format_money(row.revenue, currency, lang=lang)]
+    parts += [format_money(amount, cur, lang=lang) for cur, amount in row.other_revenue]
     return " + ".join(parts)
-
-
-def _percent(value: Decimal | None) -> str:
-    if value is None:
-        return "—"
-    shown = value.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
-    if shown >= 10 or shown == shown.to_integral_value():
-        shown = value.quantize(Decimal("1"), rounding=ROUND_HALF_UP)
-    return f"{shown}%"
 
 
 def _period(report: ManagersReport, lang: str) -> str:
@@ -51,9 +41,9 @@ def _lines(row: ManagerRow, currency: str, lang: str) -> list[str]:
             lang=lang,
             booked=row.booked,
             paid=row.paid,
-            conversion=_percent(row.conversion),
+            conversion=format_percent(row.conversion, lang=lang),
         ),
-        t("managers.revenue", lang=lang, revenue=_revenue(row, currency)),
+        t("managers.revenue", lang=lang, revenue=_revenue(row, currency, lang)),
     ]
 
 
@@ -90,4 +80,4 @@ def format_managers_text(report: ManagersReport, *, lang: str) -> str:
         lines += ["", f"{shown + 1}. {_name(row, lang)}"]
         lines += _lines(row, report.currency, lang)
     lines += ["", t("managers.explained", lang=lang)]
-    return "\n".join(lines).replace(NBSP, " ")
+    return plain("\n".join(lines))

@@ -6,15 +6,12 @@ from decimal import Decimal
 from html import escape
 
 from handlers.i18n import N_, t
-from handlers.views.numbers import NBSP, SYMBOLS
+from handlers.views.numbers import format_money
 
 
-def format_amount(amount: Decimal, currency: str) -> str:
-    """49900 → "49 900 ₽", 84.15 → "84.15 $": exact, kopecks shown when there are any."""
-    whole = amount == amount.to_integral_value()
-    number = f"{amount:,.0f}" if whole else f"{amount:,.2f}"
-    symbol = "⭐" if currency == "XTR" else SYMBOLS.get(currency, currency)  # Telegram Stars
-    return number.replace(",", NBSP) + NBSP + symbol
+def format_amount(amount: Decimal, currency: str, *, lang: str = "ru") -> str:
+    """49900 → "49 900 ₽", 84.15 → "84,15 $": exact, kopecks shown when there are any."""
+    return format_money(amount, currency, lang=lang, cents=True)
 
 
 def format_payment_note(
@@ -25,6 +22,6 @@ def format_payment_note(
         key,
         lang=lang,
         lead=lead_id,
-        amount=escape(format_amount(amount, currency)),
+        amount=escape(format_amount(amount, currency, lang=lang)),
         offer=escape(offer or "—"),
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+
+from openpyxl import load_workbook
 from sqlalchemy import select
 from telegram_emulator.users import SimUser
 
@@ -48,9 +51,22 @@ async def test_the_chart_is_a_photo_and_the_export_a_document(world: World) -> N
     await world.admin.send("/export")
     document = await world.admin.next_message()
     assert document.document is not None and document.document.data is not None
+    assert document.document.file_name.endswith(".xlsx")
+    book = load_workbook(io.BytesIO(document.document.data))
+    leads = list(book.worksheets[0].iter_rows(values_only=True))
+    assert "vk_ads" in leads[1] and "Сменить профессию" in leads[1]
+    assert isinstance(leads[1][0], int)
+    await world.admin.send("/export 30d csv")
+    document = await world.admin.next_message()
+    assert document.document is not None and document.document.data is not None
     assert document.document.file_name.endswith(".csv")
     text = document.document.data.decode("utf-8-sig")
     assert "Сменить профессию" in text and "vk_ads" in text
+    # A wrong word gets the usage, not a file.
+    for wrong in ("/export 30d csv xlsx", "/export 30d 7d", "/export pdf"):
+        await world.admin.send(wrong)
+        reply = await world.admin.next_message()
+        assert reply.document is None and "/export" in reply.plain_text
 
 
 async def test_campaigns_and_reload(world: World) -> None:

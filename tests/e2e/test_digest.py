@@ -26,5 +26,5 @@ async def test_the_daily_digest(world: World, clock: FakeClock) -> None:
     digest = (await world.admin.next_message()).plain_text
     assert "Новых лидов: 2" in digest
     assert "Ответил на первый вопрос: 1 (50%)" in digest
-    assert "Оплат: 1" in digest and "6\xa0900" in digest
+    assert "Оплат: 1" in digest and "6\u202f900\xa0₽" in digest
     assert "Больше всего теряем" in digest

@@ -393,7 +393,7 @@ async def test_managers_shows_who_took_and_who_sold(world: World, clock: FakeClo
     assert text.startswith("👥 Менеджеры, 7d")
     assert "1. Менеджер Олег" in text and "2. Ира <b>Смирнова</b>" in text  # shown, escaped
     assert "Взято: 2 · медиана 7\u00a0мин" in text  # 6 and 8 minutes
-    assert "Запись: 0 · оплата: 1 (100%)" in text and "Выручка: 13\u00a0800\u00a0₽" in text
+    assert "Запись: 0 · оплата: 1 (100%)" in text and "Выручка: 13\u202f800\u00a0₽" in text
     assert "&lt;b&gt;" in report.text
     assert all(len(line) <= 40 for line in text.splitlines())
 

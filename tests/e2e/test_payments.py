@@ -144,7 +144,7 @@ async def test_a_hot_lead_pays_the_invoice_once_however_often_telegram_delivers_
     await world.app.handoff.tick()
     await world.app.handoff.settle()
     note = await world.managers.wait_for(lambda m: "оплатил в боте" in m.plain_text)
-    assert "#1" in note.plain_text and "49\u00a0900\u00a0₽" in note.plain_text
+    assert "#1" in note.plain_text and "49\u202f900\u00a0₽" in note.plain_text
     async with world.sessions() as session:
         notes = (
             await session.scalars(select(Notification).where(Notification.kind == "payment_note"))
@@ -319,7 +319,7 @@ async def test_a_provider_refund_is_recorded_and_leaves_telegram_alone(
     assert result.charge is not None
     await user.wait_for(lambda m: THANKS in m.plain_text, after=invoice)
     reply = await admin_says(world, f"/refund {result.charge.telegram_payment_charge_id}")
-    assert "записан" in reply and "49\u00a0900\u00a0₽" in reply
+    assert "записан" in reply and "49\u202f900\u00a0₽" in reply
     assert world.emu.requests_for("refundStarPayment") == []
     assert await revenue(world, clock) == (Decimal("0.00"), 0, 0)
 
