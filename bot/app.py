@@ -16,16 +16,17 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand, LinkPreviewOptions
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import db, transactions
+from bot import db, middlewares, transactions
 from bot.delivery_middleware import RateLimitMiddleware
 from bot.dispatcher import create_dispatcher
 from bot.handoff import HandOff
 from bot.inbox import Poller
 from bot.outbox import Outbox
-from bot.ratelimit import RateLimiter
+from bot.ratelimit import RateLimiter, SendLimiter
 from bot.scheduler import add_daily_job, add_interval_job, create_scheduler
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
+from bot.shared_limits import SharedRateLimiter
 from funnel.core.clock import Clock, ScaledClock, SystemClock
 from funnel.reports.digest import daily_digest
 from handlers.i18n import t
@@ -52,7 +53,21 @@ def make_clock(settings: Settings) -> Clock:
     return SystemClock() if settings.time_scale == 1 else ScaledClock(settings.time_scale)
 
 
-def make_bot(settings: Settings, token: str, limiter: RateLimiter) -> Bot:
+def make_limiter(settings: Settings, token: str) -> SendLimiter:
+    """The local limiter for one instance; with REDIS_URL, limits shared by every instance
+    of this bot (keyed by the bot's id, the token's first part)."""
+    rate = PAID_BROADCAST_RATE if settings.paid_broadcast else settings.rate_per_second
+    if settings.redis_url is None:
+        return RateLimiter(rate_per_second=rate)
+    bot_id = token.partition(":")[0]
+    return SharedRateLimiter.from_url(
+        settings.redis_url.get_secret_value(),
+        f"{settings.redis_prefix}:{bot_id}:",
+        rate_per_second=rate,
+    )
+
+
+def make_bot(settings: Settings, token: str, limiter: SendLimiter) -> Bot:
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     session.middleware(RateLimitMiddleware(limiter))
     return Bot(
@@ -71,7 +86,7 @@ class App:
         *,
         token: str,
         clock: Clock | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: SendLimiter | None = None,
         retry_seconds: float = transactions.DEFAULT_BUDGET_SECONDS,
     ) -> None:
         self.settings = settings
@@ -79,8 +94,7 @@ class App:
         self.scripts = ScriptHolder(settings.script_path)
         self.engine: AsyncEngine = db.create_engine(settings.database_url)
         self.sessions = db.sessionmaker(self.engine)
-        rate = PAID_BROADCAST_RATE if settings.paid_broadcast else settings.rate_per_second
-        self.limiter = limiter or RateLimiter(rate_per_second=rate)
+        self.limiter = limiter or make_limiter(settings, token)
         self.bot = make_bot(settings, token, self.limiter)
         self.handoff = HandOff(
             self.bot,
@@ -109,7 +123,8 @@ class App:
         # Its own job: a retried card never waits behind a long campaign round.
         add_interval_job(self.scheduler, self.handoff.tick, settings.tick_seconds,
                          job_id=HANDOFF_JOB_ID)  # fmt: skip
-        add_daily_job(self.scheduler, self.send_digest, 9, 0, settings.zone, job_id="daily_digest")
+        add_daily_job(self.scheduler, self.send_digest, 9, 0, settings.zone, job_id="daily_digest",
+                      sessions=self.sessions, clock=self.clock)  # fmt: skip
         self._polling: asyncio.Task[Any] | None = None
 
     async def prepare(self) -> None:
@@ -122,6 +137,8 @@ class App:
         await self.handoff.recover()
 
     async def start(self, *, scheduler: bool = True) -> None:
+        if isinstance(self.limiter, SharedRateLimiter):
+            await self.limiter.connect()  # Redis unreachable: a clear error, not a start
         await self.prepare()
         await self.bot.delete_webhook(drop_pending_updates=False)
         await self.bot.set_my_commands(prospect_commands(self.scripts.current.language))
@@ -163,4 +180,7 @@ class App:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.bot.session.close()
+        await middlewares.close_user_locks(self.engine)
+        if isinstance(self.limiter, SharedRateLimiter):
+            await self.limiter.close()
         await self.engine.dispose()

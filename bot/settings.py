@@ -37,6 +37,21 @@ class Settings(BaseSettings):
     # May carry the CRM's secret token: kept secret, never logged.
     crm_webhook_url: SecretStr | None = None
     log_level: str = "INFO"
+    # Several instances of one bot: Telegram's limits shared through Redis (empty: the local
+    # limiter, one instance). Keys start with the prefix and the bot's id.
+    redis_url: SecretStr | None = None
+    redis_prefix: str = Field(default="leadbot", min_length=1, max_length=64)
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis(cls, value: Any) -> Any:
+        if value in (None, ""):
+            return None
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        # The message never repeats the value: it may hold a password.
+        if urlsplit(text.strip()).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis:// (or rediss://, unix://) URL")
+        return text.strip()
 
     @field_validator("admin_ids", mode="before")
     @classmethod

@@ -97,3 +97,125 @@ def _run_alone(work: object) -> None:
     thread.join()
     if failure:
         raise failure[0]
+
+
+# -- the runner: `python -m tests.engines` (make test, .ci/run) -------------------------------
+
+SERVER_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+SERVER_REDIS = "redis://127.0.0.1:6379/0"
+
+
+async def _postgres_answers(url: str) -> str | None:
+    """None when the server takes a connection, else why not."""
+    try:
+        import asyncpg
+    except ImportError:
+        return "asyncpg is not installed (make setup installs it)"
+    try:
+        connection = await asyncio.wait_for(asyncpg.connect(_dsn(url)), 5)
+    except Exception as error:
+        return f"no server on 127.0.0.1:5432 ({type(error).__name__})"
+    await connection.close()
+    return None
+
+
+async def _redis_answers(url: str) -> str | None:
+    try:
+        from redis.asyncio import Redis
+    except ImportError:
+        return "redis is not installed (make setup installs it)"
+    client = Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        await client.ping()
+    except Exception as error:
+        return f"no server on 127.0.0.1:6379 ({type(error).__name__})"
+    finally:
+        await client.aclose()
+    return None
+
+
+async def _admin(url: str, statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(_dsn(url))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def _pytest(args: list[str], env: dict[str, str], label: str) -> dict[str, int]:
+    """Runs pytest in a child process; returns its counts from the JUnit report."""
+    import subprocess
+    import sys
+    import tempfile
+    import xml.etree.ElementTree as ET
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "junit.xml"
+        print(f"\n== {label} ==", flush=True)
+        code = subprocess.call(
+            [sys.executable, "-m", "pytest", f"--junitxml={report}", *args], env=env
+        )
+        counts = {"passed": 0, "failed": 0, "skipped": 0, "code": code}
+        if report.exists():
+            for suite in ET.parse(report).getroot().iter("testsuite"):
+                tests, skipped = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
+                bad = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+                counts["passed"] += tests - skipped - bad
+                counts["failed"] += bad
+                counts["skipped"] += skipped
+        if code not in (0, 5) and not counts["failed"]:
+            counts["failed"] = 1  # pytest itself failed (collection, internal error)
+        return counts
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped"
+
+
+def main(argv: list[str]) -> int:
+    """The whole suite on SQLite, then again on PostgreSQL in a scratch database created and
+    dropped here, when a server answers on 127.0.0.1:5432; the Redis tests run when Redis
+    answers on 127.0.0.1:6379. Says which ran; a machine without the servers passes on
+    SQLite alone."""
+    base = {k: v for k, v in os.environ.items() if k not in ("TEST_POSTGRES_URL",)}
+    redis_url = os.environ.get("TEST_REDIS_URL") or SERVER_REDIS
+    redis_missing = asyncio.run(_redis_answers(redis_url))
+    if redis_missing is None:
+        base["TEST_REDIS_URL"] = redis_url
+    else:
+        base.pop("TEST_REDIS_URL", None)
+    sqlite = _pytest(argv, base, "SQLite")
+    results = [("SQLite", sqlite)]
+    summary = [f"SQLite: {_counted(sqlite)}"]
+
+    server = os.environ.get("TEST_POSTGRES_SERVER") or SERVER_POSTGRES
+    postgres_missing = asyncio.run(_postgres_answers(server))
+    if postgres_missing is None:
+        name = f"leadbot_ci_{os.getpid()}"
+        scratch = server.rsplit("/", 1)[0] + f"/{name}"
+        asyncio.run(_admin(server, f"CREATE DATABASE {name}"))
+        try:
+            postgres = _pytest(argv, {**base, "TEST_POSTGRES_URL": scratch}, "PostgreSQL")
+        finally:
+            asyncio.run(_admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        results.append(("PostgreSQL", postgres))
+        summary.append(f"PostgreSQL: ran, {_counted(postgres)}")
+    else:
+        summary.append(f"PostgreSQL: skipped ({postgres_missing})")
+    if redis_missing is None:
+        summary.append("Redis: ran (the shared-limits tests, in each pass)")
+    else:
+        summary.append(f"Redis: skipped ({redis_missing})")
+
+    print("\n" + "; ".join(summary))
+    total = {key: sum(counts[key] for _, counts in results) for key in sqlite}
+    print(f"all: {_counted(total)}")
+    return 1 if total["failed"] else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))
