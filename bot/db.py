@@ -31,7 +31,14 @@ def create_engine(url: str) -> AsyncEngine:
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
+    # No JIT: the bot's statements are short, and compiling one costs more than it saves
+    # (tens of milliseconds once a table is large enough for the planner to try).
+    return create_async_engine(
+        url,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        connect_args={"server_settings": {"jit": "off"}},
+    )
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

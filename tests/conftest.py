@@ -41,6 +41,10 @@ def _fresh_database_per_test() -> None:
     engines.begin_test()
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    engines.finish()
+
+
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     engine = db.create_engine(engines.database_url(tmp_path, "test.sqlite3"))

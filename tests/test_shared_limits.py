@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -207,7 +211,7 @@ def test_the_redis_url_setting() -> None:
 
 
 @needs_redis
-async def test_the_app_shares_its_limits_when_redis_is_set(tmp_path: Any) -> None:
+async def test_the_app_shares_its_limits_when_redis_is_set() -> None:
     from bot.app import make_limiter
 
     assert engines.REDIS_URL is not None
@@ -219,3 +223,28 @@ async def test_the_app_shares_its_limits_when_redis_is_set(tmp_path: Any) -> Non
     await limiter.close()
     local = make_limiter(Settings(_env_file=None), "123456:ABCDEF")  # type: ignore[call-arg]
     assert not isinstance(local, SharedRateLimiter)
+
+
+def test_the_bot_refuses_to_start_when_redis_does_not_answer(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEST_")}
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(root), str(root / "emulator")]),
+            "BOT_TOKEN": "123456:ABCDEF-never-used",
+            "TELEGRAM_API_URL": "http://127.0.0.1:9",
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.sqlite3'}",
+            "REDIS_URL": "redis://:s3cret@127.0.0.1:9/0",
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "redis: REDIS_URL: Redis does not answer" in result.stderr
+    assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
