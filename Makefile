@@ -22,13 +22,12 @@ setup: $(STAMP)  ## create the virtual environment with every dependency
 demo: $(STAMP)  ## run the bot offline on the emulator with 200 simulated prospects
 	$(BIN)/python -m bot demo
 
-test: $(STAMP)  ## run the whole test suite
-	$(BIN)/python -m pytest
+test: $(STAMP)  ## the whole suite on SQLite, then on PostgreSQL and with Redis when they answer on 127.0.0.1
+	$(BIN)/python -m tests.engines $(ARGS)
 
-test-postgres: $(STAMP)  ## the unit tests on PostgreSQL: TEST_POSTGRES_URL=... (its schema is wiped)
+test-postgres: $(STAMP)  ## the whole suite on one PostgreSQL database: TEST_POSTGRES_URL=... (its schema is wiped)
 	@test -n "$(TEST_POSTGRES_URL)" || { echo "set TEST_POSTGRES_URL=postgresql+asyncpg://user@host/scratch_db (a database the tests may wipe)"; exit 2; }
-	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
-	TEST_POSTGRES_URL='$(TEST_POSTGRES_URL)' $(BIN)/python -m pytest tests --ignore=tests/e2e --ignore=tests/test_kill9.py
+	TEST_POSTGRES_URL='$(TEST_POSTGRES_URL)' $(BIN)/python -m pytest tests $(ARGS)
 
 lint: $(STAMP)  ## formatting and lint
 	$(BIN)/ruff format --check .

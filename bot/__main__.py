@@ -152,7 +152,7 @@ PROBE_TIMEOUT_SECONDS = 10
 
 
 async def _run(settings: Settings, *, webhook: bool = False) -> int:
-    from bot.app import App
+    from bot import db
 
     if settings.bot_token is None:
         print("settings: BOT_TOKEN: required to run; get one from @BotFather", file=sys.stderr)
@@ -166,11 +166,32 @@ async def _run(settings: Settings, *, webhook: bool = False) -> int:
         print("\n".join(problems), file=sys.stderr)
         return 1
     _warn_about_roles(settings)
+    try:
+        instance_lock = db.single_instance_lock(settings.database_url)
+    except db.InstanceLocked as e:
+        print(f"database: {e}", file=sys.stderr)
+        return 1
+    try:
+        return await _run_alone(settings, webhook=webhook)
+    finally:
+        if instance_lock is not None:
+            instance_lock.close()
+
+
+async def _run_alone(settings: Settings, *, webhook: bool = False) -> int:
+    from bot.app import App
+
+    assert settings.bot_token is not None
     token = settings.bot_token.get_secret_value()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if settings.redis_url is not None:
+        refused = await _redis_refuses(settings)
+        if refused:
+            print(refused, file=sys.stderr)
+            return 1
     app = await _start_when_reachable(
         lambda: App(settings, token=token), settings, stop, webhook=webhook
     )
@@ -185,6 +206,21 @@ async def _run(settings: Settings, *, webhook: bool = False) -> int:
     finally:
         await app.stop()
     return 0
+
+
+async def _redis_refuses(settings: Settings) -> str | None:
+    """Why the shared limits cannot start (Redis does not answer), or None."""
+    from bot.shared_limits import SharedLimitsUnavailable, SharedRateLimiter
+
+    assert settings.redis_url is not None
+    probe = SharedRateLimiter.from_url(settings.redis_url.get_secret_value(), "probe:")
+    try:
+        await probe.connect()
+    except SharedLimitsUnavailable as e:
+        return f"redis: {e}"
+    finally:
+        await probe.close()
+    return None
 
 
 async def _start_when_reachable(

@@ -16,7 +16,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand, LinkPreviewOptions
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import db, transactions
+from bot import db, middlewares, transactions
 from bot.delivery_middleware import RateLimitMiddleware
 from bot.dispatcher import create_dispatcher
 from bot.handoff import HandOff
@@ -25,10 +25,11 @@ from bot.managers_loop import JOB_ID as MANAGERS_JOB_ID
 from bot.managers_loop import ManagersLoop
 from bot.metrics import Metrics, RequestMetrics, UpdateMetrics, install_retry_counter
 from bot.outbox import Outbox
-from bot.ratelimit import RateLimiter
+from bot.ratelimit import RateLimiter, SendLimiter
 from bot.scheduler import add_daily_job, add_interval_job, create_scheduler
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
+from bot.shared_limits import SharedRateLimiter
 from bot.webhook import WebServer, allowed_updates
 from funnel.core.clock import Clock, ScaledClock, SystemClock
 from funnel.handoff.payments import unsendable_offers
@@ -65,7 +66,21 @@ def make_clock(settings: Settings) -> Clock:
     return SystemClock() if settings.time_scale == 1 else ScaledClock(settings.time_scale)
 
 
-def make_bot(settings: Settings, token: str, limiter: RateLimiter) -> Bot:
+def make_limiter(settings: Settings, token: str) -> SendLimiter:
+    """The local limiter for one instance; with REDIS_URL, limits shared by every instance
+    of this bot (keyed by the bot's id, the token's first part)."""
+    rate = PAID_BROADCAST_RATE if settings.paid_broadcast else settings.rate_per_second
+    if settings.redis_url is None:
+        return RateLimiter(rate_per_second=rate)
+    bot_id = token.partition(":")[0]
+    return SharedRateLimiter.from_url(
+        settings.redis_url.get_secret_value(),
+        f"{settings.redis_prefix}:{bot_id}:",
+        rate_per_second=rate,
+    )
+
+
+def make_bot(settings: Settings, token: str, limiter: SendLimiter) -> Bot:
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     session.middleware(RateLimitMiddleware(limiter))
     return Bot(
@@ -84,7 +99,7 @@ class App:
         *,
         token: str,
         clock: Clock | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: SendLimiter | None = None,
         retry_seconds: float = transactions.DEFAULT_BUDGET_SECONDS,
     ) -> None:
         self.settings = settings
@@ -93,8 +108,7 @@ class App:
         self.scripts = ScriptHolder(settings.script_path)
         self.engine: AsyncEngine = db.create_engine(settings.database_url)
         self.sessions = db.sessionmaker(self.engine)
-        rate = PAID_BROADCAST_RATE if settings.paid_broadcast else settings.rate_per_second
-        self.limiter = limiter or RateLimiter(rate_per_second=rate)
+        self.limiter = limiter or make_limiter(settings, token)
         self.bot = make_bot(settings, token, self.limiter)
         self.metrics = Metrics()
         # After the limiter's middleware: each request on the wire is counted, 429s included.
@@ -137,7 +151,8 @@ class App:
         )  # fmt: skip
         add_interval_job(self.scheduler, self.metrics.timed(self.managers.tick, "managers"),
                          managers_interval(settings), job_id=MANAGERS_JOB_ID)  # fmt: skip
-        add_daily_job(self.scheduler, self.send_digest, 9, 0, settings.zone, job_id="daily_digest")
+        add_daily_job(self.scheduler, self.send_digest, 9, 0, settings.zone, job_id="daily_digest",
+                      sessions=self.sessions, clock=self.clock)  # fmt: skip
         self._polling: asyncio.Task[Any] | None = None
         # /healthz, /metrics and, in webhook mode, the webhook (bot/webhook.py).
         self.web: WebServer | None = None
@@ -154,6 +169,8 @@ class App:
     async def start(self, *, scheduler: bool = True, webhook: bool = False) -> None:
         """Polling by default; `webhook=True`: Telegram posts updates to WEBHOOK_URL, which
         reaches this instance's WEBHOOK_LISTEN (through a TLS proxy or a load balancer)."""
+        if isinstance(self.limiter, SharedRateLimiter):
+            await self.limiter.connect()  # Redis unreachable: a clear error, not a start
         await self.prepare()
         self.warn_about_offers()
         if webhook:
@@ -242,4 +259,7 @@ class App:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.bot.session.close()
+        await middlewares.close_user_locks(self.engine)
+        if isinstance(self.limiter, SharedRateLimiter):
+            await self.limiter.close()
         await self.engine.dispose()

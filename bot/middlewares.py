@@ -1,9 +1,11 @@
-"""Update middlewares: one database session per update, updates of one user one at a time,
-and the dependencies every handler may ask for by name."""
+"""Update middlewares: one database session per update, updates of one user one at a time
+(in this process, and across instances on PostgreSQL), and the dependencies every handler
+may ask for by name."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
@@ -13,7 +15,8 @@ from aiogram import BaseMiddleware, Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import TelegramObject, Update
 from sqlalchemy import event as event_api
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from bot import inbox, transactions
@@ -55,6 +58,83 @@ class PerUserOrder(BaseMiddleware):
             return await handler(event, data)
 
 
+class UserLocks:
+    """One user's updates one at a time across instances sharing a PostgreSQL database.
+
+    A PostgreSQL advisory lock keyed by the user's id, held from the start of the update's
+    handling to its end, replies included: a transaction-scoped lock would end at the
+    handler's commit, before its reply leaves, and a second instance's answer to the user's
+    next tap could overtake it. Session-level locks of all the updates in flight live on
+    one autocommit connection of their own (no idle transaction, one connection whatever the
+    load); a lock another instance holds is tried again after a short pause, which is rare:
+    within an instance PerUserOrder already lines one user's updates up.
+
+    If that connection drops, the server releases its locks: the next update opens a new one
+    (the lead's version column still refuses a lost update meanwhile)."""
+
+    PAUSE_SECONDS = 0.01
+    MAX_PAUSE_SECONDS = 0.2
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._connection: AsyncConnection | None = None
+        self._guard = asyncio.Lock()
+
+    @staticmethod
+    def wanted(engine: AsyncEngine) -> bool:
+        return engine.dialect.name == "postgresql"
+
+    async def _run(self, statement: str, key: int) -> bool:
+        async with self._guard:
+            try:
+                if self._connection is None:
+                    connection = await self.engine.connect()
+                    self._connection = await connection.execution_options(
+                        isolation_level="AUTOCOMMIT"
+                    )
+                return bool(await self._connection.scalar(text(statement), {"key": key}))
+            except Exception:
+                await self._drop()
+                raise
+
+    async def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                await connection.close()
+            except Exception:
+                await connection.invalidate()
+
+    async def acquire(self, key: int) -> None:
+        pause = self.PAUSE_SECONDS
+        while not await self._run("SELECT pg_try_advisory_lock(:key)", key):
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self.MAX_PAUSE_SECONDS)
+
+    async def release(self, key: int) -> None:
+        try:
+            await self._run("SELECT pg_advisory_unlock(:key)", key)
+        except Exception as error:
+            # The connection is gone, and with it the lock.
+            log.warning(
+                "update.unlock_failed: the lock connection dropped; its locks went with it",
+                extra={"event": "update.unlock_failed", "error": type(error).__name__},
+            )
+
+    async def close(self) -> None:
+        async with self._guard:
+            await self._drop()
+
+
+_user_locks: weakref.WeakKeyDictionary[AsyncEngine, list[UserLocks]] = weakref.WeakKeyDictionary()
+
+
+async def close_user_locks(engine: AsyncEngine) -> None:
+    """At the stop, before the engine is disposed: the locks' connection goes back."""
+    for locks in _user_locks.pop(engine, []):
+        await locks.close()
+
+
 class DbSession(BaseMiddleware):
     """Opens the update's session and retries the whole update in a fresh one when the
     database is busy or a row changed under it, as long as nothing was committed yet (the
@@ -72,8 +152,25 @@ class DbSession(BaseMiddleware):
     ) -> None:
         self.sessions = sessions
         self.retry_seconds = retry_seconds
+        engine = sessions.kw.get("bind")
+        self.user_locks: UserLocks | None = None
+        if isinstance(engine, AsyncEngine) and UserLocks.wanted(engine):
+            self.user_locks = UserLocks(engine)
+            _user_locks.setdefault(engine, []).append(self.user_locks)
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        user_id = update_user_id(event) if isinstance(event, Update) else None
+        if self.user_locks is None or user_id is None:
+            return await self._handle(handler, event, data)
+        await transactions.retrying(
+            functools.partial(self.user_locks.acquire, user_id), "update.lock"
+        )
+        try:
+            return await self._handle(handler, event, data)
+        finally:
+            await self.user_locks.release(user_id)
+
+    async def _handle(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         inbox_id: int | None = data.get("inbox_id")
         pauses = transactions.delays(self.retry_seconds)
         attempt = 0

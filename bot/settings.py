@@ -63,8 +63,22 @@ class Settings(BaseSettings):
     webhook_path: str = "/telegram"
     # host:port for /healthz and /metrics in polling mode; empty: not served.
     metrics_listen: str | None = None
-    # Redis shared by the instances (the shared rate limit); /healthz pings it when set.
+    # Several instances of one bot: Telegram's limits shared through Redis (empty: the local
+    # limiter, one instance; /healthz pings it when set). Keys start with the prefix and the
+    # bot's id.
     redis_url: SecretStr | None = None
+    redis_prefix: str = Field(default="leadbot", min_length=1, max_length=64)
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis(cls, value: Any) -> Any:
+        if value in (None, ""):
+            return None
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        # The message never repeats the value: it may hold a password.
+        if urlsplit(text.strip()).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis:// (or rediss://, unix://) URL")
+        return text.strip()
 
     @field_validator("admin_ids", mode="before")
     @classmethod
@@ -218,16 +232,6 @@ class Settings(BaseSettings):
         if not value.startswith("/") or value in ("/healthz", "/metrics") or " " in value:
             raise ValueError("must start with / and not be /healthz or /metrics, e.g. /telegram")
         return value
-
-    @field_validator("redis_url", mode="before")
-    @classmethod
-    def _redis(cls, value: Any) -> Any:
-        if value in (None, ""):
-            return None
-        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-        if not text.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("use redis://host:6379/0 (rediss:// for TLS)")
-        return text
 
     def webhook_problems(self) -> list[str]:
         """What webhook mode needs and these settings lack, one line each."""

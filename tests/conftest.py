@@ -1,9 +1,8 @@
-"""Fixtures shared by the unit tests: a migrated SQLite database, the shipped script and a
-fake clock."""
+"""Fixtures shared by the unit tests: a migrated database (SQLite, or PostgreSQL with
+TEST_POSTGRES_URL: see tests/engines.py), the shipped script and a fake clock."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ from bot import db
 from funnel.core.clock import FakeClock
 from funnel.script.loading import load_script
 from funnel.script.schema import Script
+from tests import engines
 
 ROOT = Path(__file__).resolve().parent.parent
 RU_SCRIPT = ROOT / "scripts" / "ru.yaml"
@@ -32,19 +32,22 @@ def script() -> Script:
     return load_script(RU_SCRIPT)
 
 
-# `make test-postgres` runs the same unit tests on PostgreSQL: each test gets an empty schema.
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
+# Kept for the modules that ask which engine they run on.
+POSTGRES_URL = engines.POSTGRES_URL
+
+
+@pytest.fixture(autouse=True)
+def _fresh_database_per_test() -> None:
+    engines.begin_test()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    engines.finish()
 
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if POSTGRES_URL:
-        engine = db.create_engine(POSTGRES_URL)
-        async with engine.begin() as connection:
-            await connection.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
-            await connection.exec_driver_sql("CREATE SCHEMA public")
-    else:
-        engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'test.sqlite3'}")
+    engine = db.create_engine(engines.database_url(tmp_path, "test.sqlite3"))
     await db.migrate(engine)
     yield engine
     await engine.dispose()

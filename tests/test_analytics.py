@@ -29,7 +29,7 @@ from funnel.script.loading import parse_script
 from funnel.script.schema import Script
 from handlers.i18n import LANGUAGES
 from handlers.views.report import format_report_html, format_report_text, format_sources_html
-from tests.conftest import POSTGRES_URL, TEST_TEXTS_YAML
+from tests.conftest import TEST_TEXTS_YAML
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ALL = parse_period("all", NOW)
@@ -493,7 +493,6 @@ async def test_report_reads_the_log_not_the_current_stage(
     assert reached(report) == [1, 0, 0, 0]
 
 
-@pytest.mark.skipif(bool(POSTGRES_URL), reason="PostgreSQL reports read the log")
 async def test_the_all_time_report_reads_the_rollups(
     sessions: async_sessionmaker[AsyncSession], report_script: Script
 ) -> None:

@@ -19,9 +19,8 @@ from funnel.core.clock import FakeClock
 from funnel.core.store import Profile
 from funnel.dialogue.flow import Dialogue
 from funnel.script.schema import Script
-from tests.conftest import POSTGRES_URL, ROOT
-
-pytestmark = pytest.mark.skipif(bool(POSTGRES_URL), reason="runs the CLI on a SQLite file")
+from tests import engines
+from tests.conftest import ROOT
 
 HOT = [("need", "career"), ("timing", "now"), ("budget", "full"), ("authority", "self")]
 
@@ -29,7 +28,7 @@ HOT = [("need", "career"), ("timing", "now"), ("budget", "full"), ("authority", 
 @pytest.fixture
 async def database(tmp_path: Path, script: Script) -> str:
     """Four prospects an hour ago: two from vk (one answered everything), two direct."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.sqlite3'}"
+    url = engines.database_url(tmp_path, "cli.sqlite3")
     engine = db.create_engine(url)
     await db.migrate(engine)
     sessions = db.sessionmaker(engine)

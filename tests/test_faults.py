@@ -37,10 +37,15 @@ from bench.faults_harness import (
     wait_for,
     write_wave_script,
 )
+from tests import engines
 
 # At 10 messages a second and at most 80 ms a request, one or two requests are on the wire at
 # any moment; 10 leaves room for slow commits around them. Rows waiting for the rate limiter
 # are not on the wire and must not be among the "unknown" ones.
+# The harness reads the bot's SQLite file directly (read-only, while the process writes);
+# on PostgreSQL the same kill -9 is covered by tests/test_kill9.py and the e2e kill test.
+pytestmark = engines.sqlite_only
+
 IN_FLIGHT_BOUND = 10
 CARDS = 22  # the group takes 20 cards a minute: two must wait
 

@@ -24,11 +24,16 @@ from telegram_emulator import DEFAULT_TOKEN, TelegramEmulator
 from bot import db
 from funnel.core import store
 from funnel.core.models import Touch
+from tests import engines
 
 ROOT = Path(__file__).resolve().parent.parent
 LEADS = 400
 RATE = 100
 RUNNER = "RUN"
+# Rows in doubt at the kill: those on the wire, and those sent whose outcome's commit had
+# not ended. A PostgreSQL commit waits for its WAL flush on a server shared with others, so
+# more outcomes wait for theirs at any moment than with SQLite's WAL without a sync.
+UNKNOWN_BOUND = {"sqlite": 10, "postgresql": 50}
 
 
 def _app_imports() -> bool:
@@ -121,7 +126,7 @@ def _delivered(emu: TelegramEmulator) -> Counter[int]:
 @pytest.mark.slow
 async def test_kill9_mid_delivery_never_doubles_and_loses_nothing(tmp_path: Path) -> None:
     use_app = _app_imports()
-    url = f"sqlite+aiosqlite:///{tmp_path / 'kill9.sqlite3'}"
+    url = engines.database_url(tmp_path, "kill9.sqlite3")
     script = tmp_path / "script.yaml"
     script.write_text(_always_open_script(), encoding="utf-8")
     async with TelegramEmulator(rate_per_second=RATE) as emu:
@@ -166,7 +171,7 @@ async def test_kill9_mid_delivery_never_doubles_and_loses_nothing(tmp_path: Path
         # kill: a touch waiting for its rate-limit slot is still planned, so at 100 a second
         # with round trips of a few milliseconds only a handful can be in doubt.
         assert statuses["sent"] <= sum(delivered.values())
-        assert statuses["unknown"] <= 10, statuses
+        assert statuses["unknown"] <= UNKNOWN_BOUND[engines.ENGINE], statuses
         lost = LEADS - sum(delivered.values())
         assert lost <= statuses["unknown"]
         assert emu.stats.too_many_requests == 0

@@ -91,9 +91,16 @@ async def claim_for_sending(
         Lead.deleted_at.is_(None),
         Lead.chat_id.is_not(None),
     )
+    # Several instances on PostgreSQL: a row another instance is claiming right now is
+    # skipped, not waited for (it is theirs); SQLite has one writer and ignores the clause.
+    free = (
+        select(Touch.id)
+        .where(Touch.id.in_(touch_ids), Touch.status == "planned")
+        .with_for_update(skip_locked=True)
+    )
     statement = (
         update(Touch)
-        .where(Touch.id.in_(touch_ids), Touch.status == "planned", still_current)
+        .where(Touch.id.in_(free.scalar_subquery()), Touch.status == "planned", still_current)
         .values(status="sending", attempts=Touch.attempts + 1, sent_at=now)
         .returning(Touch.id)
         .execution_options(synchronize_session=False)

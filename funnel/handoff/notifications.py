@@ -181,9 +181,16 @@ async def claim(session: AsyncSession, ids: Sequence[int]) -> set[int]:
     `recover_interrupted` settles. Of several instances only one claims a row."""
     if not ids:
         return set()
+    # Several instances on PostgreSQL: a row another instance is claiming right now is
+    # skipped, not waited for (it is theirs); SQLite has one writer and ignores the clause.
+    free = (
+        select(Notification.id)
+        .where(Notification.id.in_(ids), Notification.status == "planned")
+        .with_for_update(skip_locked=True)
+    )
     statement = (
         update(Notification)
-        .where(Notification.id.in_(ids), Notification.status == "planned")
+        .where(Notification.id.in_(free.scalar_subquery()), Notification.status == "planned")
         .values(status="sending", attempts=Notification.attempts + 1)
         .returning(Notification.id)
         .execution_options(synchronize_session=False)

@@ -1,5 +1,6 @@
-"""The report's rollups: small tables of counts that SQLite triggers keep exact in the same
-transaction as every write, so the all-time report reads thousands of rows, not millions.
+"""The report's rollups: small tables of counts that database triggers (SQLite triggers, or
+PL/pgSQL ones on PostgreSQL) keep exact in the same transaction as every write, so the
+all-time report reads thousands of rows, not millions.
 
 What is kept (the tables are in funnel/core/models.py):
 - `leads.entered`: the set of stages the log shows each lead entered (",new,engaged,"). A set,
@@ -19,8 +20,11 @@ its first /start, the stage log and the answers are append-only, leads are never
 and for anything written behind the triggers' back; a migration that recreates one of the
 tables involved must call `install` again (recreating a table drops its triggers).
 
-PostgreSQL has no such triggers here: its report reads the log (see
-funnel/reports/funnel_report.py).
+On PostgreSQL the same maintenance runs as PL/pgSQL trigger functions (migration 0010).
+Several instances write there at once, so each function that asks "is this the lead's first
+answer / first entry into this stage?" first locks the lead's row: two transactions of one
+lead then take turns, and the second sees the first's rows. Counters are upserted; the rare
+deadlock between two leads' counters is retried like any other (bot/transactions.py).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ ALL_SOURCES = "*"
 
 
 def supported(dialect: str) -> bool:
-    return dialect == "sqlite"
+    return dialect in ("sqlite", "postgresql")
 
 
 def seconds_sql(dialect: str, earlier: str, later: str) -> str:
@@ -188,8 +192,11 @@ def _triggers() -> dict[str, str]:
 
 
 def install(connection: Connection) -> None:
-    """Creates the triggers (again); SQLite only."""
+    """Creates the triggers (again)."""
     if not supported(connection.dialect.name):
+        return
+    if connection.dialect.name == "postgresql":
+        _pg_install(connection)
         return
     for name, ddl in _triggers().items():
         connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
@@ -198,6 +205,9 @@ def install(connection: Connection) -> None:
 
 def uninstall(connection: Connection) -> None:
     if not supported(connection.dialect.name):
+        return
+    if connection.dialect.name == "postgresql":
+        _pg_uninstall(connection)
         return
     for name in _triggers():
         connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
@@ -209,8 +219,15 @@ def rebuild(connection: Connection) -> None:
     if not supported(connection.dialect.name):
         return
     uninstall(connection)
+    postgres = connection.dialect.name == "postgresql"
+    for statement in _pg_rebuild() if postgres else _sqlite_rebuild():
+        connection.exec_driver_sql(statement)
+    install(connection)
+
+
+def _sqlite_rebuild() -> tuple[str, ...]:
     seconds = seconds_sql("sqlite", "a.at", "b.at")
-    for statement in (
+    return (
         "DELETE FROM rollup_leads",
         "DELETE FROM rollup_gaps",
         "DELETE FROM rollup_questions",
@@ -243,9 +260,187 @@ def rebuild(connection: Connection) -> None:
                 SELECT 1 FROM answers a WHERE a.lead_id = l.id AND a.question = l.position)
             GROUP BY l.source, l.position
             ON CONFLICT (source, question) DO UPDATE SET waiting = excluded.waiting""",
-    ):
-        connection.exec_driver_sql(statement)
-    install(connection)
+    )
+
+
+# -- the triggers (PostgreSQL) ------------------------------------------------------------
+
+
+def _pg_lead_values(row: str) -> str:
+    return (
+        f"{row}.source, coalesce({row}.temperature, ''), {row}.script_version, {row}.entered, "
+        f"{row}.stage, CAST({row}.opted_out_at IS NOT NULL AS INTEGER), "
+        f"CAST({row}.blocked_at IS NOT NULL AS INTEGER)"
+    )
+
+
+def _pg_count_lead(row: str, delta: int) -> str:
+    return (
+        f"INSERT INTO rollup_leads {_LEAD_KEY[:-1]}, leads) VALUES ({_pg_lead_values(row)}, "
+        f"{delta}) ON CONFLICT {_LEAD_KEY} DO UPDATE SET leads = rollup_leads.leads + {delta};"
+    )
+
+
+def _pg_count_waiting(row: str, delta: int) -> str:
+    """The lead waits at its question (or stops waiting), unless it answered it before."""
+    return f"""
+        IF {row}.position IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM answers a WHERE a.lead_id = {row}.id AND a.question = {row}.position
+        ) THEN
+            INSERT INTO rollup_questions (source, question, answered, waiting)
+            VALUES ({row}.source, {row}.position, 0, {delta})
+            ON CONFLICT (source, question)
+            DO UPDATE SET waiting = rollup_questions.waiting + {delta};
+        END IF;"""
+
+
+_PG_SAME_LEAD_KEY = (
+    "OLD.source IS NOT DISTINCT FROM NEW.source "
+    "AND coalesce(OLD.temperature, '') = coalesce(NEW.temperature, '') "
+    "AND OLD.script_version IS NOT DISTINCT FROM NEW.script_version "
+    "AND OLD.entered IS NOT DISTINCT FROM NEW.entered "
+    "AND OLD.stage IS NOT DISTINCT FROM NEW.stage "
+    "AND (OLD.opted_out_at IS NULL) = (NEW.opted_out_at IS NULL) "
+    "AND (OLD.blocked_at IS NULL) = (NEW.blocked_at IS NULL)"
+)
+
+
+def _pg_functions() -> dict[str, tuple[str, str, str]]:
+    """name: (table, trigger clause, function body)."""
+    seconds = seconds_sql("postgresql", "min(at)", "NEW.at")
+    firsts = f"""(SELECT to_stage AS stage, {seconds} AS d FROM stage_events
+                  WHERE lead_id = NEW.lead_id AND id <> NEW.id GROUP BY to_stage)"""
+    # Taking the lead's row first makes a lead's transactions take turns here (see the doc).
+    lock_lead = "PERFORM 1 FROM leads WHERE id = NEW.lead_id FOR UPDATE;"
+    return {
+        "rollup_lead_added": (
+            "leads",
+            "AFTER INSERT ON leads FOR EACH ROW",
+            f"""{_pg_count_lead("NEW", 1)}
+                {_pg_count_waiting("NEW", 1)}""",
+        ),
+        "rollup_lead_changed": (
+            "leads",
+            "AFTER UPDATE OF source, temperature, script_version, entered, stage, opted_out_at, "
+            f"blocked_at ON leads FOR EACH ROW WHEN (NOT ({_PG_SAME_LEAD_KEY}))",
+            f"""UPDATE rollup_leads SET leads = leads - 1
+                WHERE {_LEAD_KEY} = ({_pg_lead_values("OLD")});
+                {_pg_count_lead("NEW", 1)}""",
+        ),
+        "rollup_lead_asked": (
+            "leads",
+            "AFTER UPDATE OF position ON leads FOR EACH ROW "
+            "WHEN (OLD.position IS DISTINCT FROM NEW.position)",
+            f"""{_pg_count_waiting("OLD", -1)}
+                {_pg_count_waiting("NEW", 1)}""",
+        ),
+        # Only a lead's first answer to a question changes the counts.
+        "rollup_answer_added": (
+            "answers",
+            "AFTER INSERT ON answers FOR EACH ROW",
+            f"""{lock_lead}
+                IF EXISTS (SELECT 1 FROM answers a WHERE a.lead_id = NEW.lead_id
+                           AND a.question = NEW.question AND a.id <> NEW.id) THEN
+                    RETURN NULL;
+                END IF;
+                INSERT INTO rollup_questions (source, question, answered, waiting)
+                SELECT l.source, NEW.question, 1, 0 FROM leads l WHERE l.id = NEW.lead_id
+                ON CONFLICT (source, question)
+                DO UPDATE SET answered = rollup_questions.answered + 1;
+                UPDATE rollup_questions SET waiting = waiting - 1
+                WHERE question = NEW.question AND source = (
+                    SELECT l.source FROM leads l WHERE l.id = NEW.lead_id
+                    AND l.position = NEW.question);""",
+        ),
+        # Only a lead's first entry into a stage changes the counts: the gap from every stage
+        # it entered before (or after, when the log came out of order), then the set.
+        "rollup_stage_entered": (
+            "stage_events",
+            "AFTER INSERT ON stage_events FOR EACH ROW",
+            f"""{lock_lead}
+                IF EXISTS (SELECT 1 FROM stage_events e WHERE e.lead_id = NEW.lead_id
+                           AND e.to_stage = NEW.to_stage AND e.id <> NEW.id) THEN
+                    RETURN NULL;
+                END IF;
+                INSERT INTO rollup_gaps (source, from_stage, to_stage, bucket, leads, seconds)
+                SELECT s.source, g.a, g.b, {bucket_sql("g.d")}, 1, g.d
+                FROM (
+                    SELECT CASE WHEN f.d >= 0 THEN f.stage ELSE NEW.to_stage END AS a,
+                           CASE WHEN f.d >= 0 THEN NEW.to_stage ELSE f.stage END AS b,
+                           abs(f.d) AS d
+                    FROM {firsts} AS f
+                    UNION ALL
+                    SELECT NEW.to_stage, f.stage, 0 FROM {firsts} AS f WHERE f.d = 0
+                ) AS g,
+                (SELECT l.source AS source FROM leads l WHERE l.id = NEW.lead_id
+                 UNION ALL SELECT '{ALL_SOURCES}') AS s
+                ON CONFLICT (source, from_stage, to_stage, bucket) DO UPDATE
+                SET leads = rollup_gaps.leads + excluded.leads,
+                    seconds = rollup_gaps.seconds + excluded.seconds;
+                UPDATE leads SET entered = entered || NEW.to_stage || ','
+                WHERE id = NEW.lead_id;""",
+        ),
+    }
+
+
+def _pg_install(connection: Connection) -> None:
+    for name, (table, clause, body) in _pg_functions().items():
+        connection.exec_driver_sql(
+            f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $body$\n"
+            f"BEGIN\n{body}\nRETURN NULL;\nEND\n$body$"
+        )
+        connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON {table}")
+        connection.exec_driver_sql(f"CREATE TRIGGER {name} {clause} EXECUTE FUNCTION {name}()")
+
+
+def _pg_uninstall(connection: Connection) -> None:
+    for name, (table, _clause, _body) in _pg_functions().items():
+        connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON {table}")
+        connection.exec_driver_sql(f"DROP FUNCTION IF EXISTS {name}()")
+
+
+def _pg_rebuild() -> tuple[str, ...]:
+    seconds = seconds_sql("postgresql", "a.at", "b.at")
+    return (
+        # Several instances may be running: nobody writes the tables being rebuilt meanwhile.
+        "LOCK TABLE leads, stage_events, answers IN SHARE MODE",
+        "DELETE FROM rollup_leads",
+        "DELETE FROM rollup_gaps",
+        "DELETE FROM rollup_questions",
+        """UPDATE leads SET entered = ',' WHERE entered <> ','
+           AND NOT EXISTS (SELECT 1 FROM stage_events e WHERE e.lead_id = leads.id)""",
+        """UPDATE leads SET entered = f.entered FROM (
+               SELECT lead_id, ',' || string_agg(stage, ',' ORDER BY first_id) || ',' AS entered
+               FROM (SELECT lead_id, to_stage AS stage, min(id) AS first_id FROM stage_events
+                     GROUP BY lead_id, to_stage) AS firsts
+               GROUP BY lead_id) AS f
+           WHERE leads.id = f.lead_id AND leads.entered IS DISTINCT FROM f.entered""",
+        f"""INSERT INTO rollup_leads {_LEAD_KEY[:-1]}, leads)
+            SELECT {_pg_lead_values("l")}, count(*) FROM leads l
+            GROUP BY {_pg_lead_values("l")}""",
+        f"""WITH firsts AS (
+                SELECT lead_id, to_stage AS stage, min(at) AS at FROM stage_events
+                GROUP BY lead_id, to_stage),
+            pairs AS (
+                SELECT a.lead_id AS lead_id, a.stage AS a, b.stage AS b, {seconds} AS d
+                FROM firsts a JOIN firsts b ON b.lead_id = a.lead_id AND b.stage <> a.stage),
+            gaps AS (
+                SELECT l.source AS source, p.a, p.b, p.d FROM pairs p
+                JOIN leads l ON l.id = p.lead_id WHERE p.d >= 0
+                UNION ALL SELECT '{ALL_SOURCES}', p.a, p.b, p.d FROM pairs p WHERE p.d >= 0)
+            INSERT INTO rollup_gaps (source, from_stage, to_stage, bucket, leads, seconds)
+            SELECT source, a, b, {bucket_sql("d")}, count(*), sum(d) FROM gaps
+            GROUP BY source, a, b, {bucket_sql("d")}""",
+        """INSERT INTO rollup_questions (source, question, answered, waiting)
+            SELECT l.source, a.question, count(DISTINCT a.lead_id), 0
+            FROM answers a JOIN leads l ON l.id = a.lead_id GROUP BY l.source, a.question""",
+        """INSERT INTO rollup_questions (source, question, answered, waiting)
+            SELECT l.source, l.position, 0, count(*) FROM leads l
+            WHERE l.position IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM answers a WHERE a.lead_id = l.id AND a.question = l.position)
+            GROUP BY l.source, l.position
+            ON CONFLICT (source, question) DO UPDATE SET waiting = excluded.waiting""",
+    )
 
 
 # -- reading ------------------------------------------------------------------------------

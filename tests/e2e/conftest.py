@@ -1,6 +1,7 @@
-"""End-to-end harness: the real bot (App: aiogram over HTTP, SQLite, the dispatcher) talks
-to the local Telegram emulator; tests act as users and read what the bot sent. Every
-request the bot made is checked against the Bot API spec at the end of each test."""
+"""End-to-end harness: the real bot (App: aiogram over HTTP, the database of
+tests/engines.py, the dispatcher) talks to the local Telegram emulator; tests act as users
+and read what the bot sent. Every request the bot made is checked against the Bot API spec
+at the end of each test."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from bot.app import App
 from bot.ratelimit import RateLimiter
 from bot.settings import Settings
 from funnel.core.clock import FakeClock
+from tests import engines
 from tests.botapi_spec import assert_requests_valid
 
 
@@ -64,7 +66,7 @@ def settings_for(emu: TelegramEmulator, tmp_path: Path, **extra: object) -> Sett
     values: dict[str, object] = {
         "bot_token": DEFAULT_TOKEN,
         "telegram_api_url": emu.base_url,
-        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'bot.sqlite3'}",
+        "database_url": engines.database_url(tmp_path),
         "tick_seconds": 3600,
         **extra,
     }

@@ -13,16 +13,18 @@ from pathlib import Path
 
 from telegram_emulator.server import DEFAULT_TOKEN, TelegramEmulator
 
+from tests import engines
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @asynccontextmanager
-async def bot_process(emu: TelegramEmulator, database: Path) -> AsyncIterator[None]:
+async def bot_process(emu: TelegramEmulator, database: str) -> AsyncIterator[None]:
     env = {
         **os.environ,
         "BOT_TOKEN": DEFAULT_TOKEN,
         "TELEGRAM_API_URL": emu.base_url,
-        "DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+        "DATABASE_URL": database,
         "TICK_SECONDS": "3600",
         "LOG_LEVEL": "WARNING",
     }
@@ -42,7 +44,7 @@ async def test_a_dialogue_survives_kill_9_of_the_bot_process(
     emu: TelegramEmulator, tmp_path: Path
 ) -> None:
     user = emu.add_user("Катя")
-    database = tmp_path / "run.sqlite3"
+    database = engines.database_url(tmp_path, "run.sqlite3")
     async with bot_process(emu, database):
         await user.send("/start habr")
         first = await user.next_message(timeout=30)

@@ -24,6 +24,7 @@ from funnel.core.clock import FakeClock
 from funnel.core.models import Answer, InboxUpdate, Lead, Purchase
 from funnel.dialogue.flow import Dialogue
 from funnel.handoff import purchases
+from tests import engines
 from tests.e2e.conftest import HOT, World, fast_limiter, qualify, running_world, settings_for
 
 NAME, USERNAME = "Зоя", "zoya_private"
@@ -66,6 +67,7 @@ def short_busy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(db, "SQLITE_BUSY_SECONDS", 0.3)
 
 
+@engines.sqlite_only  # it locks the SQLite file itself
 async def test_a_start_during_a_locked_database_is_answered_after_the_lock(
     emu: TelegramEmulator, tmp_path: Path, clock: FakeClock, short_busy: None,
     caplog: pytest.LogCaptureFixture,
@@ -120,6 +122,7 @@ async def test_a_payment_that_meets_a_write_conflict_is_recorded_once(
     assert conflicts == 1 and "update.retry" in log_text(caplog)
 
 
+@engines.sqlite_only  # it locks the SQLite file itself
 async def test_a_database_that_stays_locked_asks_the_user_to_try_again(
     emu: TelegramEmulator, tmp_path: Path, clock: FakeClock, short_busy: None,
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
