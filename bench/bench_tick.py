@@ -91,7 +91,7 @@ async def _steady_state(outbox: Outbox, url: str) -> int:
             for step, offset in enumerate(campaign.offsets(), 1):
                 await session.execute(
                     text("INSERT OR REPLACE INTO job_marks (name, at) VALUES (:n, :at)"),
-                    {"n": planning.mark_name(campaign.id, step), "at": _stamp(NOW - offset)},
+                    {"n": planning.mark_name(campaign, step), "at": _stamp(NOW - offset)},
                 )
         await session.commit()
     planned = await outbox.plan(NOW)

@@ -3,10 +3,12 @@ into the touch queue over the leads whose cycle started since the last planning 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, select
+from sqlalchemy import and_, delete, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,9 +22,31 @@ PLAN_CHUNK = 5000
 MARK_PREFIX = "plan"
 
 
-def mark_name(campaign_id: str, step: int) -> str:
-    """The job_marks row remembering how far `cycle_started_at` has been planned for a step."""
-    return f"{MARK_PREFIX}:{campaign_id}:{step}"
+def mark_name(campaign: Campaign, step: int) -> str:
+    """The job_marks row remembering how far `cycle_started_at` has been planned for a step
+    of this very definition of the campaign.
+
+    The name carries a fingerprint of what picks the step's leads (stages, exit reasons,
+    temperatures, the step's delay and the next one's): once a marketer edits any of that,
+    the step gets a new, empty watermark and planning looks again at every lead already in
+    those stages, so a lead that the edited campaign now covers is planned too. The unique
+    key (lead, campaign, step, cycle) keeps that second look from doubling a touch.
+    """
+    return f"{MARK_PREFIX}:{campaign.id}:{step}:{step_fingerprint(campaign, step)}"
+
+
+def step_fingerprint(campaign: Campaign, step: int) -> str:
+    offsets = campaign.offsets()
+    index = step - 1
+    selection = {
+        "stages": sorted(campaign.stages),
+        "exit_reasons": sorted(campaign.exit_reasons),
+        "temperatures": sorted(campaign.temperatures),
+        "offset": offsets[index].total_seconds(),
+        "later": offsets[index + 1].total_seconds() if index + 1 < len(offsets) else None,
+    }
+    digest = hashlib.sha256(json.dumps(selection, sort_keys=True).encode()).hexdigest()
+    return digest[:12]
 
 
 def _insert(session: AsyncSession) -> Any:
@@ -74,12 +98,21 @@ async def plan_touches(
         ).all()
     }
     inserted = 0
+    current = {
+        mark_name(campaign, step)
+        for campaign in script.campaigns
+        for step in range(1, len(campaign.steps) + 1)
+    }
+    stale = set(marks) - current
+    if stale:
+        # Watermarks of campaign definitions no longer in force (edited or removed).
+        await session.execute(delete(JobMark).where(JobMark.name.in_(sorted(stale))))
     for campaign in script.campaigns:
         offsets = campaign.offsets()
         for index, offset in enumerate(offsets):
             step = index + 1
             later = offsets[index + 1] if index + 1 < len(offsets) else None
-            name = mark_name(campaign.id, step)
+            name = mark_name(campaign, step)
             upper = now - offset
             conditions = [*_eligible(campaign), Lead.cycle_started_at <= upper]
             mark = marks.get(name)
