@@ -123,6 +123,8 @@ async def _run(settings: Settings) -> int:
     app = await _start_when_reachable(lambda: App(settings, token=token), settings, stop)
     if isinstance(app, int):
         return app
+    if hasattr(signal, "SIGHUP"):  # kill -HUP <pid>: read the script again
+        loop.add_signal_handler(signal.SIGHUP, app.reload_on_signal)
     try:
         waiting = asyncio.create_task(stop.wait())
         await asyncio.wait(

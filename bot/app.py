@@ -24,11 +24,11 @@ from bot.inbox import Poller
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
 from bot.scheduler import add_daily_job, add_interval_job, create_scheduler
-from bot.scripts import ScriptHolder
+from bot.scripts import WATCH_SECONDS, ScriptHolder, announce_reload
 from bot.settings import Settings
 from funnel.core.clock import Clock, ScaledClock, SystemClock
 from funnel.reports.digest import daily_digest
-from handlers.i18n import t
+from handlers.i18n import N_, t
 from handlers.views.digest import format_digest_html
 
 log = logging.getLogger("leadbot.app")
@@ -110,7 +110,10 @@ class App:
         add_interval_job(self.scheduler, self.handoff.tick, settings.tick_seconds,
                          job_id=HANDOFF_JOB_ID)  # fmt: skip
         add_daily_job(self.scheduler, self.send_digest, 9, 0, settings.zone, job_id="daily_digest")
+        watch_every = min(WATCH_SECONDS, settings.tick_seconds)
+        add_interval_job(self.scheduler, self.watch_script, watch_every, job_id="script_watch")
         self._polling: asyncio.Task[Any] | None = None
+        self._signalled: set[asyncio.Task[None]] = set()
 
     async def prepare(self) -> None:
         """Schema up to date; touches and cards a crash left half-sent are settled, never
@@ -144,6 +147,20 @@ class App:
                     "digest.not_delivered: the admin must /start the bot once",
                     extra={"admin_id": admin, "error": type(e).__name__},
                 )
+
+    async def watch_script(self, *, force: bool = False) -> None:
+        """Reloads the script when its file changed on disk (or on SIGHUP, `force`) and tells
+        the admins what changed, or which line is wrong while the last good script stays."""
+        outcome = await self.scripts.reload_if_changed(force=force)
+        if outcome is not None:
+            why = N_("admin.reload.on_signal") if force else N_("admin.reload.on_change")
+            await announce_reload(self.bot, self.settings.admin_ids, self.scripts, outcome, why)
+
+    def reload_on_signal(self) -> None:
+        """SIGHUP: the operator's way to say "read the script again"."""
+        task = asyncio.create_task(self.watch_script(force=True))
+        self._signalled.add(task)
+        task.add_done_callback(self._signalled.discard)
 
     async def wait(self) -> None:
         if self._polling is not None:

@@ -329,8 +329,7 @@ def explain_yaml_error(error: yaml.MarkedYAMLError, source: str) -> tuple[int | 
         text = source.splitlines()[mark.line] if mark.line < len(source.splitlines()) else ""
         if ": " in text[: mark.column] or text[: mark.column].rstrip().endswith(":"):
             return line, (
-                "a colon inside a text: put the text in quotes, e.g. "
-                'text: "Итак: последний вопрос"'
+                'a colon inside a text: put the text in quotes, e.g. text: "Step 2: your goal"'
             )
         return line, (
             "this line is indented more than the line above it: align it with the fields "
