@@ -17,7 +17,7 @@ from bot.middlewares import DbSession, PerUserOrder, ask_to_try_again
 from bot.scripts import ScriptHolder
 from bot.settings import Settings
 from funnel.core.clock import Clock
-from handlers import admin, managers, prospect
+from handlers import admin, managers, prospect, test_funnel
 from handlers.dependencies import BotConfig, HandOffPort, ScriptReloader
 
 log = logging.getLogger("leadbot.dispatcher")
@@ -60,7 +60,9 @@ def create_dispatcher(
         return await handler(event, data)
 
     dp.update.outer_middleware.register(current_script)
-    dp.include_routers(admin.router(config), managers.router(config), prospect.router())
+    # test_funnel before prospect: the prospect router answers every other private command.
+    dp.include_routers(admin.router(config), test_funnel.router(config))
+    dp.include_routers(managers.router(config), prospect.router())
 
     @dp.errors()
     async def on_error(event: ErrorEvent, bot: Bot) -> bool:

@@ -114,7 +114,12 @@ async def plan_touches(
             later = offsets[index + 1] if index + 1 < len(offsets) else None
             name = mark_name(campaign, step)
             upper = now - offset
-            conditions = [*_eligible(campaign), Lead.cycle_started_at <= upper]
+            # Test leads run on their own clock (plan_test_leads).
+            conditions = [
+                *_eligible(campaign),
+                Lead.is_test.is_(False),
+                Lead.cycle_started_at <= upper,
+            ]
             mark = marks.get(name)
             if mark is not None:
                 conditions.append(Lead.cycle_started_at > mark - margin)
@@ -164,7 +169,39 @@ async def plan_touches(
             reached = found[-1][2] if len(found) >= chunk else upper
             if mark is None or reached > mark:
                 await _advance_mark(session, name, reached)
-    return inserted
+    return inserted + await plan_test_leads(session, script, now)
+
+
+async def plan_test_leads(session: AsyncSession, script: Script, now: datetime) -> int:
+    """The touches of leads in a test run (/test_funnel): each step due after its delay
+    divided by the lead's time scale, and every step in turn (the admin wants to see each
+    message, not only the latest one). Test leads are a handful, found by the time_scale
+    index; the same unique key keeps this idempotent."""
+    rows_: list[dict[str, Any]] = []
+    for campaign in script.campaigns:
+        offsets = campaign.offsets()
+        query = select(Lead.id, Lead.cycle, Lead.cycle_started_at, Lead.time_scale).where(
+            *_eligible(campaign), Lead.is_test.is_(True), Lead.time_scale > 0
+        )
+        for lead_id, cycle, started, scale in (await session.execute(query)).all():
+            for step, offset in enumerate(offsets, 1):
+                due_at = started + offset / float(scale or 1)
+                if due_at > now:
+                    break
+                rows_.append(
+                    {"lead_id": lead_id, "campaign": campaign.id, "step": step, "cycle": cycle,
+                     "due_at": due_at, "status": "planned", "attempts": 0, "postponed": 0,
+                     "created_at": now}
+                )  # fmt: skip
+    if not rows_:
+        return 0
+    insert = _insert(session)
+    statement = (
+        insert(Touch)
+        .on_conflict_do_nothing(index_elements=["lead_id", "campaign", "step", "cycle"])
+        .returning(Touch.id)
+    )
+    return len((await session.execute(statement, rows_)).all())
 
 
 async def _advance_mark(session: AsyncSession, name: str, at: datetime) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import and_, case, exists, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel.core.models import StageEvent, Touch
+from funnel.core.models import Lead, StageEvent, Touch
 from funnel.script.schema import Script
 
 # A stage move this soon after a touch counts as the touch's effect.
@@ -66,18 +66,27 @@ def _plus_window(session: AsyncSession, column: Any) -> Any:
     return column + literal(ADVANCE_WINDOW)
 
 
+def _real_lead() -> Any:
+    """Touches of test leads (/test_funnel) are in no report."""
+    return ~exists().where(Lead.id == Touch.lead_id, Lead.is_test.is_(True))
+
+
 async def campaign_report(session: AsyncSession, script: Script, now: datetime) -> CampaignReport:
     """Counts from the touches table (one grouped scan) and the stage log."""
     postponed = func.sum(case((Touch.postponed > 0, 1), else_=0))
-    grouped = select(
-        Touch.campaign,
-        Touch.step,
-        Touch.status,
-        Touch.reason,
-        func.count(),
-        postponed,
-        func.count(Touch.replied_at),
-    ).group_by(Touch.campaign, Touch.step, Touch.status, Touch.reason)
+    grouped = (
+        select(
+            Touch.campaign,
+            Touch.step,
+            Touch.status,
+            Touch.reason,
+            func.count(),
+            postponed,
+            func.count(Touch.replied_at),
+        )
+        .where(_real_lead())
+        .group_by(Touch.campaign, Touch.step, Touch.status, Touch.reason)
+    )
     exit_stages = [s.id for s in script.exit_stages]
     moved_on = exists().where(
         StageEvent.lead_id == Touch.lead_id,
@@ -87,7 +96,7 @@ async def campaign_report(session: AsyncSession, script: Script, now: datetime) 
     )
     advanced_query = (
         select(Touch.campaign, Touch.step, func.count())
-        .where(and_(Touch.status == "sent", Touch.sent_at.is_not(None)), moved_on)
+        .where(and_(Touch.status == "sent", Touch.sent_at.is_not(None)), moved_on, _real_lead())
         .group_by(Touch.campaign, Touch.step)
     )
 

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel.core.models import Purchase
+from funnel.core.models import Lead, Purchase
 from funnel.reports.funnel_report import funnel_report
 from funnel.reports.periods import parse_period
 from funnel.script.schema import Script
@@ -36,7 +36,8 @@ async def daily_digest(
     month = await funnel_report(session, script, now=now, period=parse_period("30d", now, tz=zone))
     rows = await session.execute(
         select(Purchase.currency, func.count(), func.sum(Purchase.amount))
-        .where(Purchase.at >= period.start, Purchase.at < period.end)
+        .join(Lead, Lead.id == Purchase.lead_id)
+        .where(Purchase.at >= period.start, Purchase.at < period.end, Lead.is_test.is_(False))
         .group_by(Purchase.currency)
     )
     revenue: dict[str, float] = {}

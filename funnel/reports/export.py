@@ -68,7 +68,7 @@ async def export_leads_csv(
     The semicolon is what Excel expects in Russian locales; Google Sheets detects either.
     Forgotten leads stay as rows (they count in the funnel) without their answers.
     """
-    query = select(Lead).order_by(Lead.id)
+    query = select(Lead).where(Lead.is_test.is_(False)).order_by(Lead.id)
     if period.start is not None:
         query = query.where(Lead.created_at >= period.start)
     if period.end is not None:
