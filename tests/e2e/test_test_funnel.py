@@ -75,6 +75,10 @@ async def rebuilt(world: World) -> dict[str, list[Any]]:
 
 
 async def test_the_whole_script_with_nudges_in_seconds(world: World, clock: FakeClock) -> None:
+    clock.advance(timedelta(hours=11))  # 23:00 in Moscow: outside the send window
+    real = world.user("Пётр")
+    await real.send("/start")
+    await real.next_message()
     await world.admin.send("/test_funnel 3600")
     started = (await world.admin.next_message()).plain_text
     assert started.startswith("🧪 Тест сценария python_course@2026-11-1")
@@ -99,6 +103,10 @@ async def test_the_whole_script_with_nudges_in_seconds(world: World, clock: Fake
     clock.advance(timedelta(seconds=96))
     await world.app.outbox.tick()
     assert "скидка 15%" in (await world.admin.next_message()).plain_text
+    # A real prospect silent for an hour at night still waits for the morning.
+    clock.advance(timedelta(hours=1))
+    await world.app.outbox.tick()
+    assert len(real.messages) == 1
 
 
 async def test_a_test_lead_is_in_no_report_rollup_export_or_crm(
