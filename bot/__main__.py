@@ -333,7 +333,9 @@ async def _demo(settings: Settings, prospects: int, seed: int) -> int:
     return await run_demo(settings, prospects=prospects, seed=seed)
 
 
-async def _chat(settings: Settings, script: Path | None, time_scale: float | None) -> int:
+async def _chat(
+    settings: Settings, script: Path | None = None, time_scale: float | None = None
+) -> int:
     try:
         from devtools.chat import run_chat
     except ModuleNotFoundError as e:
