@@ -272,3 +272,26 @@ def test_question_number_is_known_outside_questions_too() -> None:
     script = load_script(RU_SCRIPT)
     text = text_for(script, _lead(position="budget"), "{question_number} из {questions_total}")
     assert text == "3 из 4"
+
+
+# -- what a reload changed ----------------------------------------------------------------
+
+
+def test_the_diff_names_questions_texts_and_campaigns_by_key() -> None:
+    from funnel.script.diff import diff_scripts
+
+    old = load_script(RU_SCRIPT)
+    source = _broken('version: "2026-11-1"', 'version: "v2"')
+    source = _broken("Зачем вам Python?", "Для чего вам Python?", source)
+    source = _broken("  - id: authority\n", "  - id: decision\n", source)
+    source = _broken('  price_month: "6 900 ₽"', '  price_month: "7 900 ₽"', source)
+    source = _broken("after: 23h", "after: 20h", source)
+    source = _broken('send_window: {start: "10:00"', 'send_window: {start: "09:00"', source)
+    diff = diff_scripts(old, parse_script(source, "ru.yaml"))
+    assert diff.questions.added == ("decision",) and diff.questions.removed == ("authority",)
+    assert diff.questions.changed == ("need",)
+    assert diff.texts.changed == ("vars.price_month",)
+    assert diff.campaigns.changed == ("nurture_dialogue",)
+    assert diff.other == ("send_window",)
+    same = diff_scripts(old, load_script(RU_SCRIPT))
+    assert same.empty

@@ -70,8 +70,11 @@ def _texts(script: Script) -> Iterator[tuple[str, str]]:
         yield f"vars.{name}", value
 
 
-# Top-level fields compared as a whole; questions, texts and campaigns are told in detail.
-_DETAILED = {"texts", "questions", "campaigns", "buttons", "outcomes", "disqualifiers", "vars"}
+# Top-level fields compared as a whole; questions, texts and campaigns are told in detail
+# (and the version heads the reply).
+_DETAILED = {
+    "texts", "questions", "campaigns", "buttons", "outcomes", "disqualifiers", "vars", "version",
+}  # fmt: skip
 
 
 def diff_scripts(old: Script, new: Script) -> ScriptDiff:
