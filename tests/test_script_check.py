@@ -219,7 +219,8 @@ def test_a_declared_var_may_be_used_in_any_text() -> None:
 def test_a_var_may_not_take_a_name_the_bot_fills() -> None:
     source = _broken('  manager_name: "Анна"\n', '  manager_name: "Анна"\n  first_name: "Аня"\n')
     [problem] = _problems(source)
-    assert "vars" in problem and "'first_name' is filled by the bot" in problem
+    assert problem.startswith(f"ru.yaml:{_line_of(source, 'first_name: ')}: vars.first_name: ")
+    assert "'first_name' is filled by the bot" in problem
 
 
 @pytest.mark.parametrize("value", ['""', "[a, b]", '"' + "x" * 201 + '"'])

@@ -322,9 +322,9 @@ class Script(Model):
             return value
         taken = sorted(PLACEHOLDERS & set(value))
         if taken:
-            raise ValueError(
-                f"'{taken[0]}' is filled by the bot itself; give your variable another name"
-            )
+            # Each at the line of its own name.
+            why = "is filled by the bot itself; give your variable another name"
+            raise ReferenceProblems([((name,), f"'{name}' {why}") for name in taken])
         # A price written as a bare number is still a text to show.
         return {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v
                 for k, v in value.items()}  # fmt: skip
