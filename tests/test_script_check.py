@@ -296,3 +296,32 @@ def test_the_diff_names_questions_texts_and_campaigns_by_key() -> None:
     assert diff.other == ("send_window",)
     same = diff_scripts(old, load_script(RU_SCRIPT))
     assert same.empty
+
+
+# -- the time scale of a test run ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "scale"), [(None, 3600.0), ("", 3600.0), ("600", 600.0), ("x60", 60.0), ("1", 1.0)]
+)
+def test_a_time_scale_is_read(text: str | None, scale: float) -> None:
+    from funnel.dialogue.test_run import parse_scale
+
+    assert parse_scale(text) == scale
+
+
+@pytest.mark.parametrize("text", ["0", "0.5", "-3", "nan", "inf", "1e9", "fast", "x"])
+def test_a_bad_time_scale_is_refused_in_words(text: str) -> None:
+    from funnel.dialogue.test_run import parse_scale
+
+    with pytest.raises(ValueError, match="time scale"):
+        parse_scale(text)
+
+
+def test_the_chat_refuses_a_bad_time_scale(capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.__main__ import main
+
+    with pytest.raises(SystemExit) as leaving:
+        main(["chat", "--time-scale", "0"])
+    assert leaving.value.code == 2
+    assert "time scale is between 1 and" in capsys.readouterr().err
