@@ -74,19 +74,16 @@ def _real_lead() -> Any:
 async def campaign_report(session: AsyncSession, script: Script, now: datetime) -> CampaignReport:
     """Counts from the touches table (one grouped scan) and the stage log."""
     postponed = func.sum(case((Touch.postponed > 0, 1), else_=0))
-    grouped = (
-        select(
-            Touch.campaign,
-            Touch.step,
-            Touch.status,
-            Touch.reason,
-            func.count(),
-            postponed,
-            func.count(Touch.replied_at),
-        )
-        .where(_real_lead())
-        .group_by(Touch.campaign, Touch.step, Touch.status, Touch.reason)
-    )
+    grouped = select(
+        Touch.campaign,
+        Touch.step,
+        Touch.status,
+        Touch.reason,
+        func.count(),
+        postponed,
+        func.count(Touch.replied_at),
+    ).group_by(Touch.campaign, Touch.step, Touch.status, Touch.reason)
+    grouped = grouped.where(_real_lead())
     exit_stages = [s.id for s in script.exit_stages]
     moved_on = exists().where(
         StageEvent.lead_id == Touch.lead_id,
@@ -96,9 +93,10 @@ async def campaign_report(session: AsyncSession, script: Script, now: datetime) 
     )
     advanced_query = (
         select(Touch.campaign, Touch.step, func.count())
-        .where(and_(Touch.status == "sent", Touch.sent_at.is_not(None)), moved_on, _real_lead())
+        .where(and_(Touch.status == "sent", Touch.sent_at.is_not(None)), moved_on)
         .group_by(Touch.campaign, Touch.step)
     )
+    advanced_query = advanced_query.where(_real_lead())
 
     by_campaign: dict[str, CampaignStats] = {}
     for campaign in script.campaigns:

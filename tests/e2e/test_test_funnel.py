@@ -17,6 +17,7 @@ from telegram_emulator.server import TelegramEmulator
 
 from funnel.core.clock import FakeClock
 from funnel.core.models import Lead, Notification, Touch
+from funnel.reports.campaign_effect import campaign_report
 from funnel.reports.export import export_leads_csv
 from funnel.reports.funnel_report import funnel_report
 from funnel.reports.periods import parse_period
@@ -107,6 +108,10 @@ async def test_the_whole_script_with_nudges_in_seconds(world: World, clock: Fake
     clock.advance(timedelta(hours=1))
     await world.app.outbox.tick()
     assert len(real.messages) == 1
+    # The three nudges the admin got are in no campaign report.
+    async with world.sessions() as session:
+        report = await campaign_report(session, world.app.scripts.current, clock.now())
+    assert all(step.sent == 0 for c in report.campaigns for step in c.steps)
 
 
 async def test_a_test_lead_is_in_no_report_rollup_export_or_crm(
