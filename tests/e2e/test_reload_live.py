@@ -4,10 +4,14 @@ good script and names the wrong line, and every lead keeps the version it starte
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
 from pathlib import Path
 
 from sqlalchemy import select
-from telegram_emulator.server import TelegramEmulator
+from telegram_emulator.server import DEFAULT_TOKEN, TelegramEmulator
 
 from funnel.core.clock import FakeClock
 from funnel.core.models import Lead
@@ -15,6 +19,7 @@ from tests.conftest import RU_SCRIPT
 from tests.e2e.conftest import running_world
 
 RU = RU_SCRIPT.read_text(encoding="utf-8")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def edited(version: str) -> str:
@@ -132,3 +137,38 @@ async def test_every_lead_keeps_the_version_it_started_with(
                 (await session.execute(select(Lead.first_name, Lead.script_version))).all()
             )
         assert versions == {"Мария": "python_course@2026-11-1", "Пётр": "python_course@v5"}
+
+
+async def test_kill_hup_makes_the_running_process_read_the_script(
+    emu: TelegramEmulator, tmp_path: Path
+) -> None:
+    """`python -m bot run` as its own process: SIGHUP reloads, and the admin is told."""
+    admin = emu.add_user("Owner")
+    path = tmp_path / "script.yaml"
+    path.write_text(RU, encoding="utf-8")
+    env = {
+        **os.environ,
+        "BOT_TOKEN": DEFAULT_TOKEN,
+        "TELEGRAM_API_URL": emu.base_url,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'run.sqlite3'}",
+        "SCRIPT_PATH": str(path),
+        "ADMIN_IDS": str(admin.id),
+        "TICK_SECONDS": "3600",
+        "LOG_LEVEL": "WARNING",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await admin.send("/start")  # answered once the bot runs: the signal handler is set
+        await admin.next_message(timeout=30)
+        path.write_text(edited("v6"), encoding="utf-8")
+        process.send_signal(signal.SIGHUP)
+        told = await admin.wait_for(lambda m: "python_course@v6" in m.plain_text, timeout=15)
+        assert "SIGHUP" in told.plain_text and "~ need" in told.plain_text
+        assert process.returncode is None  # reloaded, not stopped
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        await process.wait()
