@@ -7,7 +7,7 @@ pyproject.toml."""
 
 from setuptools import find_namespace_packages, setup
 
-SHIPPED = {"migrations": ["script.py.mako"], "scripts": ["*.yaml", "README.md"]}
+SHIPPED = {"migrations": ["script.py.mako"], "scripts": ["*.yaml", "README.md", "README.en.md"]}
 
 setup(
     packages=[

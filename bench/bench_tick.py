@@ -166,7 +166,7 @@ async def _steady_state(outbox: Outbox, url: str) -> int:
                         "INSERT INTO job_marks (name, at) VALUES (:n, :at) "
                         "ON CONFLICT (name) DO UPDATE SET at = excluded.at"
                     ),
-                    {"n": planning.mark_name(campaign.id, step), "at": _at(url, NOW - offset)},
+                    {"n": planning.mark_name(campaign, step), "at": _at(url, NOW - offset)},
                 )
         await session.commit()
     planned = await outbox.plan(NOW)

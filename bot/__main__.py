@@ -39,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="offline demo: emulator, 200 simulated prospects")
     demo.add_argument("--prospects", type=int, default=200)
     demo.add_argument("--seed", type=int, default=7)
-    commands.add_parser("chat", help="talk to the bot yourself, offline, in this terminal")
+    chat = commands.add_parser("chat", help="talk to the bot yourself, offline, in this terminal")
+    chat.add_argument("--script", type=Path, default=None, help="a script file to try")
+    chat.add_argument(
+        "--time-scale", type=_time_scale, default=None,
+        help="a test run: campaign delays divided by this (3600: an hour in a second)",
+    )  # fmt: skip
     check = commands.add_parser("check", help="validate the settings and the script")
     check.add_argument("script", nargs="?", type=Path, help="a script file (default SCRIPT_PATH)")
     stats = commands.add_parser("stats", help="print the funnel report")
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": lambda: _run(settings, webhook=args.webhook),
         "migrate": lambda: _migrate(settings),
         "demo": lambda: _demo(settings, args.prospects, args.seed),
-        "chat": lambda: _chat(settings),
+        "chat": lambda: _chat(settings, args.script, args.time_scale),
         "check": lambda: _check(settings, args.script),
         "stats": lambda: _stats(settings, args.period, args.source, args.json, args.from_log),
         "ab": lambda: _ab(settings, args.experiment, args.json),
@@ -197,6 +202,8 @@ async def _run_alone(settings: Settings, *, webhook: bool = False) -> int:
     )
     if isinstance(app, int):
         return app
+    if hasattr(signal, "SIGHUP"):  # kill -HUP <pid>: read the script again
+        loop.add_signal_handler(signal.SIGHUP, app.reload_on_signal)
     try:
         waiting = asyncio.create_task(stop.wait())
         await asyncio.wait(
@@ -544,12 +551,23 @@ async def _demo(settings: Settings, prospects: int, seed: int) -> int:
     return await run_demo(settings, prospects=prospects, seed=seed)
 
 
-async def _chat(settings: Settings) -> int:
+async def _chat(
+    settings: Settings, script: Path | None = None, time_scale: float | None = None
+) -> int:
     try:
         from devtools.chat import run_chat
     except ModuleNotFoundError as e:
         return _without_dev_tools("terminal chat", e)
-    return await run_chat(settings)
+    return await run_chat(settings, script, time_scale)
+
+
+def _time_scale(text: str) -> float:
+    from funnel.dialogue.test_run import parse_scale
+
+    try:
+        return parse_scale(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _without_dev_tools(tool: str, error: ModuleNotFoundError) -> int:

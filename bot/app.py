@@ -27,14 +27,14 @@ from bot.metrics import Metrics, RequestMetrics, UpdateMetrics, install_retry_co
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter, SendLimiter
 from bot.scheduler import add_daily_job, add_interval_job, create_scheduler
-from bot.scripts import ScriptHolder
+from bot.scripts import WATCH_SECONDS, ScriptHolder, announce_reload
 from bot.settings import Settings
 from bot.shared_limits import SharedRateLimiter
 from bot.webhook import WebServer, allowed_updates
 from funnel.core.clock import Clock, ScaledClock, SystemClock
 from funnel.handoff.payments import unsendable_offers
 from funnel.reports.digest import daily_digest
-from handlers.i18n import t
+from handlers.i18n import N_, t
 from handlers.views.digest import format_digest_html
 
 log = logging.getLogger("leadbot.app")
@@ -153,7 +153,10 @@ class App:
                          managers_interval(settings), job_id=MANAGERS_JOB_ID)  # fmt: skip
         add_daily_job(self.scheduler, self.send_digest, 9, 0, settings.zone, job_id="daily_digest",
                       sessions=self.sessions, clock=self.clock)  # fmt: skip
+        watch_every = min(WATCH_SECONDS, settings.tick_seconds)
+        add_interval_job(self.scheduler, self.watch_script, watch_every, job_id="script_watch")
         self._polling: asyncio.Task[Any] | None = None
+        self._signalled: set[asyncio.Task[None]] = set()
         # /healthz, /metrics and, in webhook mode, the webhook (bot/webhook.py).
         self.web: WebServer | None = None
 
@@ -232,6 +235,20 @@ class App:
                     "digest.not_delivered: the admin must /start the bot once",
                     extra={"admin_id": admin, "error": type(e).__name__},
                 )
+
+    async def watch_script(self, *, force: bool = False) -> None:
+        """Reloads the script when its file changed on disk (or on SIGHUP, `force`) and tells
+        the admins what changed, or which line is wrong while the last good script stays."""
+        outcome = await self.scripts.reload_if_changed(force=force)
+        if outcome is not None:
+            why = N_("admin.reload.on_signal") if force else N_("admin.reload.on_change")
+            await announce_reload(self.bot, self.settings.admin_ids, self.scripts, outcome, why)
+
+    def reload_on_signal(self) -> None:
+        """SIGHUP: the operator's way to say "read the script again"."""
+        task = asyncio.create_task(self.watch_script(force=True))
+        self._signalled.add(task)
+        task.add_done_callback(self._signalled.discard)
 
     async def wait(self) -> None:
         if self._polling is not None:

@@ -25,6 +25,7 @@ from handlers import (
     managers_report,
     payments,
     prospect,
+    test_funnel,
 )  # fmt: skip
 from handlers.dependencies import BotConfig, HandOffPort, ScriptReloader
 
@@ -74,11 +75,12 @@ def create_dispatcher(
         return await handler(event, data)
 
     dp.update.outer_middleware.register(current_script)
-    # The admins' and managers' commands and the payments before the prospects' catch-all.
+    # The admins' and managers' commands, the payments and /test_funnel before the
+    # prospects' catch-all (it answers every other private command).
     dp.include_routers(
-        admin.router(config), experiments.router(config), broadcasts.router(config),
-        managers_report.router(config), managers.router(config), payments.router(config),
-        prospect.router(),
+        admin.router(config), test_funnel.router(config), experiments.router(config),
+        broadcasts.router(config), managers_report.router(config), managers.router(config),
+        payments.router(config), prospect.router(),
     )  # fmt: skip
 
     @dp.errors()

@@ -35,6 +35,7 @@ from handlers.views.chart import render_funnel_png
 from handlers.views.export import export_labels
 from handlers.views.lead_card import format_lead_card_html
 from handlers.views.report import format_report_html, format_sources_html
+from handlers.views.script_diff import format_refusal_html, format_reload_html
 
 PERIOD = "[7d|30d|all|2026-01-01..2026-01-31]"
 
@@ -319,13 +320,13 @@ def router(config: BotConfig) -> Router:
 
     @r.message(Command("reload"))
     async def cmd_reload(message: Message, scripts: ScriptReloader, script: Script) -> None:
+        # `script` is the version this update began with: the diff is from it to the new one.
         try:
             loaded = await scripts.reload()
         except ScriptError as e:
-            lines = "\n".join(escape(p) for p in scripts.problems_that_fit(e.problems))
-            await message.answer(t("admin.reload.refused", lang=script.language, problems=lines))
+            shown = scripts.problems_that_fit(e.problems)
+            await message.answer(format_refusal_html(shown, script.language))
             return
-        label = escape(loaded.label)
-        await message.answer(t("admin.reload.loaded", lang=loaded.language, label=label))
+        await message.answer(format_reload_html(script, loaded))
 
     return r

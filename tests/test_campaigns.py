@@ -433,3 +433,67 @@ async def test_claim_refuses_a_touch_whose_lead_replied(sessions: Any) -> None:
     assert claimed == set()
     [touch] = await touches(sessions)
     assert touch.status == "planned"
+
+
+# -- an edited campaign applies to the leads already in its stages -------------------------
+
+
+async def test_a_campaign_that_newly_covers_a_stage_plans_the_leads_already_there(
+    sessions: Any,
+) -> None:
+    # Two days ago a lead booked a consultation; no campaign covered that stage then.
+    booked = await add_lead(sessions, stage="consultation", at=NOON - timedelta(days=2))
+    silent = await add_lead(sessions, stage="qualified", at=NOON - timedelta(hours=30))
+    for hours in range(0, 48, 6):  # the scheduler ticked all along: watermarks are at NOW
+        await plan(sessions, NOON - timedelta(hours=hours))
+    assert [(t.lead_id, t.campaign, t.step) for t in await touches(sessions)] == [
+        (silent, "nurture_qualified", 1)
+    ]
+    # The marketer adds consultation to the nurture and reloads.
+    edited = make_script(
+        **{"    stages: [qualified]\n": "    stages: [qualified, consultation]\n"}
+    )
+    assert await plan(sessions, NOON, edited) == 1
+    planned = [(t.lead_id, t.campaign, t.step) for t in await touches(sessions)]
+    # Booked two days ago: step 2 (1 d + 2 d) is not due yet, step 1 is.
+    assert planned == [(silent, "nurture_qualified", 1), (booked, "nurture_qualified", 1)]
+    # Nothing doubles: the same script again, later ticks, the old script back.
+    for script in (edited, edited, SCRIPT, edited):
+        assert await plan(sessions, NOON + timedelta(minutes=5), script) == 0
+    keys = [(t.lead_id, t.campaign, t.step, t.cycle) for t in await touches(sessions)]
+    assert len(keys) == len(set(keys)) == 2
+
+
+async def test_a_widened_filter_looks_again_at_leads_behind_the_watermark(sessions: Any) -> None:
+    # Out of the dialogue 31 days ago for another reason than "not now".
+    lead_id = await add_lead(
+        sessions, stage="disqualified", exit_reason="just_curious", at=NOON - timedelta(days=31)
+    )
+    for days in (2, 1, 0):
+        assert await plan(sessions, NOON - timedelta(days=days)) == 0
+    # The win-back now takes every disqualified lead.
+    everyone = make_script(**{"    exit_reasons: [not_now]\n": ""})
+    assert await plan(sessions, NOON, everyone) == 1
+    [touch] = await touches(sessions)
+    assert (touch.lead_id, touch.campaign, touch.due_at) == (
+        lead_id, "winback_not_now", NOON - timedelta(days=1)
+    )  # fmt: skip
+    assert await plan(sessions, NOON + timedelta(hours=1), everyone) == 0
+
+
+async def test_watermarks_of_an_old_definition_are_dropped(sessions: Any) -> None:
+    await add_lead(sessions, at=NOON)
+    await plan(sessions, NOON + timedelta(hours=1))
+    edited = make_script(**{"    stages: [engaged]\n": "    stages: [new, engaged]\n"})
+    await plan(sessions, NOON + timedelta(hours=1), edited)
+    async with sessions() as session:
+        names = set((await session.scalars(select(JobMark.name))).all())
+    expected = {
+        planning.mark_name(c, n) for c in edited.campaigns for n in range(1, len(c.steps) + 1)
+    }
+    assert names == expected
+    # A text-only edit keeps the watermark: nothing to look at again.
+    reworded = make_script(**{"Second nudge": "Another nudge"})
+    assert {
+        planning.mark_name(c, n) for c in reworded.campaigns for n in range(1, len(c.steps) + 1)
+    } == {planning.mark_name(c, n) for c in SCRIPT.campaigns for n in range(1, len(c.steps) + 1)}

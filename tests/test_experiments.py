@@ -681,7 +681,7 @@ def test_the_shipped_example_loads_once_switched_on(name: str) -> None:
 
 def test_a_text_shared_by_two_keys_and_an_overlong_label_are_refused() -> None:
     same = RU.replace(
-        "  help: |-\n    Я помогаю подобрать формат обучения в {school}.\n"
+        "  help: |-\n    Я помогаю подобрать формат обучения {school_prep}.\n"
         "    /start — начать или продолжить\n    /stop — больше не присылать сообщения\n"
         "    /forget — удалить мои ответы и данные\n",
         '  help: "Хорошо, ничего не удаляем."\n',

@@ -91,8 +91,8 @@ def test_an_unknown_offer_is_refused_at_the_line_of_the_reference() -> None:
     assert problems == [
         f"s.yaml:{line_of(source, 'offer: missing')}: outcomes.hot.offer: names offer "
         "'missing', which is not in offers",
-        f"s.yaml:{line_of(source, 'offer: nope')}: campaigns.1.steps.1.offer: names offer "
-        "'nope', which is not in offers",
+        f"s.yaml:{line_of(source, 'offer: nope')}: "
+        "campaigns.nurture_qualified.steps.2.offer: names offer 'nope', which is not in offers",
     ]
 
 

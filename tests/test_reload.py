@@ -84,3 +84,65 @@ def test_a_long_refusal_fits_one_telegram_message() -> None:
     assert shown[:-1] == problems[: len(shown) - 1]
     assert shown[-1] == f"...and {50 - (len(shown) - 1)} more"
     assert ScriptHolder.problems_that_fit(problems[:2]) == problems[:2]
+
+
+def test_the_diff_of_a_huge_edit_fits_one_message_and_is_valid_html() -> None:
+    from funnel.core.telegram_text import check_telegram_html
+    from funnel.script.diff import Changes, ScriptDiff
+    from handlers.views.script_diff import format_script_diff_html
+
+    many = tuple(f"q{n:04d}_" + "x" * 18 for n in range(3000))
+    diff = ScriptDiff(
+        "a<b>@1",
+        "a&b@2",
+        questions=Changes(added=many, removed=many, changed=many),
+        texts=Changes(changed=tuple(f"texts.{k}" for k in many)),
+        campaigns=Changes(added=many),
+        other=("stages", "send_window"),
+    )
+    for lang in ("ru", "en"):
+        text = format_script_diff_html(diff, lang)
+        assert len(text) <= 3000 and check_telegram_html(text) is None
+        assert "a&lt;b&gt;@1" in text and "+2988" in text
+
+
+async def test_a_changed_file_is_reloaded_once_and_a_touched_one_not_at_all(
+    tmp_path: Path,
+) -> None:
+    from bot.scripts import Refused, Reloaded
+
+    path = tmp_path / "script.yaml"
+    path.write_bytes(RU_SCRIPT.read_bytes())
+    holder = ScriptHolder(path)
+    first = holder.current
+    assert await holder.reload_if_changed() is None
+    path.touch()
+    assert await holder.reload_if_changed() is None and holder.current is first
+    path.write_bytes(b"format: 1\nformat: 2\n")
+    refused = await holder.reload_if_changed()
+    assert isinstance(refused, Refused) and ":2: 'format' is written twice" in refused.problems[0]
+    assert await holder.reload_if_changed() is None and holder.current is first
+    path.write_bytes(RU_SCRIPT.read_bytes().replace(b'version: "2026-11-1"', b"version: v2", 1))
+    reloaded = await holder.reload_if_changed()
+    assert isinstance(reloaded, Reloaded)
+    assert (reloaded.old, reloaded.new) == (first, holder.current)
+    assert holder.current.version == "v2"
+    # An admin's /reload counts as a read: the watcher does not reload it again.
+    path.write_bytes(RU_SCRIPT.read_bytes().replace(b'version: "2026-11-1"', b"version: v3", 1))
+    await holder.reload()
+    assert await holder.reload_if_changed() is None
+    forced = await holder.reload_if_changed(force=True)
+    assert isinstance(forced, Reloaded) and forced.new.version == "v3"
+
+
+async def test_a_vanished_file_keeps_the_script_and_says_so(tmp_path: Path) -> None:
+    from bot.scripts import Refused
+
+    path = tmp_path / "script.yaml"
+    path.write_bytes(RU_SCRIPT.read_bytes())
+    holder = ScriptHolder(path)
+    path.unlink()
+    refused = await holder.reload_if_changed()
+    assert isinstance(refused, Refused) and "cannot read" in refused.problems[0]
+    assert await holder.reload_if_changed() is None
+    assert holder.current.id == "python_course"

@@ -13,7 +13,9 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -23,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -108,12 +111,19 @@ class Lead(Base):
     # Every stage the log shows the lead entered, as ",new,engaged,": kept by a database
     # trigger on the stage log (funnel/reports/rollup.py), never written by the application.
     entered: Mapped[str] = mapped_column(Text, server_default=",")
+    # Test leads (/test_funnel): an admin going through the script, never counted in a
+    # report, a rollup, an export or sent to the CRM. While a test run lasts, its campaign
+    # delays are divided by time_scale (3600: an hour of the script in a second).
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    time_scale: Mapped[float | None] = mapped_column(Float)
 
     __mapper_args__ = {"version_id_col": version}
     __table_args__ = (
         Index("ix_leads_stage_cycle_started_at", "stage", "cycle_started_at"),
         Index("ix_leads_created_at", "created_at"),
         Index("ix_leads_source", "source"),
+        # NULL for every lead but the few in a test run: planning finds those by a range.
+        Index("ix_leads_time_scale", "time_scale"),
     )
 
     @property

@@ -25,12 +25,15 @@ def text_for(
     (shown at `now`, which records the exposure)."""
     template = assignment.shown_system_text(script, template, lead, now)
     values = {
+        # The script's vars, school, course and the number of questions: any text may say them.
+        **script.placeholder_values(),
         "first_name": cut_plain((lead.first_name if lead else None) or "", 64),
-        "school": script.school,
-        "course": script.course,
         "stage": script.titles.get(lead.stage, "") if lead else "",
-        **(extra or {}),
     }
+    question = script.question(lead.position) if lead else None
+    if question is not None:
+        values["question_number"] = str(qualification.progress(script, question)[0])
+    values.update(extra or {})
     return render(template, values)
 
 

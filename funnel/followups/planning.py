@@ -3,10 +3,12 @@ into the touch queue over the leads whose cycle started since the last planning 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, select
+from sqlalchemy import and_, delete, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,9 +22,31 @@ PLAN_CHUNK = 5000
 MARK_PREFIX = "plan"
 
 
-def mark_name(campaign_id: str, step: int) -> str:
-    """The job_marks row remembering how far `cycle_started_at` has been planned for a step."""
-    return f"{MARK_PREFIX}:{campaign_id}:{step}"
+def mark_name(campaign: Campaign, step: int) -> str:
+    """The job_marks row remembering how far `cycle_started_at` has been planned for a step
+    of this very definition of the campaign.
+
+    The name carries a fingerprint of what picks the step's leads (stages, exit reasons,
+    temperatures, the step's delay and the next one's): once a marketer edits any of that,
+    the step gets a new, empty watermark and planning looks again at every lead already in
+    those stages, so a lead that the edited campaign now covers is planned too. The unique
+    key (lead, campaign, step, cycle) keeps that second look from doubling a touch.
+    """
+    return f"{MARK_PREFIX}:{campaign.id}:{step}:{step_fingerprint(campaign, step)}"
+
+
+def step_fingerprint(campaign: Campaign, step: int) -> str:
+    offsets = campaign.offsets()
+    index = step - 1
+    selection = {
+        "stages": sorted(campaign.stages),
+        "exit_reasons": sorted(campaign.exit_reasons),
+        "temperatures": sorted(campaign.temperatures),
+        "offset": offsets[index].total_seconds(),
+        "later": offsets[index + 1].total_seconds() if index + 1 < len(offsets) else None,
+    }
+    digest = hashlib.sha256(json.dumps(selection, sort_keys=True).encode()).hexdigest()
+    return digest[:12]
 
 
 def _insert(session: AsyncSession) -> Any:
@@ -74,14 +98,28 @@ async def plan_touches(
         ).all()
     }
     inserted = 0
+    current = {
+        mark_name(campaign, step)
+        for campaign in script.campaigns
+        for step in range(1, len(campaign.steps) + 1)
+    }
+    stale = set(marks) - current
+    if stale:
+        # Watermarks of campaign definitions no longer in force (edited or removed).
+        await session.execute(delete(JobMark).where(JobMark.name.in_(sorted(stale))))
     for campaign in script.campaigns:
         offsets = campaign.offsets()
         for index, offset in enumerate(offsets):
             step = index + 1
             later = offsets[index + 1] if index + 1 < len(offsets) else None
-            name = mark_name(campaign.id, step)
+            name = mark_name(campaign, step)
             upper = now - offset
-            conditions = [*_eligible(campaign), Lead.cycle_started_at <= upper]
+            # Test leads run on their own clock (plan_test_leads).
+            conditions = [
+                *_eligible(campaign),
+                Lead.is_test.is_(False),
+                Lead.cycle_started_at <= upper,
+            ]
             mark = marks.get(name)
             if mark is not None:
                 conditions.append(Lead.cycle_started_at > mark - margin)
@@ -131,7 +169,39 @@ async def plan_touches(
             reached = found[-1][2] if len(found) >= chunk else upper
             if mark is None or reached > mark:
                 await _advance_mark(session, name, reached)
-    return inserted
+    return inserted + await plan_test_leads(session, script, now)
+
+
+async def plan_test_leads(session: AsyncSession, script: Script, now: datetime) -> int:
+    """The touches of leads in a test run (/test_funnel): each step due after its delay
+    divided by the lead's time scale, and every step in turn (the admin wants to see each
+    message, not only the latest one). Test leads are a handful, found by the time_scale
+    index; the same unique key keeps this idempotent."""
+    rows_: list[dict[str, Any]] = []
+    for campaign in script.campaigns:
+        offsets = campaign.offsets()
+        query = select(Lead.id, Lead.cycle, Lead.cycle_started_at, Lead.time_scale).where(
+            *_eligible(campaign), Lead.is_test.is_(True), Lead.time_scale > 0
+        )
+        for lead_id, cycle, started, scale in (await session.execute(query)).all():
+            for step, offset in enumerate(offsets, 1):
+                due_at = started + offset / float(scale or 1)
+                if due_at > now:
+                    break
+                rows_.append(
+                    {"lead_id": lead_id, "campaign": campaign.id, "step": step, "cycle": cycle,
+                     "due_at": due_at, "status": "planned", "attempts": 0, "postponed": 0,
+                     "created_at": now}
+                )  # fmt: skip
+    if not rows_:
+        return 0
+    insert = _insert(session)
+    statement = (
+        insert(Touch)
+        .on_conflict_do_nothing(index_elements=["lead_id", "campaign", "step", "cycle"])
+        .returning(Touch.id)
+    )
+    return len((await session.execute(statement, rows_)).all())
 
 
 async def _advance_mark(session: AsyncSession, name: str, at: datetime) -> None:

@@ -74,7 +74,7 @@ async def recent_sends(
 
 
 async def claim_for_sending(
-    session: AsyncSession, touch_ids: Sequence[int], now: datetime
+    session: AsyncSession, touch_ids: Sequence[int], now: datetime, *, test_runs_only: bool = False
 ) -> set[int]:
     """Marks touches "sending" (attempts + 1) if they are still planned and their lead is still
     in the same cycle and reachable; returns the ids claimed. Commit before the request leaves:
@@ -90,6 +90,7 @@ async def claim_for_sending(
         Lead.blocked_at.is_(None),
         Lead.deleted_at.is_(None),
         Lead.chat_id.is_not(None),
+        *((Lead.is_test.is_(True), Lead.time_scale > 0) if test_runs_only else ()),
     )
     # Several instances on PostgreSQL: a row another instance is claiming right now is
     # skipped, not waited for (it is theirs); SQLite has one writer and ignores the clause.

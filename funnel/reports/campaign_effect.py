@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import case, exists, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel.core.models import StageEvent, Touch
+from funnel.core.models import Lead, StageEvent, Touch
 from funnel.experiments import stats as ab_stats
 from funnel.experiments.holdout import HELD_OUT
 from funnel.script.schema import Script
@@ -114,6 +114,11 @@ def _plus_window(session: AsyncSession, column: Any) -> Any:
 BROADCASTS = "broadcast:"
 
 
+def _real_lead() -> Any:
+    """Touches of test leads (/test_funnel) are in no report."""
+    return ~exists().where(Lead.id == Touch.lead_id, Lead.is_test.is_(True))
+
+
 async def campaign_report(session: AsyncSession, script: Script, now: datetime) -> CampaignReport:
     """Counts from the touches table (one grouped scan) and the stage log."""
     postponed = func.sum(case((Touch.postponed > 0, 1), else_=0))
@@ -126,6 +131,7 @@ async def campaign_report(session: AsyncSession, script: Script, now: datetime) 
         postponed,
         func.count(Touch.replied_at),
     ).group_by(Touch.campaign, Touch.step, Touch.status, Touch.reason)
+    grouped = grouped.where(_real_lead())
     exit_stages = [s.id for s in script.exit_stages]
     # A held-out touch has no send time: its due_at is when it would have been sent.
     since = func.coalesce(Touch.sent_at, Touch.due_at)
@@ -141,6 +147,7 @@ async def campaign_report(session: AsyncSession, script: Script, now: datetime) 
         .where(measured | (Touch.status == HELD_OUT), moved_on)
         .group_by(Touch.campaign, Touch.step, Touch.status)
     )
+    advanced_query = advanced_query.where(_real_lead())
 
     by_campaign: dict[str, CampaignStats] = {}
     for campaign in script.campaigns:

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import BigInteger, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel.core.models import Purchase
+from funnel.core.models import Lead, Purchase
 from funnel.reports.funnel_report import funnel_report
 from funnel.reports.money import cents_sql, from_cents
 from funnel.reports.periods import parse_period
@@ -41,7 +41,9 @@ async def daily_digest(
             func.count(),
             func.sum(literal_column(cents_sql("amount"), BigInteger)),
         )
+        .join(Lead, Lead.id == Purchase.lead_id)
         .where(
+            Lead.is_test.is_(False),
             Purchase.at >= period.start,
             Purchase.at < period.end,
             Purchase.refunded_at.is_(None),

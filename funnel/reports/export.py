@@ -154,7 +154,8 @@ def _main_currency(purchases: Sequence[Purchase]) -> str:
 
 
 async def _leads(session: AsyncSession, period: Period) -> list[Lead]:
-    query = select(Lead).order_by(Lead.id)
+    # Test runs (/test_funnel) are in no report and no export.
+    query = select(Lead).where(Lead.is_test.is_(False)).order_by(Lead.id)
     if period.start is not None:
         query = query.where(Lead.created_at >= period.start)
     if period.end is not None:
@@ -393,7 +394,11 @@ async def _purchase_sheet(
 ) -> Sheet:
     """Every purchase made in the period, whoever the lead: the sheet to reconcile with the
     bank, so a refunded one stays, with the time of its refund."""
-    query = select(Purchase, Lead).join(Lead, Lead.id == Purchase.lead_id)
+    query = (
+        select(Purchase, Lead)
+        .join(Lead, Lead.id == Purchase.lead_id)
+        .where(Lead.is_test.is_(False))
+    )
     if period.start is not None:
         query = query.where(Purchase.at >= period.start)
     if period.end is not None:

@@ -34,7 +34,8 @@ class ReportSql:
             self.params[f"s{n}"] = stage
         for n, stage in enumerate(self.exits):
             self.params[f"x{n}"] = stage
-        conditions = []
+        # Test leads (/test_funnel) are in no report.
+        conditions = ["NOT l.is_test"]
         if period.start is not None:
             conditions.append("l.created_at >= :start")
             self.params["start"] = period.start
@@ -44,7 +45,7 @@ class ReportSql:
         if source is not None:
             conditions.append("l.source = :source")
             self.params["source"] = source
-        self.where = " AND ".join(conditions) or "1 = 1"
+        self.where = " AND ".join(conditions)
 
     def statement(self, sql: str, **extra: Any) -> tuple[TextClause, dict[str, Any]]:
         params = {**self.params, **extra}

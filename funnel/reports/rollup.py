@@ -43,6 +43,7 @@ __all__ = [
     "LeadsRow",
     "bucket_sql",
     "entered_stages",
+    "has_test_leads",
     "install",
     "read_gaps",
     "read_leads",
@@ -93,22 +94,67 @@ def _lead_values(row: str) -> str:
     )
 
 
-def _count_lead(row: str) -> str:
+def _real(row: str, tests: bool) -> str:
+    """SQL true when the lead `row` counts: test leads (/test_funnel) never do."""
+    return f"NOT {row}.is_test" if tests else "1"
+
+
+def _count_lead(row: str, tests: bool = False) -> str:
     return (
         f"INSERT INTO rollup_leads {_LEAD_KEY[:-1]}, leads) SELECT {_lead_values(row)}, 1 "
-        f"WHERE 1 ON CONFLICT {_LEAD_KEY} DO UPDATE SET leads = leads + 1;"
+        f"WHERE {_real(row, tests)} ON CONFLICT {_LEAD_KEY} DO UPDATE SET leads = leads + 1;"
     )
 
 
-def _count_waiting(row: str) -> str:
+def _count_waiting(row: str, tests: bool = False) -> str:
     """One more lead waiting at its question, unless it answered that question before."""
     return (
         "INSERT INTO rollup_questions (source, question, answered, waiting) "
         f"SELECT {row}.source, {row}.position, 0, 1 WHERE {row}.position IS NOT NULL "
-        "AND NOT EXISTS (SELECT 1 FROM answers a "
+        f"AND {_real(row, tests)} AND NOT EXISTS (SELECT 1 FROM answers a "
         f"WHERE a.lead_id = {row}.id AND a.question = {row}.position) "
         "ON CONFLICT (source, question) DO UPDATE SET waiting = waiting + 1;"
     )
+
+
+def _first_entry_pairs(lead: str) -> str:
+    """(a, b, d) for every ordered pair of stages a lead entered, d the seconds from its
+    first entry into a to its first entry into b, when not negative: what rollup_gaps
+    holds for that lead."""
+    firsts = (
+        f"(SELECT to_stage, min(at) AS at FROM stage_events WHERE lead_id = {lead} "
+        "GROUP BY to_stage)"
+    )
+    seconds = seconds_sql("sqlite", "f1.at", "f2.at")
+    return (
+        f"(SELECT f1.to_stage AS a, f2.to_stage AS b, {seconds} AS d FROM {firsts} AS f1 "
+        f"JOIN {firsts} AS f2 ON f2.to_stage <> f1.to_stage WHERE {seconds} >= 0)"
+    )
+
+
+def _became_test() -> str:
+    """A counted lead turned into a test lead: everything the other triggers counted for it
+    is taken back, so the rollups equal a rebuild that leaves test leads out."""
+    pairs = _first_entry_pairs("OLD.id")
+    return f"""
+        CREATE TRIGGER rollup_lead_became_test AFTER UPDATE OF is_test ON leads
+        WHEN NEW.is_test AND NOT OLD.is_test
+        BEGIN
+            UPDATE rollup_questions SET answered = answered - 1
+            WHERE source = OLD.source AND question IN (
+                SELECT question FROM answers WHERE lead_id = OLD.id);
+            UPDATE rollup_questions SET waiting = waiting - 1
+            WHERE source = OLD.source AND question = OLD.position
+            AND OLD.position IS NEW.position AND NOT EXISTS (
+                SELECT 1 FROM answers a WHERE a.lead_id = OLD.id AND a.question = OLD.position);
+            UPDATE rollup_gaps SET
+                leads = leads - 1,
+                seconds = seconds - (SELECT p.d FROM {pairs} AS p
+                    WHERE p.a = rollup_gaps.from_stage AND p.b = rollup_gaps.to_stage)
+            WHERE source IN (OLD.source, '{ALL_SOURCES}') AND EXISTS (
+                SELECT 1 FROM {pairs} AS p WHERE p.a = rollup_gaps.from_stage
+                AND p.b = rollup_gaps.to_stage AND {bucket_sql("p.d")} = rollup_gaps.bucket);
+        END"""
 
 
 _SAME_LEAD_KEY = (
@@ -119,49 +165,54 @@ _SAME_LEAD_KEY = (
 )
 
 
-def _triggers() -> dict[str, str]:
+def _triggers(tests: bool = False) -> dict[str, str]:
+    """The triggers; `tests`: the leads table has is_test (migration 0011), and test leads
+    are left out of every count."""
     seconds = seconds_sql("sqlite", "min(at)", "NEW.at")
     firsts = f"""(SELECT to_stage AS stage, {seconds} AS d FROM stage_events
                   WHERE lead_id = NEW.lead_id AND id <> NEW.id GROUP BY to_stage)"""
-    return {
+    real_lead = " AND NOT l.is_test" if tests else ""
+    same_key = f"{_SAME_LEAD_KEY} AND OLD.is_test IS NEW.is_test" if tests else _SAME_LEAD_KEY
+    key_columns = "source, temperature, script_version, entered, stage, opted_out_at, blocked_at"
+    triggers = {
         "rollup_lead_added": f"""
             CREATE TRIGGER rollup_lead_added AFTER INSERT ON leads BEGIN
-                {_count_lead("NEW")}
-                {_count_waiting("NEW")}
+                {_count_lead("NEW", tests)}
+                {_count_waiting("NEW", tests)}
             END""",
         "rollup_lead_changed": f"""
             CREATE TRIGGER rollup_lead_changed
-            AFTER UPDATE OF source, temperature, script_version, entered, stage, opted_out_at,
-                blocked_at ON leads
-            WHEN NOT ({_SAME_LEAD_KEY})
+            AFTER UPDATE OF {key_columns}{", is_test" if tests else ""} ON leads
+            WHEN NOT ({same_key})
             BEGIN
                 UPDATE rollup_leads SET leads = leads - 1
-                WHERE {_LEAD_KEY} = ({_lead_values("OLD")});
-                {_count_lead("NEW")}
+                WHERE {_LEAD_KEY} = ({_lead_values("OLD")}) AND {_real("OLD", tests)};
+                {_count_lead("NEW", tests)}
             END""",
         "rollup_lead_asked": f"""
             CREATE TRIGGER rollup_lead_asked AFTER UPDATE OF position ON leads
             WHEN OLD.position IS NOT NEW.position
             BEGIN
                 UPDATE rollup_questions SET waiting = waiting - 1
-                WHERE source = OLD.source AND question = OLD.position AND NOT EXISTS (
-                    SELECT 1 FROM answers a
+                WHERE source = OLD.source AND question = OLD.position AND {_real("OLD", tests)}
+                AND NOT EXISTS (SELECT 1 FROM answers a
                     WHERE a.lead_id = OLD.id AND a.question = OLD.position);
-                {_count_waiting("NEW")}
+                {_count_waiting("NEW", tests)}
             END""",
         # Only a lead's first answer to a question changes the counts.
-        "rollup_answer_added": """
+        "rollup_answer_added": f"""
             CREATE TRIGGER rollup_answer_added AFTER INSERT ON answers
             WHEN NOT EXISTS (SELECT 1 FROM answers a WHERE a.lead_id = NEW.lead_id
                              AND a.question = NEW.question AND a.id <> NEW.id)
             BEGIN
                 INSERT INTO rollup_questions (source, question, answered, waiting)
-                SELECT l.source, NEW.question, 1, 0 FROM leads l WHERE l.id = NEW.lead_id
+                SELECT l.source, NEW.question, 1, 0 FROM leads l
+                WHERE l.id = NEW.lead_id{real_lead}
                 ON CONFLICT (source, question) DO UPDATE SET answered = answered + 1;
                 UPDATE rollup_questions SET waiting = waiting - 1
                 WHERE question = NEW.question AND source = (
                     SELECT l.source FROM leads l WHERE l.id = NEW.lead_id
-                    AND l.position = NEW.question);
+                    AND l.position = NEW.question{real_lead});
             END""",
         # Only a lead's first entry into a stage changes the counts: the gap from every stage
         # it entered before (or after, when the log came out of order), then the set.
@@ -180,8 +231,9 @@ def _triggers() -> dict[str, str]:
                     UNION ALL
                     SELECT NEW.to_stage, f.stage, 0 FROM {firsts} AS f WHERE f.d = 0
                 ) AS g,
-                (SELECT l.source AS source FROM leads l WHERE l.id = NEW.lead_id
-                 UNION ALL SELECT '{ALL_SOURCES}') AS s
+                (SELECT l.source AS source FROM leads l WHERE l.id = NEW.lead_id{real_lead}
+                 UNION ALL SELECT '{ALL_SOURCES}' FROM leads l
+                 WHERE l.id = NEW.lead_id{real_lead}) AS s
                 WHERE 1
                 ON CONFLICT (source, from_stage, to_stage, bucket) DO UPDATE
                 SET leads = leads + excluded.leads, seconds = seconds + excluded.seconds;
@@ -189,6 +241,15 @@ def _triggers() -> dict[str, str]:
                 WHERE id = NEW.lead_id;
             END""",
     }
+    if tests:
+        triggers["rollup_lead_became_test"] = _became_test()
+    return triggers
+
+
+def has_test_leads(connection: Connection) -> bool:
+    """Whether the leads table has is_test yet (migrations before 0011 install without)."""
+    columns = connection.exec_driver_sql("PRAGMA table_info(leads)").all()
+    return any(column[1] == "is_test" for column in columns)
 
 
 def install(connection: Connection) -> None:
@@ -198,7 +259,7 @@ def install(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         _pg_install(connection)
         return
-    for name, ddl in _triggers().items():
+    for name, ddl in _triggers(has_test_leads(connection)).items():
         connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
         connection.exec_driver_sql(ddl)
 
@@ -209,7 +270,7 @@ def uninstall(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         _pg_uninstall(connection)
         return
-    for name in _triggers():
+    for name in _triggers(tests=True):
         connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
 
 
@@ -220,12 +281,17 @@ def rebuild(connection: Connection) -> None:
         return
     uninstall(connection)
     postgres = connection.dialect.name == "postgresql"
-    for statement in _pg_rebuild() if postgres else _sqlite_rebuild():
+    if postgres:
+        statements = _pg_rebuild()
+    else:
+        # Test runs (/test_funnel) are in no report: where the column exists, they stay out.
+        statements = _sqlite_rebuild("NOT l.is_test" if has_test_leads(connection) else "1")
+    for statement in statements:
         connection.exec_driver_sql(statement)
     install(connection)
 
 
-def _sqlite_rebuild() -> tuple[str, ...]:
+def _sqlite_rebuild(real: str) -> tuple[str, ...]:
     seconds = seconds_sql("sqlite", "a.at", "b.at")
     return (
         "DELETE FROM rollup_leads",
@@ -236,7 +302,7 @@ def _sqlite_rebuild() -> tuple[str, ...]:
                    SELECT to_stage AS stage FROM stage_events e WHERE e.lead_id = leads.id
                    GROUP BY to_stage ORDER BY min(e.id))), '')""",
         f"""INSERT INTO rollup_leads {_LEAD_KEY[:-1]}, leads)
-            SELECT {_lead_values("l")}, count(*) FROM leads l
+            SELECT {_lead_values("l")}, count(*) FROM leads l WHERE {real}
             GROUP BY {_lead_values("l")}""",
         f"""WITH firsts AS (
                 SELECT lead_id, to_stage AS stage, min(at) AS at FROM stage_events
@@ -246,17 +312,19 @@ def _sqlite_rebuild() -> tuple[str, ...]:
                 FROM firsts a JOIN firsts b ON b.lead_id = a.lead_id AND b.stage <> a.stage),
             gaps AS (
                 SELECT l.source AS source, p.a, p.b, p.d FROM pairs p
-                JOIN leads l ON l.id = p.lead_id WHERE p.d >= 0
-                UNION ALL SELECT '{ALL_SOURCES}', p.a, p.b, p.d FROM pairs p WHERE p.d >= 0)
+                JOIN leads l ON l.id = p.lead_id WHERE p.d >= 0 AND {real}
+                UNION ALL SELECT '{ALL_SOURCES}', p.a, p.b, p.d FROM pairs p
+                JOIN leads l ON l.id = p.lead_id WHERE p.d >= 0 AND {real})
             INSERT INTO rollup_gaps (source, from_stage, to_stage, bucket, leads, seconds)
             SELECT source, a, b, {bucket_sql("d")}, count(*), sum(d) FROM gaps
             GROUP BY source, a, b, {bucket_sql("d")}""",
-        """INSERT INTO rollup_questions (source, question, answered, waiting)
+        f"""INSERT INTO rollup_questions (source, question, answered, waiting)
             SELECT l.source, a.question, count(DISTINCT a.lead_id), 0
-            FROM answers a JOIN leads l ON l.id = a.lead_id GROUP BY l.source, a.question""",
-        """INSERT INTO rollup_questions (source, question, answered, waiting)
+            FROM answers a JOIN leads l ON l.id = a.lead_id WHERE {real}
+            GROUP BY l.source, a.question""",
+        f"""INSERT INTO rollup_questions (source, question, answered, waiting)
             SELECT l.source, l.position, 0, count(*) FROM leads l
-            WHERE l.position IS NOT NULL AND NOT EXISTS (
+            WHERE l.position IS NOT NULL AND {real} AND NOT EXISTS (
                 SELECT 1 FROM answers a WHERE a.lead_id = l.id AND a.question = l.position)
             GROUP BY l.source, l.position
             ON CONFLICT (source, question) DO UPDATE SET waiting = excluded.waiting""",

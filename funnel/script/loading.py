@@ -5,14 +5,14 @@ reading Python."""
 from __future__ import annotations
 
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from funnel.script.schema import Script
+from funnel.script.schema import ReferenceProblems, Script
 
 
 class ScriptError(Exception):
@@ -96,9 +96,9 @@ def _parse(source: str, name: str) -> Script:
         at = e.problem_mark.line + 1 if e.problem_mark else 1
         raise ScriptError([f"{name}:{at}: {e.problem}"]) from e
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = f":{mark.line + 1}" if mark else ""
-        raise ScriptError([_clip(f"{name}{line}: not valid YAML: {e.problem or e}")]) from e
+        line, problem = explain_yaml_error(e, source)
+        where = f":{line}" if line else ""
+        raise ScriptError([_clip(f"{name}{where}: not valid YAML: {problem}")]) from e
     except yaml.reader.ReaderError as e:
         row = source.count("\n", 0, e.position) + 1
         char: Any = e.character  # the code point for text input, despite the stubs
@@ -110,22 +110,57 @@ def _parse(source: str, name: str) -> Script:
         raise ScriptError([_clip(f"{name}: not valid YAML: {e}")]) from e
     if not isinstance(data, dict):
         raise ScriptError([f"{name}:1: a script is a mapping with format, stages, questions..."])
+    duplicates = list(_duplicate_keys(root))
+    if duplicates:
+        raise ScriptError(_bounded(name, [_clip(f"{name}:{line}: {p}") for line, p in duplicates]))
     try:
-        script = Script.model_validate(data)
+        return Script.model_validate(data)
     except ValidationError as e:
-        errors = e.errors(include_url=False)
-        problems = [_describe(name, root, err) for err in errors[:MAX_PROBLEMS]]
-        if len(errors) > MAX_PROBLEMS:
-            problems.append(f"{name}: ...and {len(errors) - MAX_PROBLEMS} more problems")
-        raise ScriptError(problems) from e
-    # References to offers are checked here, where the YAML tree names their lines.
-    offer_problems = [
-        _clip(f"{name}:{_line_of(root, loc)}: {'.'.join(str(p) for p in loc)}: {message}")
-        for loc, message in script.offer_problems()
+        located: list[tuple[int, str]] = []
+        for err in e.errors(include_url=False):
+            located.extend(_describe(name, root, err))
+        located.sort(key=lambda item: item[0])
+        raise ScriptError(_bounded(name, [problem for _, problem in located])) from e
+
+
+def _bounded(name: str, problems: list[str]) -> list[str]:
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    return [
+        *problems[:MAX_PROBLEMS],
+        f"{name}: ...and {len(problems) - MAX_PROBLEMS} more problems",
     ]
-    if offer_problems:
-        raise ScriptError(offer_problems[:MAX_PROBLEMS])
-    return script
+
+
+def _duplicate_keys(root: yaml.Node | None) -> Iterator[tuple[int, str]]:
+    """Every key written twice in one mapping, at the line of the second one: YAML keeps the
+    last value silently, so a pasted block would override the original without a word."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    first = seen.get(key.value)
+                    line = key.start_mark.line + 1
+                    if first is not None:
+                        yield (
+                            line,
+                            (
+                                f"'{_shown(key.value)}' is written twice in the same place (first "
+                                f"at line {first}); keep one of them"
+                            ),
+                        )
+                    else:
+                        seen[key.value] = line
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+
+
+def _shown(value: str) -> str:
+    return value if len(value) <= 40 else value[:39] + "…"
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -192,16 +227,66 @@ def _clip(problem: str) -> str:
     return problem[: MAX_PROBLEM_CHARS - 1] + "…"
 
 
-def _describe(name: str, root: yaml.Node | None, error: Mapping[str, Any]) -> str:
+def _describe(
+    name: str, root: yaml.Node | None, error: Mapping[str, Any]
+) -> list[tuple[int, str]]:
+    """One validation error as (line, 'file:line: where: message'); a script-wide check
+    that found several wrong references gives one line per reference, at that reference."""
     loc = tuple(error["loc"])
-    line = _line_of(root, loc)
-    where = ".".join(str(p) for p in loc) or "script"
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, ReferenceProblems):
+        return [_located(name, root, (*loc, *where), message) for where, message in cause.problems]
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown field (a typo?)"
     elif error["type"] == "missing":
         message = "required field is missing"
-    return _clip(f"{name}:{line}: {where}: {message}")
+    return [_located(name, root, loc, message)]
+
+
+def _located(
+    name: str, root: yaml.Node | None, loc: tuple[Any, ...], message: str
+) -> tuple[int, str]:
+    line = _line_of(root, loc)
+    where = readable_location(root, loc)
+    return line, _clip(f"{name}:{line}: {where + ': ' if where else ''}{message}")
+
+
+def readable_location(root: yaml.Node | None, loc: tuple[Any, ...]) -> str:
+    """A location as the marketer sees it: list items by their id where they have one
+    (questions.need.options.career.score), otherwise by their number counted from 1
+    (campaigns.nurture_dialogue.steps.2.text), the numbering /campaigns and reports use."""
+    parts: list[str] = []
+    node = root
+    for part in loc:
+        if isinstance(part, int):
+            item = (
+                node.value[part]
+                if isinstance(node, yaml.SequenceNode) and 0 <= part < len(node.value)
+                else None
+            )
+            item_id = _id_of(item)
+            parts.append(item_id if item_id is not None else str(part + 1))
+            node = item
+        else:
+            parts.append(str(part))
+            node = _value_of(node, part)
+    return ".".join(parts)
+
+
+def _id_of(node: yaml.Node | None) -> str | None:
+    value = _value_of(node, "id")
+    if isinstance(value, yaml.ScalarNode) and value.value and len(value.value) <= 24:
+        return str(value.value)
+    return None
+
+
+def _value_of(node: yaml.Node | None, key: Any) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for k, value in node.value:
+            if str(k.value) == str(key):
+                return value
+    return None
 
 
 def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int:
@@ -226,4 +311,81 @@ def _child(node: yaml.Node | None, part: Any) -> yaml.Node | None:
         return None
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int):
         return node.value[part] if 0 <= part < len(node.value) else None
+    return None
+
+
+# -- YAML's own errors, in plain words ----------------------------------------------------
+
+
+def explain_yaml_error(error: yaml.MarkedYAMLError, source: str) -> tuple[int | None, str]:
+    """(line, what to do) for a YAML syntax error: the parser's wording ("mapping values are
+    not allowed here") means nothing to a marketer; the usual causes have a usual fix."""
+    problem = str(error.problem or error)
+    context = str(error.context or "")
+    mark = error.problem_mark or error.context_mark
+    line = mark.line + 1 if mark else None
+    start = error.context_mark.line + 1 if error.context_mark else line
+    if problem == "mapping values are not allowed here" and mark is not None:
+        text = source.splitlines()[mark.line] if mark.line < len(source.splitlines()) else ""
+        if ": " in text[: mark.column] or text[: mark.column].rstrip().endswith(":"):
+            return line, (
+                'a colon inside a text: put the text in quotes, e.g. text: "Step 2: your goal"'
+            )
+        return line, (
+            "this line is indented more than the line above it: align it with the fields "
+            "it belongs with (or, if it continues a text, put the text in quotes)"
+        )
+    if "'\\t'" in problem or "tab character" in problem:
+        return line, "a tab character: indent with spaces only (two per level)"
+    if "quoted scalar" in context and "end of stream" in problem:
+        return start, _NEVER_CLOSED
+    if "quoted scalar" in context and "escape character" in problem:
+        return line, (
+            "a backslash inside a text in double quotes: write \\\\ for one backslash, or use "
+            "single quotes"
+        )
+    if context == "while scanning a simple key":
+        return start, (
+            "a line without 'name: value': a field needs a colon after its name, and a text "
+            "on several lines needs '|-' after the colon (text: |-)"
+        )
+    if "block mapping" in context and "found '<scalar>'" in problem and mark is not None:
+        opened = _unclosed_quote_above(source, mark.line, mark.column)
+        if opened is not None:
+            return opened, _NEVER_CLOSED
+        return line, "something follows a closing quote or bracket: put the whole text in quotes"
+    if "block mapping" in context or "block collection" in context:
+        return line, (
+            "this line is indented differently from the lines around it: fields of one "
+            "thing start at the same column, list items with '- ' at the same column"
+        )
+    if "flow sequence" in context:
+        return start, "a list in [ ] is not closed with ] or lacks a comma between items"
+    if "flow mapping" in context:
+        return start, "a { } group is not closed with } or lacks a comma between fields"
+    if "cannot start any token" in problem:
+        return line, (
+            "a text starts with a character YAML reserves (@, `, %): put the text in quotes"
+        )
+    if "alias" in context or "anchor" in context:
+        return line, "a text starts with * or &: put the text in quotes"
+    if "constructor for the tag" in problem:
+        return line, "a text starts with '!': put the text in quotes"
+    return line, problem
+
+
+_NEVER_CLOSED = "a quote opened here is never closed: add the closing quote at the end of the text"
+
+
+def _unclosed_quote_above(source: str, row: int, column: int) -> int | None:
+    """The line where a quote was opened and never closed, when the text before `column` on
+    `row` holds an odd number of quotes: the quote there closes one opened on a line above."""
+    lines = source.splitlines()
+    if row >= len(lines):
+        return None
+    for quote in "\"'":
+        if lines[row][:column].count(quote) % 2 == 1:
+            for above in range(row - 1, -1, -1):
+                if lines[above].count(quote) % 2 == 1:
+                    return above + 1
     return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import time, timedelta
 from decimal import Decimal, InvalidOperation
@@ -18,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -34,15 +36,35 @@ Id = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,23}$")]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
 # Room for placeholders: a rendered text must stay under Telegram's 4096 characters.
 MAX_TEMPLATE_CHARS = 3000
-PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+# Filled by the bot in every text; the script's `vars:` add the marketer's own.
 PLACEHOLDERS = frozenset(
     {"first_name", "school", "course", "question_number", "questions_total", "stage"}
 )
 Temperature = Literal["hot", "warm", "cold"]
+# Where a value sits in the script, as pydantic writes it: field names and 0-based indexes.
+Loc = tuple[str | int, ...]
+# The names of the script's `vars:` while that script is being validated, so a text's
+# {placeholder} is checked (at the text's own line) against the variables of its script.
+_SCRIPT_VARS: ContextVar[frozenset[str]] = ContextVar("script_vars", default=frozenset())
+MAX_VAR_CHARS = 200
 
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReferenceProblems(ValueError):
+    """Several script-wide problems, each with the location (as pydantic writes one: field
+    names and 0-based list indexes) of the value at fault, so each is reported at its line."""
+
+    def __init__(self, problems: Sequence[tuple[tuple[str | int, ...], str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(message for _, message in self.problems))
+
+
+def known_placeholders() -> frozenset[str]:
+    return PLACEHOLDERS | _SCRIPT_VARS.get()
 
 
 def check_text(value: str) -> str:
@@ -51,10 +73,14 @@ def check_text(value: str) -> str:
         raise ValueError("text is empty")
     if len(value) > MAX_TEMPLATE_CHARS:
         raise ValueError(f"text is {len(value)} characters; keep it under {MAX_TEMPLATE_CHARS}")
-    unknown = sorted(set(PLACEHOLDER.findall(value)) - PLACEHOLDERS)
+    known_names = known_placeholders()
+    unknown = sorted(set(PLACEHOLDER.findall(value)) - known_names)
     if unknown:
-        known = ", ".join("{" + p + "}" for p in sorted(PLACEHOLDERS))
-        raise ValueError(f"unknown placeholder {{{unknown[0]}}}; known ones are {known}")
+        known = ", ".join("{" + p + "}" for p in sorted(known_names))
+        raise ValueError(
+            f"unknown placeholder {{{unknown[0]}}}; known ones are {known} "
+            "(add your own under vars:)"
+        )
     problem = check_telegram_html(PLACEHOLDER.sub("x", value))
     if problem:
         raise ValueError(f"{problem} (write < as &lt; and & as &amp;)")
@@ -337,7 +363,8 @@ UNTESTABLE_TEXTS = frozenset(
     {"continue_button", "restart_button", "stop_button", "forget_yes", "forget_no", "forgotten"}
 )
 # Texts shown above a question (and campaign steps) know the question's number; others do not.
-QUESTION_PLACEHOLDERS = frozenset({"question_number", "questions_total"})
+# {questions_total} reads well anywhere; a question's number only where a question is shown.
+QUESTION_PLACEHOLDERS = frozenset({"question_number"})
 TEXTS_BEFORE_A_QUESTION = frozenset({"welcome", "use_buttons", "too_long", "unsupported"})
 
 
@@ -532,60 +559,134 @@ class Script(Model):
             raise ValidationError.from_exception_data("experiments", problems)
         return value
 
+    # The marketer's own placeholders: {price}, {school_gen}, {manager_name}...
+    vars: dict[Id, Annotated[str, StringConstraints(min_length=1, max_length=MAX_VAR_CHARS)]] = {}
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _texts_know_the_vars(cls, data: Any, handler: ModelWrapValidatorHandler[Script]) -> Script:
+        token = _SCRIPT_VARS.set(_var_names(data))
+        try:
+            return handler(data)
+        finally:
+            _SCRIPT_VARS.reset(token)
+
+    @field_validator("vars", mode="before")
+    @classmethod
+    def _vars_are_texts(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        taken = sorted(PLACEHOLDERS & set(value))
+        if taken:
+            # Each at the line of its own name.
+            why = "is filled by the bot itself; give your variable another name"
+            raise ReferenceProblems([((name,), f"'{name}' {why}") for name in taken])
+        # A price written as a bare number is still a text to show.
+        return {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                for k, v in value.items()}  # fmt: skip
+
     @model_validator(mode="after")
     def _references_resolve(self) -> Script:
-        problems = list(self._dangling_references())
+        problems: list[tuple[Loc, str]] = [
+            ((), item) if isinstance(item, str) else item for item in self._dangling_references()
+        ]
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ReferenceProblems(problems)
         return self
 
-    def _dangling_references(self) -> Iterator[str]:
+    def _dangling_references(self) -> Iterator[tuple[Loc, str] | str]:
+        """Each wrong reference with where it is written (a bare string: the script as a
+        whole)."""
+        yield from self.offer_problems()
         stage_ids = [s.id for s in (*self.stages, *self.exit_stages)]
-        if len(set(stage_ids)) != len(stage_ids):
-            yield "two stages have the same id"
+        seen_stages: set[str] = set()
+        for group in ("stages", "exit_stages"):
+            for n, stage in enumerate(getattr(self, group)):
+                if stage.id in seen_stages:
+                    yield (group, n, "id"), f"two stages have the same id '{stage.id}'"
+                seen_stages.add(stage.id)
         for role, stage in self.roles.model_dump().items():
             if stage not in stage_ids:
-                yield f"roles.{role} names stage '{stage}', which is not in stages"
+                yield (
+                    ("roles", role),
+                    f"stage '{stage}' is not in stages ({_listed(stage_ids)})",
+                )
         question_ids = [q.id for q in self.questions]
-        if len(set(question_ids)) != len(question_ids):
-            yield "two questions have the same id"
-        for q in self.questions:
-            for o in q.options:
+        seen_questions: set[str] = set()
+        for n, q in enumerate(self.questions):
+            if q.id in seen_questions:
+                yield ("questions", n, "id"), f"two questions have the same id '{q.id}'"
+            seen_questions.add(q.id)
+        for n, q in enumerate(self.questions):
+            for m, o in enumerate(q.options):
                 if o.next not in (None, "end") and o.next not in question_ids:
-                    yield f"question '{q.id}' option '{o.id}': next '{o.next}' is no question"
-        for d in self.disqualifiers:
+                    yield (
+                        ("questions", n, "options", m, "next"),
+                        f"next '{o.next}' is no question (questions are {_listed(question_ids)};"
+                        " or write end)",
+                    )
+        for n, d in enumerate(self.disqualifiers):
             for qid, options in d.when.items():
                 question = self.question(qid)
                 if question is None:
-                    yield f"disqualifier '{d.id}' names question '{qid}', which does not exist"
+                    yield (
+                        ("disqualifiers", n, "when", qid),
+                        f"question '{qid}' does not exist ({_listed(question_ids)})",
+                    )
                     continue
                 for oid in options:
                     if question.option(oid) is None:
-                        yield f"disqualifier '{d.id}': question '{qid}' has no option '{oid}'"
+                        yield (
+                            ("disqualifiers", n, "when", qid),
+                            f"question '{qid}' has no option '{oid}' "
+                            f"({_listed([o.id for o in question.options])})",
+                        )
         for bid, button in self.buttons.items():
             if button.stage is not None and button.stage not in stage_ids:
-                yield f"button '{bid}' moves to stage '{button.stage}', which is not in stages"
+                yield (
+                    ("buttons", bid, "stage"),
+                    f"stage '{button.stage}' is not in stages ({_listed(stage_ids)})",
+                )
         outcomes = self.outcomes
         for name in ("hot", "warm", "cold", "disqualified"):
             outcome: Outcome = getattr(outcomes, name)
             if outcome.stage not in stage_ids:
-                yield f"outcomes.{name}.stage '{outcome.stage}' is not in stages"
-            yield from self._unknown_buttons(f"outcomes.{name}", outcome.buttons)
-        campaign_ids = [c.id for c in self.campaigns]
-        if len(set(campaign_ids)) != len(campaign_ids):
-            yield "two campaigns have the same id"
+                yield (
+                    ("outcomes", name, "stage"),
+                    f"stage '{outcome.stage}' is not in stages ({_listed(stage_ids)})",
+                )
+            yield from self._unknown_button_refs(("outcomes", name), outcome.buttons)
+        seen_campaigns: set[str] = set()
         disqualifier_ids = {d.id for d in self.disqualifiers}
-        for c in self.campaigns:
-            for stage in c.stages:
+        for n, c in enumerate(self.campaigns):
+            if c.id in seen_campaigns:
+                yield ("campaigns", n, "id"), f"two campaigns have the same id '{c.id}'"
+            seen_campaigns.add(c.id)
+            for m, stage in enumerate(c.stages):
                 if stage not in stage_ids:
-                    yield f"campaign '{c.id}' names stage '{stage}', which is not in stages"
-            for reason in c.exit_reasons:
+                    yield (
+                        ("campaigns", n, "stages", m),
+                        f"stage '{stage}' is not in stages ({_listed(stage_ids)})",
+                    )
+            for m, reason in enumerate(c.exit_reasons):
                 if reason not in disqualifier_ids:
-                    yield f"campaign '{c.id}' names disqualifier '{reason}', which does not exist"
-            for n, step in enumerate(c.steps, 1):
-                yield from self._unknown_buttons(f"campaign '{c.id}' step {n}", step.buttons)
+                    yield (
+                        ("campaigns", n, "exit_reasons", m),
+                        f"disqualifier '{reason}' does not exist "
+                        f"({_listed(sorted(disqualifier_ids))})",
+                    )
+            for m, step in enumerate(c.steps):
+                yield from self._unknown_button_refs(("campaigns", n, "steps", m), step.buttons)
+
+    def _unknown_button_refs(self, loc: Loc, ids: Sequence[str]) -> Iterator[tuple[Loc, str]]:
+        """Each unknown button id in the `buttons:` list at `loc`, at its own place."""
+        for n, bid in enumerate(ids):
+            if bid not in self.buttons:
+                known = _listed(list(self.buttons))
+                yield (*loc, "buttons", n), f"button '{bid}' is not in buttons ({known})"
 
     def _unknown_buttons(self, where: str, ids: Sequence[str]) -> Iterator[str]:
+        """The same as one line for the whole script, for checks without a location."""
         for bid in ids:
             if bid not in self.buttons:
                 yield f"{where} uses button '{bid}', which is not in buttons"
@@ -652,10 +753,37 @@ class Script(Model):
                 found[getattr(self.texts, key)] = experiment
         return found
 
+    def placeholder_values(self) -> dict[str, str]:
+        """What every text of this script may say whoever reads it: the marketer's vars, the
+        school, the course and how many questions there are."""
+        return {
+            **self.vars,
+            "school": self.school,
+            "course": self.course,
+            "questions_total": str(len(self.questions)),
+        }
+
     @property
     def label(self) -> str:
         """The version tag stored on each lead (breakdowns by script version)."""
         return f"{self.id}@{self.version}"
+
+
+def _var_names(data: Any) -> frozenset[str]:
+    """The variable names a script's raw data declares (before it is validated)."""
+    if not isinstance(data, Mapping):
+        return frozenset()
+    declared = data.get("vars")
+    if not isinstance(declared, Mapping):
+        return frozenset()
+    return frozenset(
+        k for k in declared if isinstance(k, str) and PLACEHOLDER.fullmatch("{" + k + "}")
+    )
+
+
+def _listed(ids: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (", ..." if len(ids) > limit else "")
 
 
 def render(template: str, values: Mapping[str, str]) -> str:
