@@ -116,6 +116,57 @@ def benches() -> list[Bench]:
             ],
         ),
     ]
+    items += data_size_benches("", "SQLite")
+    if POSTGRES_URL:
+        items += data_size_benches(POSTGRES_URL, "PostgreSQL")
+    return items
+
+
+def data_size_benches(url: str, engine: str) -> list[Bench]:
+    """The report and the idle tick as the data grows (10k, 100k, 1M leads, 5 events each):
+    how each figure grows shows whether anything scans what the rollups should spare."""
+    where = ["--database-url", url] if url else []
+    key = engine.lower()
+    items = []
+    for leads, label in ((10_000, "10k"), (100_000, "100k"), (1_000_000, "1M")):
+        args = ["-m", "bench.bench_report", "--json", "--leads", str(leads), *where]
+        checks = [
+            Check(
+                f"{engine} {label}: all-time report",
+                "best_s",
+                "s",
+                "<= 0.1" if leads == 1_000_000 else None,
+                (lambda v: v <= 0.1) if leads == 1_000_000 else None,
+            ),
+        ]
+        items.append(Bench(f"report-{key}-{label}", args, [*args[:4], "10000", *where], checks))
+    month = ["-m", "bench.bench_report", "--json", "--leads", "1000000", "--period", "30d"]
+    items.append(
+        Bench(
+            f"report-{key}-1M-30d",
+            [*month, "--target", "0.5", *where],
+            [*month[:4], "10000", "--period", "30d", *where],
+            [Check(f"{engine} 1M: 30-day report", "best_s", "s", "<= 0.5", lambda v: v <= 0.5)],
+        )
+    )
+    tick = ["-m", "bench.bench_tick", "--json", "--leads", "1000000"]
+    tick_where = ["--database-url", url] if url else []
+    items.append(
+        Bench(
+            f"tick-{key}-1M",
+            [*tick, *tick_where],
+            [*tick[:4], "10000", *tick_where],
+            [
+                Check(
+                    f"{engine} 1M: idle tick (median)",
+                    "median_ms",
+                    "ms",
+                    "<= 10",
+                    lambda v: v <= 10,
+                )
+            ],
+        )
+    )
     return items
 
 

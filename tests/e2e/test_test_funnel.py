@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select, text
@@ -18,11 +19,11 @@ from telegram_emulator.server import TelegramEmulator
 from funnel.core.clock import FakeClock
 from funnel.core.models import Lead, Notification, Touch
 from funnel.reports.campaign_effect import campaign_report
-from funnel.reports.export import export_leads_csv
+from funnel.reports.export import export_file
 from funnel.reports.funnel_report import funnel_report
 from funnel.reports.periods import parse_period
 from funnel.reports.rollup import rebuild
-from handlers.views.export import csv_labels
+from handlers.views.export import export_labels
 from tests.e2e.conftest import HOT, World, qualify, running_world
 
 # A CRM that is never reached: the test only looks at what was planned for it.
@@ -132,10 +133,12 @@ async def test_a_test_lead_is_in_no_report_rollup_export_or_crm(
             )
             assert report.totals.leads == 1, period
             assert report.stages[2].reached == 1
-        data = await export_leads_csv(
-            session, script, parse_period("all", clock.now()), clock.now(), labels=csv_labels("ru")
-        )
-        rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+        data = await export_file(
+            session, script, parse_period("all", clock.now()), clock.now(),
+            zone=ZoneInfo("Europe/Moscow"), labels=export_labels("ru", "Europe/Moscow"),
+            fmt="csv",
+        )  # fmt: skip
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig")), delimiter=";"))
         assert len(rows) == 2  # the header and the real prospect
         crm_leads = (
             await session.scalars(
