@@ -248,6 +248,12 @@ def _triggers(tests: bool = False) -> dict[str, str]:
 
 def has_test_leads(connection: Connection) -> bool:
     """Whether the leads table has is_test yet (migrations before 0011 install without)."""
+    if connection.dialect.name == "postgresql":
+        found = connection.exec_driver_sql(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = 'leads' AND column_name = 'is_test'"
+        ).first()
+        return found is not None
     columns = connection.exec_driver_sql("PRAGMA table_info(leads)").all()
     return any(column[1] == "is_test" for column in columns)
 
@@ -257,7 +263,7 @@ def install(connection: Connection) -> None:
     if not supported(connection.dialect.name):
         return
     if connection.dialect.name == "postgresql":
-        _pg_install(connection)
+        _pg_install(connection, has_test_leads(connection))
         return
     for name, ddl in _triggers(has_test_leads(connection)).items():
         connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
@@ -281,11 +287,9 @@ def rebuild(connection: Connection) -> None:
         return
     uninstall(connection)
     postgres = connection.dialect.name == "postgresql"
-    if postgres:
-        statements = _pg_rebuild()
-    else:
-        # Test runs (/test_funnel) are in no report: where the column exists, they stay out.
-        statements = _sqlite_rebuild("NOT l.is_test" if has_test_leads(connection) else "1")
+    # Test runs (/test_funnel) are in no report: where the column exists, they stay out.
+    real = "NOT l.is_test" if has_test_leads(connection) else "1=1"
+    statements = _pg_rebuild(real) if postgres else _sqlite_rebuild(real)
     for statement in statements:
         connection.exec_driver_sql(statement)
     install(connection)
@@ -373,40 +377,84 @@ _PG_SAME_LEAD_KEY = (
 )
 
 
-def _pg_functions() -> dict[str, tuple[str, str, str]]:
-    """name: (table, trigger clause, function body)."""
+def _pg_if_real(row: str, tests: bool, body: str) -> str:
+    """`body` only for a lead that counts (test leads, /test_funnel, never do)."""
+    return f"IF NOT {row}.is_test THEN {body} END IF;" if tests else body
+
+
+def _pg_became_test() -> str:
+    """A counted lead turned into a test lead: what the other triggers counted for it is
+    taken back, so the rollups equal a rebuild that leaves test leads out."""
+    seconds = seconds_sql("postgresql", "f1.at", "f2.at")
+    return f"""
+        IF NEW.is_test AND NOT OLD.is_test THEN
+            UPDATE rollup_questions SET answered = answered - 1
+            WHERE source = OLD.source AND question IN (
+                SELECT question FROM answers WHERE lead_id = OLD.id);
+            IF OLD.position IS NOT DISTINCT FROM NEW.position THEN
+                {_pg_count_waiting("OLD", -1)}
+            END IF;
+            WITH firsts AS (
+                SELECT to_stage, min(at) AS at FROM stage_events WHERE lead_id = OLD.id
+                GROUP BY to_stage),
+            pairs AS (
+                SELECT f1.to_stage AS a, f2.to_stage AS b, {seconds} AS d
+                FROM firsts f1 JOIN firsts f2 ON f2.to_stage <> f1.to_stage)
+            UPDATE rollup_gaps g SET leads = g.leads - 1, seconds = g.seconds - p.d
+            FROM pairs p
+            WHERE g.source IN (OLD.source, '{ALL_SOURCES}') AND p.d >= 0
+            AND g.from_stage = p.a AND g.to_stage = p.b AND g.bucket = {bucket_sql("p.d")};
+        END IF;"""
+
+
+def _pg_functions(tests: bool = False) -> dict[str, tuple[str, str, str]]:
+    """name: (table, trigger clause, function body); `tests`: the leads table has is_test
+    (migration 0011), and test leads are left out of every count."""
     seconds = seconds_sql("postgresql", "min(at)", "NEW.at")
     firsts = f"""(SELECT to_stage AS stage, {seconds} AS d FROM stage_events
                   WHERE lead_id = NEW.lead_id AND id <> NEW.id GROUP BY to_stage)"""
     # Taking the lead's row first makes a lead's transactions take turns here (see the doc).
     lock_lead = "PERFORM 1 FROM leads WHERE id = NEW.lead_id FOR UPDATE;"
+    skip_test_lead = (
+        "IF EXISTS (SELECT 1 FROM leads WHERE id = NEW.lead_id AND is_test) THEN "
+        "RETURN NULL; END IF;"
+        if tests
+        else ""
+    )
+    changed_columns = "source, temperature, script_version, entered, stage, opted_out_at, "
+    changed_columns += "blocked_at, is_test" if tests else "blocked_at"
+    same_key = f"{_PG_SAME_LEAD_KEY} AND OLD.is_test = NEW.is_test" if tests else _PG_SAME_LEAD_KEY
     return {
         "rollup_lead_added": (
             "leads",
             "AFTER INSERT ON leads FOR EACH ROW",
-            f"""{_pg_count_lead("NEW", 1)}
-                {_pg_count_waiting("NEW", 1)}""",
+            _pg_if_real("NEW", tests, f"{_pg_count_lead('NEW', 1)} {_pg_count_waiting('NEW', 1)}"),
         ),
         "rollup_lead_changed": (
             "leads",
-            "AFTER UPDATE OF source, temperature, script_version, entered, stage, opted_out_at, "
-            f"blocked_at ON leads FOR EACH ROW WHEN (NOT ({_PG_SAME_LEAD_KEY}))",
-            f"""UPDATE rollup_leads SET leads = leads - 1
-                WHERE {_LEAD_KEY} = ({_pg_lead_values("OLD")});
-                {_pg_count_lead("NEW", 1)}""",
+            f"AFTER UPDATE OF {changed_columns} ON leads FOR EACH ROW WHEN (NOT ({same_key}))",
+            _pg_if_real(
+                "OLD",
+                tests,
+                f"""UPDATE rollup_leads SET leads = leads - 1
+                WHERE {_LEAD_KEY} = ({_pg_lead_values("OLD")});""",
+            )
+            + _pg_if_real("NEW", tests, _pg_count_lead("NEW", 1))
+            + (_pg_became_test() if tests else ""),
         ),
         "rollup_lead_asked": (
             "leads",
             "AFTER UPDATE OF position ON leads FOR EACH ROW "
             "WHEN (OLD.position IS DISTINCT FROM NEW.position)",
-            f"""{_pg_count_waiting("OLD", -1)}
-                {_pg_count_waiting("NEW", 1)}""",
+            _pg_if_real("OLD", tests, _pg_count_waiting("OLD", -1))
+            + _pg_if_real("NEW", tests, _pg_count_waiting("NEW", 1)),
         ),
         # Only a lead's first answer to a question changes the counts.
         "rollup_answer_added": (
             "answers",
             "AFTER INSERT ON answers FOR EACH ROW",
             f"""{lock_lead}
+                {skip_test_lead}
                 IF EXISTS (SELECT 1 FROM answers a WHERE a.lead_id = NEW.lead_id
                            AND a.question = NEW.question AND a.id <> NEW.id) THEN
                     RETURN NULL;
@@ -430,6 +478,11 @@ def _pg_functions() -> dict[str, tuple[str, str, str]]:
                            AND e.to_stage = NEW.to_stage AND e.id <> NEW.id) THEN
                     RETURN NULL;
                 END IF;
+                {
+                "IF NOT EXISTS (SELECT 1 FROM leads WHERE id = NEW.lead_id AND is_test) THEN"
+                if tests
+                else ""
+            }
                 INSERT INTO rollup_gaps (source, from_stage, to_stage, bucket, leads, seconds)
                 SELECT s.source, g.a, g.b, {bucket_sql("g.d")}, 1, g.d
                 FROM (
@@ -445,14 +498,15 @@ def _pg_functions() -> dict[str, tuple[str, str, str]]:
                 ON CONFLICT (source, from_stage, to_stage, bucket) DO UPDATE
                 SET leads = rollup_gaps.leads + excluded.leads,
                     seconds = rollup_gaps.seconds + excluded.seconds;
+                {"END IF;" if tests else ""}
                 UPDATE leads SET entered = entered || NEW.to_stage || ','
                 WHERE id = NEW.lead_id;""",
         ),
     }
 
 
-def _pg_install(connection: Connection) -> None:
-    for name, (table, clause, body) in _pg_functions().items():
+def _pg_install(connection: Connection, tests: bool) -> None:
+    for name, (table, clause, body) in _pg_functions(tests).items():
         connection.exec_driver_sql(
             f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $body$\n"
             f"BEGIN\n{body}\nRETURN NULL;\nEND\n$body$"
@@ -462,12 +516,12 @@ def _pg_install(connection: Connection) -> None:
 
 
 def _pg_uninstall(connection: Connection) -> None:
-    for name, (table, _clause, _body) in _pg_functions().items():
+    for name, (table, _clause, _body) in _pg_functions(tests=True).items():
         connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON {table}")
         connection.exec_driver_sql(f"DROP FUNCTION IF EXISTS {name}()")
 
 
-def _pg_rebuild() -> tuple[str, ...]:
+def _pg_rebuild(real: str) -> tuple[str, ...]:
     seconds = seconds_sql("postgresql", "a.at", "b.at")
     return (
         # Several instances may be running: nobody writes the tables being rebuilt meanwhile.
@@ -484,7 +538,7 @@ def _pg_rebuild() -> tuple[str, ...]:
                GROUP BY lead_id) AS f
            WHERE leads.id = f.lead_id AND leads.entered IS DISTINCT FROM f.entered""",
         f"""INSERT INTO rollup_leads {_LEAD_KEY[:-1]}, leads)
-            SELECT {_pg_lead_values("l")}, count(*) FROM leads l
+            SELECT {_pg_lead_values("l")}, count(*) FROM leads l WHERE {real}
             GROUP BY {_pg_lead_values("l")}""",
         f"""WITH firsts AS (
                 SELECT lead_id, to_stage AS stage, min(at) AS at FROM stage_events
@@ -494,17 +548,19 @@ def _pg_rebuild() -> tuple[str, ...]:
                 FROM firsts a JOIN firsts b ON b.lead_id = a.lead_id AND b.stage <> a.stage),
             gaps AS (
                 SELECT l.source AS source, p.a, p.b, p.d FROM pairs p
-                JOIN leads l ON l.id = p.lead_id WHERE p.d >= 0
-                UNION ALL SELECT '{ALL_SOURCES}', p.a, p.b, p.d FROM pairs p WHERE p.d >= 0)
+                JOIN leads l ON l.id = p.lead_id WHERE p.d >= 0 AND {real}
+                UNION ALL SELECT '{ALL_SOURCES}', p.a, p.b, p.d FROM pairs p
+                JOIN leads l ON l.id = p.lead_id WHERE p.d >= 0 AND {real})
             INSERT INTO rollup_gaps (source, from_stage, to_stage, bucket, leads, seconds)
             SELECT source, a, b, {bucket_sql("d")}, count(*), sum(d) FROM gaps
             GROUP BY source, a, b, {bucket_sql("d")}""",
-        """INSERT INTO rollup_questions (source, question, answered, waiting)
+        f"""INSERT INTO rollup_questions (source, question, answered, waiting)
             SELECT l.source, a.question, count(DISTINCT a.lead_id), 0
-            FROM answers a JOIN leads l ON l.id = a.lead_id GROUP BY l.source, a.question""",
-        """INSERT INTO rollup_questions (source, question, answered, waiting)
+            FROM answers a JOIN leads l ON l.id = a.lead_id WHERE {real}
+            GROUP BY l.source, a.question""",
+        f"""INSERT INTO rollup_questions (source, question, answered, waiting)
             SELECT l.source, l.position, 0, count(*) FROM leads l
-            WHERE l.position IS NOT NULL AND NOT EXISTS (
+            WHERE l.position IS NOT NULL AND {real} AND NOT EXISTS (
                 SELECT 1 FROM answers a WHERE a.lead_id = l.id AND a.question = l.position)
             GROUP BY l.source, l.position
             ON CONFLICT (source, question) DO UPDATE SET waiting = excluded.waiting""",
