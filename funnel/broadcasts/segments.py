@@ -178,6 +178,8 @@ def segment_condition(segment: Segment, now: datetime) -> ColumnElement[bool]:
         Lead.blocked_at.is_(None),
         Lead.deleted_at.is_(None),
         Lead.chat_id.is_not(None),
+        # An admin's test run (/test_funnel) is no audience of the school's announcements.
+        Lead.is_test.is_(False),
     ]
     if segment.stages:
         conditions.append(Lead.stage.in_(segment.stages))

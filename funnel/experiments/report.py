@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import and_, case, func, literal, select
+from sqlalchemy import and_, case, exists, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from funnel.core.models import Exposure, StageEvent
+from funnel.core.models import Exposure, Lead, StageEvent
 from funnel.experiments import stats
 from funnel.script.schema import Experiment, Script
 
@@ -175,7 +175,11 @@ async def _one(
             and_(StageEvent.lead_id == Exposure.lead_id, StageEvent.at >= Exposure.at),
             isouter=True,
         )
-        .where(Exposure.experiment == experiment_id)
+        .where(
+            Exposure.experiment == experiment_id,
+            # Test runs (/test_funnel) are in no report.
+            ~exists().where(Lead.id == Exposure.lead_id, Lead.is_test.is_(True)),
+        )
         .group_by(Exposure.id, Exposure.variant, Exposure.stage)
         .subquery()
     )
