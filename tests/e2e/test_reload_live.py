@@ -27,9 +27,7 @@ def edited(version: str) -> str:
     source = RU.replace('version: "2026-11-1"', f'version: "{version}"', 1)
     source = source.replace("Зачем вам Python?", "Для чего вам Python?", 1)
     source = source.replace("это займёт минуту", "это быстро", 1)
-    return (
-        source
-        + """  - id: winback_customer
+    added = """  - id: winback_customer
     kind: winback
     title: "Возврат: давно оплатил"
     stages: [customer]
@@ -37,7 +35,16 @@ def edited(version: str) -> str:
       - after: 60d
         text: "{first_name}, у нас новый поток курса «{course}»."
 """
+    # At the end of the campaigns' list: the next top-level line after `campaigns:`.
+    lines = source.splitlines(keepends=True)
+    start = lines.index("campaigns:\n")
+    end = next(
+        (n for n in range(start + 1, len(lines)) if lines[n][:1] not in ("", " ", "-", "\n")),
+        len(lines),
     )
+    while end > start + 1 and lines[end - 1].startswith("#"):
+        end -= 1  # the comment above the next section stays with it
+    return "".join(lines[:end]) + added + "".join(lines[end:])
 
 
 async def test_reload_replies_with_what_changed(
