@@ -27,6 +27,7 @@ from funnel.reports.export import (
 from funnel.reports.periods import parse_period
 from funnel.script.schema import Script
 from handlers.views.export import export_labels
+from tests.engines import ENGINE
 from tests.test_analytics import NOW, Builder, make_script
 
 MOSCOW = ZoneInfo("Europe/Moscow")
@@ -248,7 +249,9 @@ async def test_control_characters_in_a_name_do_not_break_the_workbook(
 ) -> None:
     b = Builder()
     lead = b.lead([("new", 0)])
-    b.answer(lead, "need", None, "бип\x07\x00 и " + "очень длинный ответ " * 500)
+    # PostgreSQL refuses NUL in text (so it never reaches an export there); SQLite keeps it.
+    nul = "\x00" if ENGINE == "sqlite" else ""
+    b.answer(lead, "need", None, "бип\x07" + nul + " и " + "очень длинный ответ " * 500)
     await b.save(sessions)
     async with sessions() as session, session.begin():
         await session.execute(update(Lead).values(first_name="Анна\x1b[31m", last_name="\x0c"))

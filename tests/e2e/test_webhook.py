@@ -28,6 +28,7 @@ from bot.scheduler import TICK_JOB_ID
 from funnel.core.clock import FakeClock
 from funnel.core.models import Answer, InboxUpdate, Lead, Touch
 from tests.e2e.conftest import HOT, fast_limiter, settings_for
+from tests.engines import sqlite_only
 
 SECRET = "s3cret_Token-for-tests"
 PATH = "/telegram"
@@ -261,6 +262,7 @@ async def test_database_retries_are_counted(
         assert value(families, "leadbot_transaction_retries_total", work="test.work") == 1
 
 
+@sqlite_only  # it locks and deletes the SQLite file itself
 async def test_healthz_answers_200_and_503_when_the_database_is_locked_or_gone(
     emu: TelegramEmulator, tmp_path: Path, clock: FakeClock
 ) -> None:
