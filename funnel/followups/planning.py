@@ -177,11 +177,18 @@ async def plan_test_leads(session: AsyncSession, script: Script, now: datetime) 
     divided by the lead's time scale, and every step in turn (the admin wants to see each
     message, not only the latest one). Test leads are a handful, found by the time_scale
     index; the same unique key keeps this idempotent."""
+    # The index on time_scale alone finds them; with the campaign's conditions beside it a
+    # database may prefer the stage index and read every lead in those stages, each tick.
+    testers = (
+        await session.scalars(select(Lead.id).where(Lead.time_scale > 0, Lead.is_test.is_(True)))
+    ).all()
+    if not testers:
+        return 0
     rows_: list[dict[str, Any]] = []
     for campaign in script.campaigns:
         offsets = campaign.offsets()
         query = select(Lead.id, Lead.cycle, Lead.cycle_started_at, Lead.time_scale).where(
-            *_eligible(campaign), Lead.is_test.is_(True), Lead.time_scale > 0
+            Lead.id.in_(testers), *_eligible(campaign)
         )
         for lead_id, cycle, started, scale in (await session.execute(query)).all():
             for step, offset in enumerate(offsets, 1):
