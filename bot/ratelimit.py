@@ -90,16 +90,7 @@ class RateLimiter:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        if not rate_per_second > 0:
-            raise ValueError(f"rate_per_second must be positive, got {rate_per_second!r}")
-        if not chat_rate_per_second > 0:
-            raise ValueError(
-                f"chat_rate_per_second must be positive, got {chat_rate_per_second!r}"
-            )
-        if chat_burst < 1:
-            raise ValueError(f"chat_burst must be at least 1, got {chat_burst!r}")
-        if group_per_minute < 1:
-            raise ValueError(f"group_per_minute must be at least 1, got {group_per_minute!r}")
+        check_limits(rate_per_second, chat_rate_per_second, chat_burst, group_per_minute)
         self.rate_per_second = float(rate_per_second)
         self.chat_rate_per_second = float(chat_rate_per_second)
         self.chat_burst = int(chat_burst)
@@ -321,6 +312,20 @@ class RateLimiter:
     def _nudge(self, could_go_at: float) -> None:
         if self._wake is not None and not self._wake.done() and could_go_at < self._wake_at:
             self._wake.set_result(None)
+
+
+def check_limits(
+    rate_per_second: float, chat_rate_per_second: float, chat_burst: int, group_per_minute: int
+) -> None:
+    """Refuses limits no limiter can keep, the same for the local and the shared one."""
+    if not rate_per_second > 0:
+        raise ValueError(f"rate_per_second must be positive, got {rate_per_second!r}")
+    if not chat_rate_per_second > 0:
+        raise ValueError(f"chat_rate_per_second must be positive, got {chat_rate_per_second!r}")
+    if chat_burst < 1:
+        raise ValueError(f"chat_burst must be at least 1, got {chat_burst!r}")
+    if group_per_minute < 1:
+        raise ValueError(f"group_per_minute must be at least 1, got {group_per_minute!r}")
 
 
 def _chat_key(chat_id: int | str) -> tuple[ChatKey, bool]:

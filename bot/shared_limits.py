@@ -29,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.ratelimit import GROUP_WINDOW_SECONDS, _chat_key
+from bot.ratelimit import GROUP_WINDOW_SECONDS, _chat_key, check_limits
 
 log = logging.getLogger("leadbot.limits")
 
@@ -125,16 +125,7 @@ class SharedRateLimiter:
         group_window_seconds: float = GROUP_WINDOW_SECONDS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        if not rate_per_second > 0:
-            raise ValueError(f"rate_per_second must be positive, got {rate_per_second!r}")
-        if not chat_rate_per_second > 0:
-            raise ValueError(
-                f"chat_rate_per_second must be positive, got {chat_rate_per_second!r}"
-            )
-        if chat_burst < 1:
-            raise ValueError(f"chat_burst must be at least 1, got {chat_burst!r}")
-        if group_per_minute < 1:
-            raise ValueError(f"group_per_minute must be at least 1, got {group_per_minute!r}")
+        check_limits(rate_per_second, chat_rate_per_second, chat_burst, group_per_minute)
         self.redis = redis
         self.prefix = prefix
         self.rate_per_second = float(rate_per_second)
