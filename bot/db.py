@@ -12,6 +12,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from bot import sqlite_driver
 from bot.paths import shipped
 from funnel.core.models import Base
 
@@ -29,7 +30,9 @@ def create_engine(url: str) -> AsyncEngine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_SECONDS}, hide_parameters=True
+            url,
+            async_creator=sqlite_driver.async_creator(parsed, timeout=SQLITE_BUSY_SECONDS),
+            hide_parameters=True,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine

@@ -1,0 +1,86 @@
+"""Import aiogram with its Telegram types' validators built on first use, not at import.
+
+aiogram declares every type with pydantic's `defer_build=True` and then, at the end of
+`aiogram.types`, calls `model_rebuild()` on all of them, so importing aiogram builds about
+450 validators (Bot API types and methods) whether a bot uses them or not: here 2.9 s of
+start-up and ~100 MB of resident memory, most of the bot's footprint. The bot needs a few
+dozen of them (an update, a message, a button, the methods it calls).
+
+`import_aiogram()` lets that loop only record the namespace aiogram hands it (the names
+its modules import under TYPE_CHECKING) and puts those names where pydantic resolves a
+model's forward references when it builds the model later: the module of each type and
+method. pydantic then builds each validator the first time it is used, exactly as the
+eager loop would have (`tests/test_lazy_models.py` builds every one and compares).
+
+It must run before anything else imports aiogram; `bot/__init__.py` calls it, so every
+entry point that goes through the `bot` package gets it. Should aiogram stop calling the
+loop this way, nothing is deferred and the import is simply eager again.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from pydantic import BaseModel
+
+_TYPES_NAMESPACE: dict[str, Any] = {}
+
+
+def import_aiogram() -> bool:
+    """Import aiogram with deferred validators; True when the deferral took effect."""
+    if "aiogram" in sys.modules:
+        return bool(_TYPES_NAMESPACE)
+    eager_rebuild = BaseModel.__dict__["model_rebuild"]
+    eager = eager_rebuild.__func__
+
+    def record_namespace(
+        cls: type[BaseModel],
+        *,
+        force: bool = False,
+        raise_errors: bool = True,
+        _parent_namespace_depth: int = 2,
+        _types_namespace: Any = None,
+    ) -> bool | None:
+        if _types_namespace is not None and not force and cls.__module__.startswith("aiogram."):
+            _TYPES_NAMESPACE.update(_types_namespace)
+            return None
+        return eager(  # type: ignore[no-any-return]
+            cls,
+            force=force,
+            raise_errors=raise_errors,
+            _parent_namespace_depth=_parent_namespace_depth + 1,
+            _types_namespace=_types_namespace,
+        )
+
+    BaseModel.model_rebuild = classmethod(record_namespace)  # type: ignore[method-assign,assignment]
+    try:
+        import aiogram  # noqa: F401
+    finally:
+        BaseModel.model_rebuild = eager_rebuild  # type: ignore[method-assign]
+    if not _TYPES_NAMESPACE:
+        return False
+    for name, module in list(sys.modules.items()):
+        if name.startswith(("aiogram.types.", "aiogram.methods.")) and module is not None:
+            # The names a module imports only under TYPE_CHECKING: pydantic looks a forward
+            # reference up in the globals of the model's module, nested models included.
+            namespace = vars(module)
+            for key, value in _TYPES_NAMESPACE.items():
+                namespace.setdefault(key, value)
+    return True
+
+
+def aiogram_models() -> list[type[BaseModel]]:
+    """Every pydantic model aiogram defines (its Bot API types and methods)."""
+    found: list[type[BaseModel]] = []
+    pending: list[type[BaseModel]] = [BaseModel]
+    seen: set[type[BaseModel]] = set()
+    while pending:
+        for sub in pending.pop().__subclasses__():
+            if sub in seen:
+                continue
+            seen.add(sub)
+            pending.append(sub)
+            if sub.__module__.startswith("aiogram."):
+                found.append(sub)
+    return found
