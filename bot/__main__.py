@@ -21,6 +21,7 @@ from bot.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from bot.app import App
+    from bot.scripts import ScriptHolder
     from funnel.script.schema import Script
 
 
@@ -166,9 +167,13 @@ async def _run(settings: Settings, *, webhook: bool = False) -> int:
         for line in settings.webhook_problems():
             print(f"settings: {line}", file=sys.stderr)
         return 2
-    problems = _script_problems(settings.script_path)
-    if problems:
-        print("\n".join(problems), file=sys.stderr)
+    from bot.scripts import ScriptHolder
+    from funnel.script.loading import ScriptError
+
+    try:
+        scripts = ScriptHolder(settings.script_path)
+    except ScriptError as e:
+        print("\n".join(e.problems), file=sys.stderr)
         return 1
     _warn_about_roles(settings)
     try:
@@ -177,13 +182,13 @@ async def _run(settings: Settings, *, webhook: bool = False) -> int:
         print(f"database: {e}", file=sys.stderr)
         return 1
     try:
-        return await _run_alone(settings, webhook=webhook)
+        return await _run_alone(settings, scripts, webhook=webhook)
     finally:
         if instance_lock is not None:
             instance_lock.close()
 
 
-async def _run_alone(settings: Settings, *, webhook: bool = False) -> int:
+async def _run_alone(settings: Settings, scripts: ScriptHolder, *, webhook: bool = False) -> int:
     from bot.app import App
 
     assert settings.bot_token is not None
@@ -198,7 +203,7 @@ async def _run_alone(settings: Settings, *, webhook: bool = False) -> int:
             print(refused, file=sys.stderr)
             return 1
     app = await _start_when_reachable(
-        lambda: App(settings, token=token), settings, stop, webhook=webhook
+        lambda: App(settings, token=token, scripts=scripts), settings, stop, webhook=webhook
     )
     if isinstance(app, int):
         return app

@@ -101,11 +101,13 @@ class App:
         clock: Clock | None = None,
         limiter: SendLimiter | None = None,
         retry_seconds: float = transactions.DEFAULT_BUDGET_SECONDS,
+        scripts: ScriptHolder | None = None,
     ) -> None:
+        """`scripts`: the script already read (start-up checks it first: read once)."""
         self.settings = settings
         self.clock = clock or make_clock(settings)
         self.created_at = self.clock.now()
-        self.scripts = ScriptHolder(settings.script_path)
+        self.scripts = scripts or ScriptHolder(settings.script_path)
         self.engine: AsyncEngine = db.create_engine(settings.database_url)
         self.sessions = db.sessionmaker(self.engine)
         self.limiter = limiter or make_limiter(settings, token)

@@ -61,8 +61,30 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+# The newest migration in migrations/versions (tests/test_migrations.py checks it is Alembic's
+# head). A database already there starts without loading Alembic, most of a start-up's time
+# after aiogram.
+SCHEMA_HEAD = "0011"
+
+
+async def at_head(engine: AsyncEngine) -> bool:
+    """Whether the schema is at SCHEMA_HEAD, read without Alembic; False on an empty one."""
+    async with engine.connect() as connection:
+        has_table = await connection.run_sync(
+            lambda sync: sync.dialect.has_table(sync, "alembic_version")
+        )
+        if not has_table:
+            return False
+        versions = (
+            await connection.execute(text("SELECT version_num FROM alembic_version"))
+        ).all()
+    return [row[0] for row in versions] == [SCHEMA_HEAD]
+
+
 async def migrate(engine: AsyncEngine) -> None:
     """Brings the schema to the latest migration (creates it on an empty database)."""
+    if await at_head(engine):
+        return
     from alembic import command
     from alembic.config import Config
 
@@ -130,8 +152,10 @@ def single_instance_lock(url: str) -> IO[str] | None:
 
 
 __all__ = [
+    "SCHEMA_HEAD",
     "Base",
     "InstanceLocked",
+    "at_head",
     "create_engine",
     "migrate",
     "revision",

@@ -23,6 +23,7 @@ import sys
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic._internal import _config
 
 _TYPES_NAMESPACE: dict[str, Any] = {}
 
@@ -45,7 +46,7 @@ def import_aiogram() -> bool:
         if _types_namespace is not None and not force and cls.__module__.startswith("aiogram."):
             _TYPES_NAMESPACE.update(_types_namespace)
             return None
-        return eager(  # type: ignore[no-any-return]
+        return eager(
             cls,
             force=force,
             raise_errors=raise_errors,
@@ -54,10 +55,27 @@ def import_aiogram() -> bool:
         )
 
     BaseModel.model_rebuild = classmethod(record_namespace)  # type: ignore[method-assign,assignment]
+    # The methods (SendMessage, ...) are not deferred by aiogram: each would try to build
+    # at its class statement and fail on the types' names, a waste; they are marked
+    # deferred too. pydantic's private config hook: without it they are built as before.
+    config_wrapper = getattr(_config, "ConfigWrapper", None)
+    eager_for_model = getattr(config_wrapper, "for_model", None)
+    for_model_attribute = vars(config_wrapper).get("for_model") if config_wrapper else None
+    if config_wrapper is not None and eager_for_model is not None:
+
+        def defer_methods(bases: Any, namespace: Any, *args: Any, **kwargs: Any) -> Any:
+            wrapper = eager_for_model(bases, namespace, *args, **kwargs)
+            if str(namespace.get("__module__", "")).startswith("aiogram.methods."):
+                wrapper.config_dict["defer_build"] = True
+            return wrapper
+
+        config_wrapper.for_model = defer_methods
     try:
         import aiogram  # noqa: F401
     finally:
         BaseModel.model_rebuild = eager_rebuild  # type: ignore[method-assign]
+        if config_wrapper is not None and for_model_attribute is not None:
+            config_wrapper.for_model = for_model_attribute
     if not _TYPES_NAMESPACE:
         return False
     for name, module in list(sys.modules.items()):

@@ -30,7 +30,7 @@ class _Cursor(aiosqlite.Cursor):
         super().__init__(conn, cursor)
         self._rows: list[Any] | None = None
 
-    def _run(self, sql: str, parameters: Iterable[Any]) -> None:
+    def _run(self, sql: str, parameters: Any) -> None:
         self._cursor.execute(sql, parameters)
         # The rows come back in the same trip: a statement's result is read whole anyway.
         self._rows = self._cursor.fetchall() if self._cursor.description else None

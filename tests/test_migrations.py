@@ -23,3 +23,37 @@ async def test_migrations_match_the_models(engine: AsyncEngine) -> None:
 
 async def test_migrating_twice_is_harmless(engine: AsyncEngine) -> None:
     await db.migrate(engine)
+
+
+def test_the_schema_head_is_alembics_newest_migration() -> None:
+    # db.migrate skips Alembic when the database is at SCHEMA_HEAD: a new migration that
+    # forgot to move it would never run on an existing database.
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from bot.paths import shipped
+
+    config = Config()
+    config.set_main_option("script_location", str(shipped("migrations")))
+    assert ScriptDirectory.from_config(config).get_heads() == [db.SCHEMA_HEAD]
+
+
+async def test_a_database_behind_the_head_is_migrated(engine: AsyncEngine) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from bot.paths import shipped
+
+    def downgrade(connection: Any) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(shipped("migrations")))
+        config.attributes["connection"] = connection
+        command.downgrade(config, "-1")
+
+    assert await db.at_head(engine)
+    async with engine.begin() as connection:
+        await connection.run_sync(downgrade)
+    assert not await db.at_head(engine)
+    await db.migrate(engine)
+    assert await db.at_head(engine)
+    assert await db.revision(engine) == db.SCHEMA_HEAD
