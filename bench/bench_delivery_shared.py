@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -249,16 +250,16 @@ async def _wait_for_wave(emu: TelegramEmulator, touches: int, rate: float) -> No
 async def run(
     touches: int, rate: float, count: int, postgres: str, redis_url: str
 ) -> dict[str, Any]:
-    missing = await _unavailable(postgres, redis_url)
-    if missing is not None:
-        return {"bench": "delivery-shared", "skipped": missing, "ok": True}
+    why_not = await _unavailable(postgres, redis_url)
+    if why_not is not None:
+        return {"bench": "delivery-shared", "skipped": why_not, "ok": True}
     script = load_script(DEFAULT_SCRIPT)
     now = datetime.now(UTC)
     zone = open_zone(script.send_window, now)
     prefix = f"bench-delivery-{secrets.token_hex(4)}"
-    workdir = Path(tempfile.mkdtemp(prefix="bench-delivery-shared-"))
     async with _scratch_database(postgres) as database:
         engine = db.create_engine(database)
+        workdir = Path(tempfile.mkdtemp(prefix="bench-delivery-shared-"))  # the logs
         try:
             await db.migrate(engine)
             async with TelegramEmulator(rate_per_second=rate) as emu:
@@ -310,6 +311,7 @@ async def run(
         finally:
             await engine.dispose()
             await _forget_keys(redis_url, prefix)
+            shutil.rmtree(workdir, ignore_errors=True)
     sends = [r for r in requests if r.status == 200]
     per_chat = Counter(r.params.get("chat_id") for r in sends)
     doubled = sum(n - 1 for n in per_chat.values() if n > 1)
