@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo test test-postgres lint typecheck check bench bench-report bench-tick bench-delivery bench-cpu bench-burst bench-faults i18n-extract i18n-update i18n-compile run chat emulator clean
+.PHONY: help setup demo test test-postgres lint typecheck check bench bench-report bench-tick bench-delivery bench-delivery-shared bench-cpu bench-burst bench-faults i18n-extract i18n-update i18n-compile run chat emulator clean
 
 help:  ## list the tasks
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -62,6 +62,9 @@ bench-tick: $(STAMP)  ## a scheduler tick with nothing due at 1,000,000 leads (t
 
 bench-delivery: $(STAMP)  ## a 2,000-touch wave at >= 99% of the rate, zero 429s
 	$(BIN)/python -m bench.bench_delivery
+
+bench-delivery-shared: $(STAMP)  ## the same wave shared by two instances (PostgreSQL + Redis)
+	$(BIN)/python -m bench.bench_delivery_shared $(ARGS)
 
 bench-cpu: $(STAMP)  ## CPU per update against a bare aiogram bot, same load, same run
 	$(BIN)/python -m bench.bench_cpu $(ARGS)

@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -23,18 +23,17 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from telegram_emulator import DEFAULT_TOKEN, TelegramEmulator
 
+from bench.wave import MIN_SHARE, add_wave, pacing
 from bot import db
 from bot.delivery_middleware import RateLimitMiddleware
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
 from bot.settings import DEFAULT_SCRIPT
-from funnel.core import store
 from funnel.core.clock import FakeClock
 from funnel.script.loading import load_script
 
 # Tuesday noon in Moscow, inside the default send window.
 NOW = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
-MIN_SHARE = 0.99  # the target: at least 99% of the configured rate
 
 
 async def run(touches: int, rate: float, database: Path, as_json: bool = False) -> int:
@@ -44,19 +43,7 @@ async def run(touches: int, rate: float, database: Path, as_json: bool = False) 
     script = load_script(DEFAULT_SCRIPT)
     async with TelegramEmulator(rate_per_second=rate) as emu:
         async with sessions() as session:
-            for i in range(touches):
-                user = emu.add_user(f"Lead{i}")
-                profile = store.Profile(user_id=user.id, chat_id=user.chat_id, first_name="Ann")
-                session.add(
-                    store.new_lead(
-                        profile,
-                        source="bench",
-                        stage="engaged",
-                        position="timing",
-                        version=script.label,
-                        at=NOW - timedelta(hours=2),
-                    )
-                )
+            add_wave(session, emu, touches, script, NOW)
             await session.commit()
         limiter = RateLimiter(rate_per_second=rate)
         session_ = AiohttpSession(api=TelegramAPIServer.from_base(emu.base_url))
@@ -80,9 +67,7 @@ async def run(touches: int, rate: float, database: Path, as_json: bool = False) 
         sends = [r for r in emu.requests_for("sendMessage") if r.status == 200]
         too_many = emu.stats.too_many_requests
     await engine.dispose()
-    # Rate between the first and the last request (N - 1 intervals): what the pacing achieved.
-    span = sends[-1].at - sends[0].at if len(sends) > 1 else 0.0
-    achieved = (len(sends) - 1) / span if span > 0 else 0.0
+    achieved = pacing([r.at for r in sends])
     overall = stats.sent / elapsed if elapsed > 0 else 0.0
     ok = stats.sent == touches and too_many == 0 and achieved >= MIN_SHARE * rate
     if as_json:
