@@ -20,7 +20,7 @@ loop this way, nothing is deferred and the import is simply eager again.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel
 from pydantic._internal import _config
@@ -78,6 +78,13 @@ def import_aiogram() -> bool:
             config_wrapper.for_model = for_model_attribute
     if not _TYPES_NAMESPACE:
         return False
+    from aiogram.methods.base import TelegramMethod
+
+    # pydantic keeps `Response[Message]` (how aiogram reads every answer) only while it is
+    # referenced, so it is built again after a garbage collection: 6 ms when Message is
+    # complete, 0.3 s when it is not (Message inlined again each time). A method's result
+    # types are therefore completed with the method itself.
+    TelegramMethod.__pydantic_on_complete__ = classmethod(_complete_result_types)  # type: ignore[method-assign,assignment]
     for name, module in list(sys.modules.items()):
         if name.startswith(("aiogram.types.", "aiogram.methods.")) and module is not None:
             # The names a module imports only under TYPE_CHECKING: pydantic looks a forward
@@ -86,6 +93,17 @@ def import_aiogram() -> bool:
             for key, value in _TYPES_NAMESPACE.items():
                 namespace.setdefault(key, value)
     return True
+
+
+def _complete_result_types(method: type[BaseModel]) -> None:
+    pending: list[Any] = [getattr(method, "__returning__", None)]
+    while pending:
+        result = pending.pop()
+        if isinstance(result, type) and issubclass(result, BaseModel):
+            if not result.__pydantic_complete__:
+                result.model_rebuild()
+        else:
+            pending.extend(get_args(result))  # list[Update], Message | bool, ...
 
 
 def aiogram_models() -> list[type[BaseModel]]:
