@@ -17,6 +17,7 @@ import contextvars
 import functools
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -43,6 +44,8 @@ _TOKEN = re.compile(r"bot\d+:[A-Za-z0-9_-]+")
 # request middleware must neither wait for another slot nor resend it after a 429 (the row is
 # put back to planned instead, and waits for the pause before it is claimed again).
 PACED = contextvars.ContextVar("leadbot_paced", default=False)
+# A claim that took longer than this holds a stale slot: the row takes a fresh one.
+STALE_SLOT_SECONDS = 0.25
 
 Verdict = Literal["sent", "retry", "refused", "blocked", "unknown", "skipped"]
 
@@ -215,8 +218,19 @@ class Courier:
         self._on_wire.add(task)
         token = PACED.set(chat_id is not None and self.limiter is not None)
         try:
+            claiming = time.monotonic()
             if not await claim():
                 return Attempt("skipped")
+            if (
+                chat_id is not None
+                and self.limiter is not None
+                and time.monotonic() - claiming > STALE_SLOT_SECONDS
+            ):
+                # The claim's commit stalled (a busy database): the slot it took is long
+                # past and the rows granted meanwhile would leave together, over the rate.
+                # A fresh slot spaces them again; the row waits for it as `sending`, which
+                # after kill -9 makes it `unknown` (never sent twice) instead of planned.
+                await self.limiter.acquire(chat_id)
             result = await request()
         except asyncio.CancelledError:
             raise

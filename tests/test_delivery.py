@@ -24,7 +24,7 @@ from aiogram.methods import SendMessage
 from sqlalchemy import select
 from telegram_emulator import DEFAULT_TOKEN, TelegramEmulator
 
-from bot.delivery import Courier, classify
+from bot.delivery import STALE_SLOT_SECONDS, Courier, classify
 from bot.delivery_middleware import RateLimitMiddleware
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
@@ -84,6 +84,35 @@ async def test_the_claim_waits_for_the_slot() -> None:
     await courier.drain(1.0)
     assert second.cancelled() and first.verdict == "sent"
     assert events == ["claim", "send"]
+
+
+async def test_a_claim_that_stalled_takes_a_fresh_slot_so_the_sends_stay_spaced() -> None:
+    """Rows whose claims waited on a busy database together would all leave the moment it
+    answers, over the rate; after a claim that stalled, a row takes a fresh slot. Only the
+    rows whose slots are still recent (STALE_SLOT_SECONDS) leave at once."""
+    rate, rows = 20.0, 20
+    limiter = RateLimiter(rate_per_second=rate, chat_rate_per_second=100, chat_burst=10)
+    courier = Courier(limiter, "test")
+    database_answers = asyncio.Event()
+    sent_at: list[float] = []
+
+    async def stalled_claim() -> bool:
+        await database_answers.wait()
+        return True
+
+    async def request() -> str:
+        sent_at.append(asyncio.get_running_loop().time())
+        return "ok"
+
+    tasks = [courier.spawn(courier.deliver(chat, stalled_claim, request)) for chat in range(rows)]
+    await asyncio.sleep(rows / rate + 0.2)  # every slot granted, every claim stuck
+    database_answers.set()
+    await asyncio.gather(*tasks)
+    assert len(sent_at) == rows
+    window = 0.1
+    busiest = max(sum(1 for t in sent_at if start <= t < start + window) for start in sent_at)
+    assert busiest <= STALE_SLOT_SECONDS * rate + window * rate + 1, sorted(sent_at)
+    assert sent_at[-1] - sent_at[0] >= (rows - STALE_SLOT_SECONDS * rate - 2) / rate
 
 
 # -- the touch outbox against the emulator --------------------------------------------------
