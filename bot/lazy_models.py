@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from pydantic._internal import _config
 
 _TYPES_NAMESPACE: dict[str, Any] = {}
+_KEPT_RESPONSES: set[type[BaseModel]] = set()
 
 
 def import_aiogram() -> bool:
@@ -78,13 +79,17 @@ def import_aiogram() -> bool:
             config_wrapper.for_model = for_model_attribute
     if not _TYPES_NAMESPACE:
         return False
-    from aiogram.methods.base import TelegramMethod
+    from aiogram.methods.base import Response, TelegramMethod
 
     # pydantic keeps `Response[Message]` (how aiogram reads every answer) only while it is
     # referenced, so it is built again after a garbage collection: 6 ms when Message is
     # complete, 0.3 s when it is not (Message inlined again each time). A method's result
     # types are therefore completed with the method itself.
     TelegramMethod.__pydantic_on_complete__ = classmethod(_complete_result_types)  # type: ignore[method-assign,assignment]
+    # And each `Response[...]` is kept once built: pydantic's cache of generic classes holds
+    # them weakly, and one was built again after nearly every collection (a few dozen
+    # result types in all, the ones the bot's methods return).
+    Response.__pydantic_on_complete__ = classmethod(_KEPT_RESPONSES.add)  # type: ignore[method-assign,assignment]
     for name, module in list(sys.modules.items()):
         if name.startswith(("aiogram.types.", "aiogram.methods.")) and module is not None:
             # The names a module imports only under TYPE_CHECKING: pydantic looks a forward

@@ -67,6 +67,9 @@ assert Message.__pydantic_complete__
 reply = Response[Message].model_validate({"ok": True, "result": {
     "message_id": 4, "date": 1, "chat": {"id": 5, "type": "private"}, "text": "y"}})
 assert reply.result.chat.id == 5
+import gc
+gc.collect()
+assert Response[Message] is type(reply), "Response[Message] was built again"
 print(imported)
 """
 
