@@ -8,6 +8,7 @@ import contextlib
 import functools
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -114,6 +115,10 @@ class Outbox:
         self.round_seconds = round_seconds
         # Without a limiter (tests of the decision alone) the request middleware paces.
         self.courier = Courier(limiter, "touches")
+        # This instance's name on the touches it queues (touch_queue.due_touches).
+        self.instance = uuid.uuid4().hex
+        bind = sessions.kw.get("bind")
+        self._leases_shared = getattr(getattr(bind, "dialect", None), "name", "") == "postgresql"
         self._round = asyncio.Lock()
         if plan_margin is None:
             # In scaled (demo) time a wall second is many funnel seconds.
@@ -237,6 +242,16 @@ class Outbox:
             async with asyncio.timeout(grace_seconds):
                 async with self._round:
                     pass
+        if self._leases_shared:
+            try:
+                async with self.sessions() as session, session.begin():
+                    await touch_queue.release_leases(session, self.instance)
+            except Exception as error:  # the leases run out on their own
+                log.warning(
+                    "outbox.leases_kept: the other instances take this one's queued "
+                    "touches when their leases run out",
+                    extra={"event": "outbox.leases_kept", "error": type(error).__name__},
+                )
 
     async def _deliver_one(self, item: _Outgoing, claims: Claims) -> Attempt:
         return await self.courier.deliver(
@@ -282,7 +297,9 @@ class Outbox:
         outgoing: list[_Outgoing] = []
         async with self.sessions() as session:
             await touch_queue.take_write_lock(session)
-            pairs = await touch_queue.due_touches(session, now, self.batch_size, busy)
+            pairs = await touch_queue.due_touches(
+                session, now, self.batch_size, busy, holder=self.instance
+            )
             if not pairs:
                 return [], 0
             lead_ids = sorted({touch.lead_id for touch, _ in pairs})

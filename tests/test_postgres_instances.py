@@ -125,6 +125,36 @@ async def test_each_touch_and_card_is_claimed_by_one_instance(
     assert set(attempts) == {1}
 
 
+@engines.needs_postgres
+async def test_instances_queue_disjoint_touches_until_the_lease_runs_out(
+    instances: list[async_sessionmaker[AsyncSession]],
+) -> None:
+    """What one instance read into its queue another does not read too (it would spend a
+    shared rate-limit slot on a claim it then loses); once the lease is over, it may."""
+    await _leads_with_work(instances[0], 30)
+
+    async def read(
+        sessions: async_sessionmaker[AsyncSession], at: datetime, holder: str
+    ) -> set[int]:
+        async with sessions() as session, session.begin():
+            due = await touch_queue.due_touches(session, at, 12, holder=holder)
+            return {touch.id for touch, _ in due}
+
+    first, second, third = await asyncio.gather(
+        *(read(s, NOW, f"instance-{n}") for n, s in enumerate(instances))
+    )
+    assert not (first & second or first & third or second & third)
+    assert sorted(map(len, (first, second, third))) == [6, 12, 12]
+    assert await read(instances[0], NOW, "a-fourth") == set(), "every touch is someone's"
+    # Its own leases do not hold an instance back; released, they are anyone's at once.
+    assert await read(instances[0], NOW, "instance-0") == first
+    async with instances[0]() as session, session.begin():
+        await touch_queue.release_leases(session, "instance-1")
+    assert await read(instances[2], NOW, "a-fourth") == second
+    later = NOW + touch_queue.LEASE + timedelta(seconds=1)
+    assert len(await read(instances[1], later, "a-fifth")) == 12, "a dead one's come back"
+
+
 def _update(update_id: int, user_id: int, text: str) -> Update:
     user = User(id=user_id, is_bot=False, first_name="Ann")
     message = Message(

@@ -192,6 +192,11 @@ class Touch(Base):
     reason: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[datetime]
+    # Several instances: the instance that read a planned touch into its queue holds it until
+    # then, so another does not queue it too and spend a rate-limit slot on a lost claim.
+    # Only a hint (the claim still decides who sends); unset on SQLite's single instance.
+    leased_until: Mapped[datetime | None]
+    leased_by: Mapped[str | None] = mapped_column(String(32))
 
     __table_args__ = (
         UniqueConstraint("lead_id", "campaign", "step", "cycle"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import exists, or_, select, update
@@ -16,6 +16,9 @@ from funnel.core.models import JobMark, Lead, Touch
 
 # Statuses whose send may have reached the lead: they count against the frequency cap.
 COUNTED_STATUSES = ("sending", "sent", "unknown")
+# How long an instance holds the touches it queued (due_touches): longer than a batch of 500
+# takes at the shared 30 messages/s; a stopped instance's unsent touches wait this long.
+LEASE = timedelta(minutes=2)
 
 
 async def take_write_lock(session: AsyncSession) -> None:
@@ -33,13 +36,21 @@ async def take_write_lock(session: AsyncSession) -> None:
 
 
 async def due_touches(
-    session: AsyncSession, now: datetime, limit: int, exclude: Collection[int] = ()
+    session: AsyncSession,
+    now: datetime,
+    limit: int,
+    exclude: Collection[int] = (),
+    holder: str | None = None,
 ) -> list[tuple[Touch, Lead | None]]:
     """Planned touches whose time has come, oldest first, with their leads; `exclude` names
-    those already on their way (waiting for a slot, still planned).
+    those already on their way (waiting for a slot, still planned); `holder` names the
+    instance reading (its own leases do not hold it back; `release_leases` at its stop).
 
-    On PostgreSQL the rows are locked with SKIP LOCKED so instances share the work; SQLite
-    has one writer at a time, which is enough.
+    On PostgreSQL the rows are locked with SKIP LOCKED and leased for LEASE, so instances
+    queue disjoint touches: without the lease, the locks end with this transaction, long
+    before the touches' slots come, and a second instance would queue the same touches and
+    lose their claims (half the shared rate, measured). SQLite has one writer at a time,
+    which is enough.
     """
     query = (
         select(Touch, Lead)
@@ -50,9 +61,36 @@ async def due_touches(
     )
     if exclude:
         query = query.where(Touch.id.not_in(sorted(exclude)))
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=Touch)
-    return [(touch, lead) for touch, lead in (await session.execute(query)).all()]
+    shared = session.get_bind().dialect.name == "postgresql"
+    if shared:
+        lease_over = or_(
+            Touch.leased_until.is_(None),
+            Touch.leased_until <= now,
+            *((Touch.leased_by == holder,) if holder is not None else ()),
+        )
+        query = query.where(lease_over).with_for_update(skip_locked=True, of=Touch)
+    pairs: list[tuple[Touch, Lead | None]] = [
+        (touch, lead) for touch, lead in (await session.execute(query)).all()
+    ]
+    if shared and pairs:
+        await session.execute(
+            update(Touch)
+            .where(Touch.id.in_([touch.id for touch, _ in pairs]))
+            .values(leased_until=now + LEASE, leased_by=holder)
+            .execution_options(synchronize_session=False)
+        )
+    return pairs
+
+
+async def release_leases(session: AsyncSession, holder: str) -> None:
+    """At an instance's graceful stop: the touches it queued and did not send are free for
+    the others at once (after kill -9 they are when the lease runs out)."""
+    await session.execute(
+        update(Touch)
+        .where(Touch.leased_by == holder, Touch.status == "planned")
+        .values(leased_until=None, leased_by=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def recent_sends(
@@ -122,7 +160,13 @@ async def postpone_touch(session: AsyncSession, touch_id: int, until: datetime, 
     await session.execute(
         update(Touch)
         .where(Touch.id == touch_id, Touch.status == "planned")
-        .values(due_at=until, postponed=Touch.postponed + 1, reason=why)
+        .values(
+            due_at=until,
+            postponed=Touch.postponed + 1,
+            reason=why,
+            leased_until=None,
+            leased_by=None,
+        )
         .execution_options(synchronize_session=False)
     )
 
@@ -140,8 +184,10 @@ async def record_outcomes(
             values["reason"] = None
         elif outcome.status == "planned":
             # Telegram refused before delivering (flood control): safe to try again later.
+            # Free for any instance again once the pause is over, not when the lease ends.
             values.update(due_at=outcome.retry_at or now, postponed=Touch.postponed + 1,
-                          reason="rate_limited", sent_at=None)  # fmt: skip
+                          reason="rate_limited", sent_at=None, leased_until=None,
+                          leased_by=None)  # fmt: skip
         else:
             values["reason"] = outcome.reason
         await session.execute(
