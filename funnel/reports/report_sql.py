@@ -264,14 +264,21 @@ async def tally_from_rollups(
         if daily and span is not None
         else await rollup.read_leads(session, source)
     )
+    # What a set of entered stages means for the report, worked out once per set.
+    meaning: dict[tuple[str, ...], tuple[int | None, list[str]]] = {}
     for row in rows:
-        furthest = max((order[s] for s in row.entered if s in order), default=None)
+        known = meaning.get(row.entered)
+        if known is None:
+            known = meaning[row.entered] = (
+                max((order[s] for s in row.entered if s in order), default=None),
+                [stage for stage in exits if stage in row.entered],
+            )
+        furthest, exited = known
         for dim, key in (("source", row.source), ("temperature", row.temperature),
                          ("version", row.version)):  # fmt: skip
             tally.by_dim[dim][key][furthest] += row.leads
-        for stage in exits:
-            if stage in row.entered:
-                tally.exited[stage] += row.leads
+        for stage in exited:
+            tally.exited[stage] += row.leads
         counts = churn[row.stage]
         counts[0] += row.leads
         counts[1] += row.leads if row.opted_out else 0

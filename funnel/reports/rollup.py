@@ -826,19 +826,24 @@ async def read_leads(session: AsyncSession, source: str | None) -> list[LeadsRow
         ),
         params,
     )
-    return [
-        LeadsRow(
-            src,
-            temperature or None,
-            version,
-            tuple(entered_stages(entered)),
-            stage,
-            bool(opted),
-            bool(blocked),
-            int(n),
-        )
-        for src, temperature, version, entered, stage, opted, blocked, n in rows.all()
-    ]
+    return _leads_rows(rows.all())
+
+
+def _leads_rows(rows: Sequence[Any]) -> list[LeadsRow]:
+    # A few dozen distinct sets among thousands of rows: each is split once.
+    sets: dict[str, tuple[str, ...]] = {}
+    result = []
+    for src, temperature, version, entered, stage, opted, blocked, n in rows:
+        stages = sets.get(entered)
+        if stages is None:
+            stages = sets[entered] = tuple(entered_stages(entered))
+        result.append(
+            LeadsRow(
+                src, temperature or None, version, stages, stage, bool(opted), bool(blocked),
+                int(n),
+            )
+        )  # fmt: skip
+    return result
 
 
 async def read_gaps(
@@ -903,19 +908,7 @@ async def read_daily_leads(
         ),
         {**params, **by_source},
     )
-    return [
-        LeadsRow(
-            src,
-            temperature or None,
-            version,
-            tuple(entered_stages(entered)),
-            stage,
-            bool(opted),
-            bool(blocked),
-            int(n),
-        )
-        for src, temperature, version, entered, stage, opted, blocked, n in rows.all()
-    ]
+    return _leads_rows(rows.all())
 
 
 async def read_daily_gaps(
