@@ -9,11 +9,17 @@ after a rebuild."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot import db
+from bot.paths import shipped
 from funnel.reports import rollup
 from funnel.reports.funnel_report import funnel_report
 from funnel.reports.periods import Period, parse_period
@@ -124,3 +130,78 @@ def test_a_period_splits_into_whole_utc_days_and_its_ends() -> None:
     assert DaySpan.of(short).no_days and DaySpan.of(short).rest == (short,)
     last = datetime(2026, 3, 4, tzinfo=UTC) - timedelta(microseconds=1)
     assert day_of(last) + 1 == day_of(last + timedelta(microseconds=1))
+
+
+def _to(connection: Any, target: str, *, up: bool = True) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(shipped("migrations")))
+    config.attributes["connection"] = connection
+    (command.upgrade if up else command.downgrade)(config, target)
+
+
+async def test_migration_0012_fills_the_new_rollups_and_goes_down_again(tmp_path: Path) -> None:
+    """A database from before 0012 with leads, a log and purchases: the upgrade fills the
+    daily and money rollups (the 30-day report equals the log's at once), and the downgrade
+    leaves the 0011 triggers keeping the all-time rollups."""
+    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'old.sqlite3'}")
+    script = make_script()
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_to, "0011")
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        workload = Workload(seed=12)
+        workload.money = _no_purchases  # type: ignore[method-assign]
+        async with sessions() as session, session.begin():
+            for n in range(200):
+                await workload.step(session, n)
+            for lead_id in workload.lead_ids[:20]:
+                await session.execute(
+                    text(
+                        "INSERT INTO purchases (lead_id, amount, currency, at, recorded_by) "
+                        "VALUES (:lead, 6900, 'RUB', :at, 1)"
+                    ),
+                    {"lead": lead_id, "at": "2026-03-20 10:00:00.000000"},
+                )
+        async with engine.begin() as connection:
+            await connection.run_sync(_to, "head")
+        async with sessions() as session:
+            for typed in ("30d", "all"):
+                period = parse_period(typed, NOW)
+                kept = await funnel_report(session, script, now=NOW, period=period)
+                logged = await funnel_report(
+                    session, script, now=NOW, period=period, from_log=True
+                )
+                assert kept.to_json() == logged.to_json()
+            counted = await session.scalar(
+                text(
+                    "SELECT count(*) FROM purchases p JOIN leads l ON l.id = p.lead_id "
+                    "WHERE NOT l.is_test"
+                )
+            )
+        assert kept.money.purchases == counted and counted and kept.totals.leads > 0
+        async with engine.begin() as connection:
+            await connection.run_sync(_to, "0011", up=False)
+            tables = await connection.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE name LIKE 'rollup_daily%' "
+                "OR name IN ('rollup_money', 'rollup_first_purchases')"
+            )
+            assert tables.all() == []
+        async with sessions() as session, session.begin():
+            before = await session.scalar(text("SELECT sum(leads) FROM rollup_leads"))
+            await workload.step(session, 10_000)  # the workload's first step of a batch: a lead
+            await session.execute(
+                text(
+                    "INSERT INTO purchases (lead_id, amount, currency, at, recorded_by) "
+                    "VALUES (:lead, 1, 'RUB', :at, 1)"
+                ),
+                {"lead": workload.lead_ids[0], "at": "2026-03-20 10:00:00.000000"},
+            )
+        async with sessions() as session:
+            after = await session.scalar(text("SELECT sum(leads) FROM rollup_leads"))
+        assert after is not None and before is not None and after >= before
+    finally:
+        await engine.dispose()
+
+
+async def _no_purchases(session: AsyncSession, lead_id: int) -> None:
+    """Before 0012 nothing keeps money rollups: the old schema gets its purchases apart."""
