@@ -162,8 +162,14 @@ def ready(path: Path, leads: int) -> bool:
 
 
 async def prepare(path: Path, script: Script, leads: int, fresh: bool) -> float:
-    """Seconds spent generating; zero when a database of the right size is reused."""
+    """Seconds spent generating; zero when a database of the right size is reused (after
+    bringing its schema to the latest migration, which fills any rollup added since)."""
     if not fresh and ready(path, leads):
+        engine = create_engine(f"sqlite+aiosqlite:///{path}")
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
         return 0.0
     for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         stale.unlink(missing_ok=True)
@@ -278,7 +284,8 @@ def _postgres_fill(script: Script, leads: int) -> list[str]:
     paid = PG_STAMP.format(f"{EPOCH} + id * {LEAD_EVERY} + 86400 * (1 + id % 20)")
     return [
         "TRUNCATE leads, stage_events, answers, purchases, ad_spend, touches, notifications, "
-        "rollup_leads, rollup_gaps, rollup_questions RESTART IDENTITY CASCADE",
+        "rollup_leads, rollup_gaps, rollup_questions, rollup_daily_leads, rollup_daily_gaps, "
+        "rollup_daily_questions, rollup_money, rollup_first_purchases RESTART IDENTITY CASCADE",
         "CREATE TEMP TABLE pattern (p INTEGER, to_stage TEXT, from_stage TEXT, off INTEGER) "
         "ON COMMIT DROP",
         f"INSERT INTO pattern VALUES {pattern_rows}",

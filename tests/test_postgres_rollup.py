@@ -1,8 +1,10 @@
 """The report's rollups stay exact under a random workload, on whichever engine the suite
-runs (SQLite triggers, or the PL/pgSQL ones of migration 0010): after every kind of write the
-application makes — new leads, stage changes in and out of order, repeated stages, answers and
-repeated answers, questions asked, opt-outs, blocks, temperature and script changes — the
-tables the triggers kept equal what a from-scratch rebuild computes from the log.
+runs (SQLite triggers, or the PL/pgSQL ones of migrations 0010 and 0012): after every kind of
+write the application makes — new leads, stage changes in and out of order, repeated stages,
+answers and repeated answers, questions asked, opt-outs, blocks, temperature and script
+changes, purchases (repeated, in two currencies, some before the lead's creation), refunds,
+/forget, a lead turning into a test lead — the tables the triggers kept (all-time, daily and
+money) equal what a from-scratch rebuild computes from the log.
 
 Several writers run at once too (on PostgreSQL they are truly concurrent), so a lead's first
 answer or first entry into a stage is never counted twice by two transactions.
@@ -14,16 +16,27 @@ import asyncio
 import itertools
 import random
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, text, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import transactions
-from funnel.core.models import Answer, Lead, StageEvent
+from funnel.core import store
+from funnel.core.models import Answer, Lead, Purchase, StageEvent
 from funnel.reports import rollup
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+# Creation times on the edges of UTC days (and of a day in UTC+5:30), where a daily rollup
+# could put a lead on the wrong day.
+EDGES = [
+    datetime(2026, 3, 4, tzinfo=UTC),
+    datetime(2026, 3, 4, tzinfo=UTC) - timedelta(microseconds=1),
+    datetime(2026, 3, 9, 18, 30, tzinfo=UTC),
+    datetime(2026, 3, 9, 18, 29, 59, 999_500, tzinfo=UTC),
+    datetime(2026, 3, 15, 23, 59, 59, 999_999, tzinfo=UTC),
+]
 STAGES = ["new", "engaged", "qualified", "customer", "disqualified", "lost"]
 QUESTIONS = ["need", "timing", "budget", "authority"]
 SOURCES = ["vk_ads", "direct", "yandex", "tg_channel"]
@@ -47,6 +60,26 @@ async def _snapshot(session: AsyncSession) -> dict[str, Any]:
             "WHERE answered <> 0 OR waiting <> 0"
         ),
         "entered": await rows("SELECT id, entered FROM leads"),
+        "daily_leads": await rows(
+            "SELECT day, source, temperature, script_version, entered, stage, opted_out, "
+            "blocked, leads FROM rollup_daily_leads WHERE leads <> 0"
+        ),
+        "daily_gaps": await rows(
+            "SELECT day, source, from_stage, to_stage, bucket, leads, seconds "
+            "FROM rollup_daily_gaps WHERE leads <> 0 OR seconds <> 0"
+        ),
+        "daily_questions": await rows(
+            "SELECT day, source, question, answered, waiting FROM rollup_daily_questions "
+            "WHERE answered <> 0 OR waiting <> 0"
+        ),
+        "money": await rows(
+            "SELECT day, source, currency, purchases, cents, buyers FROM rollup_money "
+            "WHERE purchases <> 0 OR cents <> 0 OR buyers <> 0"
+        ),
+        "first_purchases": await rows(
+            "SELECT day, source, currency, bucket, leads, seconds FROM rollup_first_purchases "
+            "WHERE leads <> 0 OR seconds <> 0"
+        ),
     }
 
 
@@ -75,6 +108,7 @@ class Workload:
         # come out of order.
         self.first_entry: dict[tuple[int, str], datetime] = {}
         self.stamp: itertools.count[int] | None = None
+        self.created: dict[int, datetime] = {}
 
     def entry_time(self, lead_id: int, stage: str) -> datetime:
         if self.stamp is not None:
@@ -89,6 +123,8 @@ class Workload:
     def new_lead(self, n: int) -> dict[str, Any]:
         r = self.random
         created = START + timedelta(seconds=r.randrange(30 * 86400))
+        if r.random() < 0.2:
+            created = r.choice(EDGES)
         return {
             "user_id": 500_000 + n,
             "chat_id": 500_000 + n,
@@ -109,15 +145,30 @@ class Workload:
     async def step(self, session: AsyncSession, n: int) -> None:
         r = self.random
         if self.grow and (not self.lead_ids or r.random() < 0.15):
-            lead_id = await session.scalar(
-                insert(Lead).values(**self.new_lead(n)).returning(Lead.id)
-            )
+            values = self.new_lead(n)
+            lead_id = await session.scalar(insert(Lead).values(**values).returning(Lead.id))
             assert lead_id is not None
             self.lead_ids.append(lead_id)
+            self.created[lead_id] = values["created_at"]
             return
         lead_id = r.choice(self.lead_ids)
         kind = r.random()
-        if kind < 0.35:
+        if kind < 0.3:
+            await self.money(session, lead_id)
+        elif kind < 0.32:
+            # /test_funnel on a counted lead: its own statement, as test_run.py does it.
+            await session.execute(
+                update(Lead)
+                .where(Lead.id == lead_id)
+                .values(is_test=True)
+                .execution_options(synchronize_session=False)
+            )
+        elif kind < 0.34:
+            lead = await session.get(Lead, lead_id)
+            assert lead is not None
+            await store.forget_lead(session, lead, START)
+            await session.flush()
+        elif kind < 0.6:
             # A stage entered earlier or later than the others (out of order), or again.
             stage = r.choice(STAGES)
             await session.execute(
@@ -129,7 +180,7 @@ class Workload:
                     cause="workload",
                 )
             )
-        elif kind < 0.55:
+        elif kind < 0.75:
             await session.execute(
                 insert(Answer).values(
                     lead_id=lead_id,
@@ -160,6 +211,34 @@ class Workload:
                 .execution_options(synchronize_session=False)
             )
 
+    async def money(self, session: AsyncSession, lead_id: int) -> None:
+        """A purchase (sometimes refunded from the start, sometimes before the lead was
+        created, which the time to the first purchase leaves out), or a refund of one of the
+        lead's purchases, or a refund taken back."""
+        r = self.random
+        bought = (
+            await session.scalars(select(Purchase.id).where(Purchase.lead_id == lead_id))
+        ).all()
+        if bought and r.random() < 0.4:
+            await session.execute(
+                update(Purchase)
+                .where(Purchase.id == r.choice(bought))
+                .values(refunded_at=r.choice([START, START, None]))
+                .execution_options(synchronize_session=False)
+            )
+            return
+        created = self.created.get(lead_id, START)
+        await session.execute(
+            insert(Purchase).values(
+                lead_id=lead_id,
+                amount=Decimal(r.randrange(1, 2_000_000)) / 100,
+                currency=r.choice(["RUB", "RUB", "USD"]),
+                at=created + timedelta(seconds=r.randrange(-7200, 40 * 86400)),
+                recorded_by=1,
+                refunded_at=START if r.random() < 0.1 else None,
+            )
+        )
+
 
 async def test_rollups_equal_a_rebuild_after_a_random_workload(engine: AsyncEngine) -> None:
     sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -171,7 +250,22 @@ async def test_rollups_equal_a_rebuild_after_a_random_workload(engine: AsyncEngi
     kept, rebuilt = await _kept_then_rebuilt(engine)
     assert kept["leads"], "the workload made leads"
     assert kept["gaps"] and kept["questions"]
-    assert kept == rebuilt
+    assert kept["daily_leads"] and kept["daily_gaps"] and kept["daily_questions"]
+    assert kept["money"] and kept["first_purchases"]
+    assert {row[2] for row in kept["money"]} == {"RUB", "USD"}
+    for name in ("leads", "gaps", "questions", "daily_leads", "daily_gaps", "daily_questions",
+                 "money", "first_purchases", "entered"):  # fmt: skip
+        assert kept[name] == rebuilt[name], name
+    async with sessions() as session:
+        tests, refunds = (
+            await session.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM leads WHERE is_test), "
+                    "(SELECT count(*) FROM purchases WHERE refunded_at IS NOT NULL)"
+                )
+            )
+        ).one()
+    assert tests and refunds, "the workload marked test leads and refunded purchases"
 
 
 async def test_rollups_stay_exact_with_concurrent_writers(engine: AsyncEngine) -> None:

@@ -308,7 +308,8 @@ class JobMark(Base):
 
 
 # -- the report's rollups: kept by database triggers (funnel/reports/rollup.py), read by the
-# all-time report so it costs the same for a thousand leads or a million.
+# report so it costs the same for a thousand leads or a million; the daily ones (keyed by
+# the UTC day the leads were created on) answer a period's whole days.
 
 
 class RollupLeads(Base):
@@ -351,6 +352,76 @@ class RollupQuestions(Base):
     question: Mapped[str] = mapped_column(String(32), primary_key=True)
     answered: Mapped[int] = mapped_column(Integer, default=0)
     waiting: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RollupDailyLeads(Base):
+    """rollup_leads per UTC day the leads were created on (days since 1970-01-01)."""
+
+    __tablename__ = "rollup_daily_leads"
+
+    day: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    temperature: Mapped[str] = mapped_column(String(8), primary_key=True)
+    script_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    entered: Mapped[str] = mapped_column(Text, primary_key=True)
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    opted_out: Mapped[int] = mapped_column(Integer, primary_key=True)
+    blocked: Mapped[int] = mapped_column(Integer, primary_key=True)
+    leads: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RollupDailyGaps(Base):
+    """rollup_gaps per creation day of the leads, for each real source (no "*")."""
+
+    __tablename__ = "rollup_daily_gaps"
+
+    day: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    from_stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    to_stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    leads: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RollupDailyQuestions(Base):
+    """rollup_questions per creation day of the leads."""
+
+    __tablename__ = "rollup_daily_questions"
+
+    day: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    question: Mapped[str] = mapped_column(String(32), primary_key=True)
+    answered: Mapped[int] = mapped_column(Integer, default=0)
+    waiting: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RollupMoney(Base):
+    """Unrefunded purchases of the leads created on a day, per source and currency: how
+    many, their sum in kopecks, and how many of those leads bought (customers)."""
+
+    __tablename__ = "rollup_money"
+
+    day: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    purchases: Mapped[int] = mapped_column(Integer, default=0)
+    cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    buyers: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RollupFirstPurchases(Base):
+    """Histogram of the seconds from a lead's creation to its first unrefunded purchase in a
+    currency, per creation day and source, in the report's buckets."""
+
+    __tablename__ = "rollup_first_purchases"
+
+    day: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    leads: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 # -- A/B tests: who saw which variant of an experiment, first at what time (only these leads

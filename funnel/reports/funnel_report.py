@@ -1,7 +1,7 @@
 """The owner's funnel report, aggregated in SQL from the stage log: reach and conversion per
-stage, time between stages, breakdowns, question drop-off, money and churn. The all-time
-report takes the same counts from the rollups the database keeps (funnel/reports/rollup.py),
-so it costs the same for a thousand leads or a million.
+stage, time between stages, breakdowns, question drop-off, money and churn. The report takes
+the same counts from the rollups the database keeps (funnel/reports/rollup.py): all time, or
+a period's whole days, so it costs about the same for a thousand leads or a million.
 
 Definitions the numbers follow (the owner's help and the tests rely on them):
 - A lead *reached* a funnel stage when the log shows it entered that stage or any later one
@@ -28,7 +28,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.core.clock import as_utc
 from funnel.core.telegram_text import cut_plain, visible_text
-from funnel.reports import rollup
 from funnel.reports.arithmetic import leads_reached, median_from_histogram, percent
 from funnel.reports.figures import (
     ChurnRow,
@@ -44,15 +43,7 @@ from funnel.reports.figures import (
 )
 from funnel.reports.money import main_currency, money_figures
 from funnel.reports.periods import Period
-from funnel.reports.report_sql import (
-    ReportSql,
-    Tally,
-    read_first_purchases,
-    read_revenue,
-    read_spend,
-    tally_from_log,
-    tally_from_rollups,
-)
+from funnel.reports.report_sql import Reads, ReportSql, Tally, read_spend
 from funnel.script.schema import Script
 
 # The breakdowns, each by the column the tally groups on.
@@ -74,16 +65,15 @@ async def funnel_report(
 ) -> FunnelReport:
     """The whole report for leads created in `period` (and from `source`, when given).
 
-    The all-time report reads the rollups the database keeps (funnel/reports/rollup.py) where it
-    has them; a period reads the log of the leads created in it. `from_log` always reads the
-    log (the tests hold the two equal).
+    It reads the rollups the database keeps (funnel/reports/rollup.py) where it has them: the
+    all-time ones, or the daily ones for the whole UTC days of a period, and the log of the
+    leads created in the hours its ends cut out of a day. `from_log` always reads the log
+    (the tests hold the two equal).
     """
     dialect = session.get_bind().dialect.name
     sql = ReportSql(dialect, script, period, source)
-    if period.is_all and not from_log and rollup.supported(dialect):
-        tally = await tally_from_rollups(session, script, source)
-    else:
-        tally = await tally_from_log(session, sql, script)
+    reads = Reads.plan(dialect, script, period, source, from_log)
+    tally = await reads.tally(session, script)
     by_dim, exited, churn = tally.by_dim, tally.exited, tally.churn
 
     overall: Counter[int | None] = Counter()
@@ -110,10 +100,10 @@ async def funnel_report(
         for s in script.exit_stages
     )
     questions = _questions(script, tally)
-    revenue = await read_revenue(session, sql)
+    revenue = await reads.revenue(session)
     spend = await read_spend(session, sql, period, source)
     currency = main_currency(revenue, spend)
-    histogram = await read_first_purchases(session, sql, currency)
+    histogram = await reads.first_purchases(session, currency)
     median_to_purchase, _, _ = median_from_histogram(histogram)
     money = money_figures(script, segments["source"], revenue, spend, currency, median_to_purchase)
     return FunnelReport(

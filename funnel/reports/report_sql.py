@@ -1,6 +1,7 @@
-"""The report's SQL, per dialect: one pass over the stage log grouped per lead (or the
-rollups for all time), the questions' answered and waiting, purchases, spend and the time to
-the first purchase; each read into plain counts (a Tally) for funnel_report.py."""
+"""The report's SQL, per dialect: one pass over the stage log grouped per lead, the
+questions' answered and waiting, purchases, spend and the time to the first purchase; or the
+same counts from the rollups (all time, or a period's whole days, its ends from the log);
+each read into plain counts (a Tally, Revenue, a histogram) for funnel_report.py."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
 from funnel.core.models import UTCDateTime
-from funnel.reports import rollup
+from funnel.reports import rollup, rollup_money
 from funnel.reports.money import UNREFUNDED, Revenue, Spend, cents_sql, from_cents
 from funnel.reports.periods import Period
-from funnel.reports.rollup import bucket_sql, seconds_sql
+from funnel.reports.rollup_sql import DaySpan, bucket_sql, seconds_sql
 from funnel.script.schema import Script
+
+Histogram = list[tuple[float, int, float]]
 
 
 class ReportSql:
@@ -57,6 +60,14 @@ class ReportSql:
             clause = clause.bindparams(*binds)
         return clause, {k: v for k, v in params.items() if f":{k}" in sql}
 
+    @property
+    def cohort(self) -> str:
+        """The report's leads as a condition on l.id. Grouped per l.id, SQLite would rather
+        walk every lead in id order than take the few hours of a period's end from the
+        created_at index (a million leads read for a hundred); picked by the subquery, they
+        are looked up by id, and still come in id order."""
+        return f"l.id IN (SELECT l.id FROM leads l WHERE {self.where})"
+
     def seconds(self, earlier: str, later: str) -> str:
         return seconds_sql(self.dialect, earlier, later)
 
@@ -78,7 +89,7 @@ class ReportSql:
                    CASE WHEN l.blocked_at IS NULL THEN 0 ELSE 1 END AS blocked,
                    max(CASE e.to_stage {furthest} END) AS furthest{firsts}{exits}
             FROM leads l LEFT JOIN stage_events e ON e.lead_id = l.id
-            WHERE {self.where}
+            WHERE {self.cohort}
             GROUP BY l.id"""
         deltas = " UNION ALL ".join(
             f"SELECT {n} AS k, {self.seconds(f't{n - 1}', f't{n}')} AS d FROM per_lead "
@@ -117,7 +128,7 @@ class ReportSql:
         return f"""
             SELECT a.question, count(DISTINCT a.lead_id)
             FROM answers a JOIN leads l ON l.id = a.lead_id
-            WHERE {self.where} AND a.question IN ({names})
+            WHERE {self.cohort} AND a.question IN ({names})
             GROUP BY a.question"""
 
     def waiting(self) -> str:
@@ -179,6 +190,42 @@ class Tally:
     answered: dict[str, int] = field(default_factory=dict)
     waiting: dict[str, int] = field(default_factory=dict)
 
+    def add(self, other: Tally) -> None:
+        """Counts of other leads (another part of the period) added to these."""
+        for dim, values in other.by_dim.items():
+            for key, counts in values.items():
+                self.by_dim[dim][key].update(counts)
+        self.exited.update(other.exited)
+        for stage, (n, opted, blocked, either) in other.churn.items():
+            was = self.churn.get(stage, (0, 0, 0, 0))
+            self.churn[stage] = (was[0] + n, was[1] + opted, was[2] + blocked, was[3] + either)
+        for k, histogram in other.histograms.items():
+            self.histograms[k] = merge_histograms(self.histograms.get(k, []), histogram)
+        for question, n in other.answered.items():
+            self.answered[question] = self.answered.get(question, 0) + n
+        for question, n in other.waiting.items():
+            self.waiting[question] = self.waiting.get(question, 0) + n
+
+
+def merge_histograms(*histograms: Histogram) -> Histogram:
+    """One row per bucket, as one query over all the leads would give: a bucket stands for
+    the mean of its values, so two parts' rows of a bucket must become one."""
+    merged: dict[float, tuple[int, float]] = {}
+    for histogram in histograms:
+        for bucket, n, seconds in histogram:
+            count, total = merged.get(bucket, (0, 0.0))
+            merged[bucket] = (count + n, total + seconds)
+    return [(bucket, n, seconds) for bucket, (n, seconds) in sorted(merged.items())]
+
+
+def add_revenue(one: Revenue, other: Revenue) -> Revenue:
+    """Revenue of two disjoint sets of leads (customers are leads: they add up too)."""
+    total = dict(one)
+    for key, (count, money, buyers) in other.items():
+        was = total.get(key, (0, from_cents(0), 0))
+        total[key] = (was[0] + count, was[1] + money, was[2] + buyers)
+    return total
+
 
 async def tally_from_log(session: AsyncSession, sql: ReportSql, script: Script) -> Tally:
     tally = Tally()
@@ -200,20 +247,38 @@ async def tally_from_log(session: AsyncSession, sql: ReportSql, script: Script) 
     return tally
 
 
-async def tally_from_rollups(session: AsyncSession, script: Script, source: str | None) -> Tally:
-    """The same counts as `tally_from_log` over all leads, from the trigger-kept rollups."""
+async def tally_from_rollups(
+    session: AsyncSession, script: Script, source: str | None, span: DaySpan | None = None
+) -> Tally:
+    """The same counts as `tally_from_log` over all leads (or the leads created in the whole
+    days of `span`), from the trigger-kept rollups."""
     tally = Tally()
+    daily = span is not None and not span.all_time
+    if span is not None and span.no_days:
+        return tally
     order = {stage: n for n, stage in enumerate(script.funnel_order)}
     exits = [s.id for s in script.exit_stages]
     churn: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    for row in await rollup.read_leads(session, source):
-        furthest = max((order[s] for s in row.entered if s in order), default=None)
+    rows = (
+        await rollup.read_daily_leads(session, source, span)
+        if daily and span is not None
+        else await rollup.read_leads(session, source)
+    )
+    # What a set of entered stages means for the report, worked out once per set.
+    meaning: dict[tuple[str, ...], tuple[int | None, list[str]]] = {}
+    for row in rows:
+        known = meaning.get(row.entered)
+        if known is None:
+            known = meaning[row.entered] = (
+                max((order[s] for s in row.entered if s in order), default=None),
+                [stage for stage in exits if stage in row.entered],
+            )
+        furthest, exited = known
         for dim, key in (("source", row.source), ("temperature", row.temperature),
                          ("version", row.version)):  # fmt: skip
             tally.by_dim[dim][key][furthest] += row.leads
-        for stage in exits:
-            if stage in row.entered:
-                tally.exited[stage] += row.leads
+        for stage in exited:
+            tally.exited[stage] += row.leads
         counts = churn[row.stage]
         counts[0] += row.leads
         counts[1] += row.leads if row.opted_out else 0
@@ -222,11 +287,20 @@ async def tally_from_rollups(session: AsyncSession, script: Script, source: str 
     tally.churn = {stage: (n, a, b, c) for stage, (n, a, b, c) in churn.items()}
     pairs = list(itertools.pairwise(script.funnel_order))
     index = {pair: n for n, pair in enumerate(pairs, 1)}
-    for gap in await rollup.read_gaps(session, source, pairs):
+    gaps = (
+        await rollup.read_daily_gaps(session, source, pairs, span)
+        if daily and span is not None
+        else await rollup.read_gaps(session, source, pairs)
+    )
+    for gap in gaps:
         k = index[(gap.from_stage, gap.to_stage)]
         tally.histograms[k].append((float(gap.bucket), gap.leads, float(gap.seconds)))
     questions = {q.id for q in script.questions}
-    answered, waiting = await rollup.read_questions(session, source)
+    answered, waiting = (
+        await rollup.read_daily_questions(session, source, span)
+        if daily and span is not None
+        else await rollup.read_questions(session, source)
+    )
     tally.answered = {q: n for q, n in answered.items() if q in questions and n}
     tally.waiting = {q: n for q, n in waiting.items() if n}
     return tally
@@ -261,3 +335,65 @@ async def read_first_purchases(
             await session.execute(*sql.statement(sql.first_purchase(), currency=currency))
         ).all()
     ]
+
+
+# -- the report's reads: from the log, or from the rollups and the log of a period's ends -----
+
+
+@dataclass(frozen=True)
+class Reads:
+    """Where a report's counts come from: the rollups over `span` (None: the log only) and
+    the log of the leads created in each of `parts`."""
+
+    span: DaySpan | None
+    parts: tuple[ReportSql, ...]
+    source: str | None
+
+    @classmethod
+    def plan(
+        cls,
+        dialect: str,
+        script: Script,
+        period: Period,
+        source: str | None,
+        from_log: bool = False,
+    ) -> Reads:
+        if from_log or not rollup.supported(dialect):
+            return cls(None, (ReportSql(dialect, script, period, source),), source)
+        span = DaySpan.of(period)
+        parts = tuple(ReportSql(dialect, script, part, source) for part in span.rest)
+        return cls(span, parts, source)
+
+    @property
+    def rollups(self) -> DaySpan | None:
+        """The span the rollups answer, None when they answer nothing."""
+        return None if self.span is None or self.span.no_days else self.span
+
+    async def tally(self, session: AsyncSession, script: Script) -> Tally:
+        span = self.rollups
+        tally = Tally()
+        if span is not None:
+            tally = await tally_from_rollups(session, script, self.source, span)
+        for part in self.parts:
+            tally.add(await tally_from_log(session, part, script))
+        return tally
+
+    async def revenue(self, session: AsyncSession) -> Revenue:
+        span = self.rollups
+        revenue: Revenue = {}
+        if span is not None:
+            revenue = await rollup_money.read_revenue(session, self.source, span)
+        for part in self.parts:
+            revenue = add_revenue(revenue, await read_revenue(session, part))
+        return revenue
+
+    async def first_purchases(self, session: AsyncSession, currency: str) -> Histogram:
+        span = self.rollups
+        histograms = []
+        if span is not None:
+            histograms.append(
+                await rollup_money.read_first_purchases(session, self.source, span, currency)
+            )
+        for part in self.parts:
+            histograms.append(await read_first_purchases(session, part, currency))
+        return merge_histograms(*histograms)
