@@ -1,5 +1,5 @@
 """The report's rollups stay exact under a random workload, on whichever engine the suite
-runs (SQLite triggers, or the PL/pgSQL ones of migrations 0010 and 0012): after every kind of
+runs (SQLite triggers, or the PL/pgSQL ones of migrations 0010 and 0013): after every kind of
 write the application makes — new leads, stage changes in and out of order, repeated stages,
 answers and repeated answers, questions asked, opt-outs, blocks, temperature and script
 changes, purchases (repeated, in two currencies, some before the lead's creation), refunds,

@@ -139,15 +139,15 @@ def _to(connection: Any, target: str, *, up: bool = True) -> None:
     (command.upgrade if up else command.downgrade)(config, target)
 
 
-async def test_migration_0012_fills_the_new_rollups_and_goes_down_again(tmp_path: Path) -> None:
-    """A database from before 0012 with leads, a log and purchases: the upgrade fills the
+async def test_migration_0013_fills_the_new_rollups_and_goes_down_again(tmp_path: Path) -> None:
+    """A database from before 0013 with leads, a log and purchases: the upgrade fills the
     daily and money rollups (the 30-day report equals the log's at once), and the downgrade
-    leaves the 0011 triggers keeping the all-time rollups."""
+    leaves the 0011 triggers (0012 adds none) keeping the all-time rollups."""
     engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'old.sqlite3'}")
     script = make_script()
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(_to, "0011")
+            await connection.run_sync(_to, "0012")
         sessions = async_sessionmaker(engine, expire_on_commit=False)
         workload = Workload(seed=12)
         workload.money = _no_purchases  # type: ignore[method-assign]
@@ -180,7 +180,7 @@ async def test_migration_0012_fills_the_new_rollups_and_goes_down_again(tmp_path
             )
         assert kept.money.purchases == counted and counted and kept.totals.leads > 0
         async with engine.begin() as connection:
-            await connection.run_sync(_to, "0011", up=False)
+            await connection.run_sync(_to, "0012", up=False)
             tables = await connection.exec_driver_sql(
                 "SELECT name FROM sqlite_master WHERE name LIKE 'rollup_daily%' "
                 "OR name IN ('rollup_money', 'rollup_first_purchases')"
@@ -204,4 +204,4 @@ async def test_migration_0012_fills_the_new_rollups_and_goes_down_again(tmp_path
 
 
 async def _no_purchases(session: AsyncSession, lead_id: int) -> None:
-    """Before 0012 nothing keeps money rollups: the old schema gets its purchases apart."""
+    """Before 0013 nothing keeps money rollups: the old schema gets its purchases apart."""

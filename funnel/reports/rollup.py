@@ -13,11 +13,11 @@ What is kept (the tables are in funnel/core/models.py):
   negative), in the report's buckets. The source "*" holds all sources together.
 - `rollup_questions`: per source and question, leads that ever answered it and leads being
   asked it now who never answered it.
-- `rollup_daily_leads`, `rollup_daily_gaps`, `rollup_daily_questions` (migration 0012): the
+- `rollup_daily_leads`, `rollup_daily_gaps`, `rollup_daily_questions` (migration 0013): the
   same counts per UTC day the lead was created on (and per real source only, no "*"), so a
   period's report sums a few thousand rows per month and reads from the log only the hours
   its ends cut out of a day (`rollup_sql.DaySpan`).
-- `rollup_money`, `rollup_first_purchases` (migration 0012): revenue, purchases, customers
+- `rollup_money`, `rollup_first_purchases` (migration 0013): revenue, purchases, customers
   and the time to the first purchase per day and source (funnel/reports/rollup_money.py).
 
 Test leads (/test_funnel, `leads.is_test`) are in no rollup: a lead turning into one takes
@@ -230,7 +230,7 @@ def _gap_rows(firsts: str) -> str:
 
 def _triggers(tests: bool = False, days: bool = False) -> dict[str, str]:
     """The triggers; `tests`: the leads table has is_test (migration 0011), and test leads
-    are left out of every count; `days`: the daily and money rollups exist (migration 0012)
+    are left out of every count; `days`: the daily and money rollups exist (migration 0013)
     and are kept too (they come after 0011: `days` implies `tests`)."""
     seconds = seconds_sql("sqlite", "min(at)", "NEW.at")
     firsts = f"""(SELECT to_stage AS stage, {seconds} AS d FROM stage_events
@@ -364,7 +364,7 @@ def has_test_leads(connection: Connection) -> bool:
 
 
 def has_daily_rollups(connection: Connection) -> bool:
-    """Whether the daily and money rollups exist yet (migrations before 0012 install
+    """Whether the daily and money rollups exist yet (migrations before 0013 install
     without)."""
     return _table_exists(connection, "rollup_daily_leads")
 
@@ -610,7 +610,7 @@ def _pg_became_test(days: bool) -> str:
 def _pg_functions(tests: bool = False, days: bool = False) -> dict[str, tuple[str, str, str]]:
     """name: (table, trigger clause, function body); `tests`: the leads table has is_test
     (migration 0011), and test leads are left out of every count; `days`: the daily and
-    money rollups exist (migration 0012) and are kept too."""
+    money rollups exist (migration 0013) and are kept too."""
     seconds = seconds_sql("postgresql", "min(at)", "NEW.at")
     firsts = f"""(SELECT to_stage AS stage, {seconds} AS d FROM stage_events
                   WHERE lead_id = NEW.lead_id AND id <> NEW.id GROUP BY to_stage)"""

@@ -1,8 +1,8 @@
 """daily and money rollups: the report's counts per UTC day of the leads' creation, revenue
 and the time to the first purchase, kept by triggers on SQLite and PostgreSQL
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-02 02:00:00.000000
 
 A period's report (30 days, a month) sums these per day instead of reading the stage log of
@@ -18,8 +18,8 @@ from alembic import op
 
 from funnel.reports import rollup
 
-revision = "0012"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
