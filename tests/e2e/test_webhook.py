@@ -207,6 +207,9 @@ async def test_metrics_has_every_family_with_sensible_values(
         emu.fail_next("sendMessage", error_code=429, retry_after=1, chat_id=user.id)
         await user.send("/start vk_ads")
         await user.next_message(timeout=10)
+        # The reply can arrive before its update's task has finished (and left in-flight).
+        assert app.web is not None
+        await app.web.handling.drain(5)
         async with app.sessions() as session:
             lead = await session.scalar(select(Lead).where(Lead.user_id == user.id))
             assert lead is not None
