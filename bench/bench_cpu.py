@@ -200,6 +200,9 @@ async def run(
             "MANAGER_CHAT_ID": "",
             "CRM_WEBHOOK_URL": "",
             "LOG_LEVEL": "WARNING",
+            # As the systemd unit and the image run it (docs/deploy.md): two malloc arenas,
+            # not one per SQLite connection thread.
+            "MALLOC_ARENA_MAX": "2",
         }
         command = [sys.executable, "-m", "bot", "run"]
         if profile is not None:
