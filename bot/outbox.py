@@ -157,8 +157,11 @@ class Outbox:
             count = await planning.plan_touches(
                 session, self.script(), now, margin=self.plan_margin
             )
+            # Most ticks have no broadcast to write: one read here spares them the writer's
+            # own transaction and lock.
+            casting = await broadcasts.any_waiting(session, now)
             await session.commit()
-        return count + await self.plan_broadcasts(now)
+        return count + (await self.plan_broadcasts(now) if casting else 0)
 
     async def plan_broadcasts(self, now: datetime) -> int:
         """Writes the recipients of the broadcasts whose time has come, one batch a
@@ -281,7 +284,8 @@ class Outbox:
         script = self.script()
         outgoing: list[_Outgoing] = []
         async with self.sessions() as session:
-            await touch_queue.take_write_lock(session)
+            if not await touch_queue.lock_if_due(session, now, busy):
+                return [], 0
             pairs = await touch_queue.due_touches(session, now, self.batch_size, busy)
             if not pairs:
                 return [], 0

@@ -32,6 +32,22 @@ async def take_write_lock(session: AsyncSession) -> None:
         )
 
 
+async def lock_if_due(session: AsyncSession, now: datetime, exclude: Collection[int] = ()) -> bool:
+    """Before claiming due touches: False when none is due. On SQLite the write lock is taken
+    only when one is (the check reads outside any transaction, so no lock is needed for it
+    and an idle tick writes nothing); PostgreSQL needs no lock and no separate check (the
+    claim's own read answers), so it is always True there."""
+    if session.get_bind().dialect.name != "sqlite":
+        return True
+    query = select(Touch.id).where(Touch.status == "planned", Touch.due_at <= now).limit(1)
+    if exclude:
+        query = query.where(Touch.id.not_in(sorted(exclude)))
+    if (await session.scalars(query)).first() is None:
+        return False
+    await take_write_lock(session)
+    return True
+
+
 async def due_touches(
     session: AsyncSession, now: datetime, limit: int, exclude: Collection[int] = ()
 ) -> list[tuple[Touch, Lead | None]]:
