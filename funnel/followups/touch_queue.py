@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from sqlalchemy import exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import Exists
 
 from funnel.core.models import JobMark, Lead, Touch
 
@@ -32,17 +33,23 @@ async def take_write_lock(session: AsyncSession) -> None:
         )
 
 
+def any_due(now: datetime, exclude: Collection[int] = ()) -> Exists:
+    """Whether a planned touch is due (`exclude`: those already on their way), as an EXISTS
+    test: a read that needs no lock."""
+    query = select(Touch.id).where(Touch.status == "planned", Touch.due_at <= now)
+    if exclude:
+        query = query.where(Touch.id.not_in(sorted(exclude)))
+    return query.exists()
+
+
 async def lock_if_due(session: AsyncSession, now: datetime, exclude: Collection[int] = ()) -> bool:
     """Before claiming due touches: False when none is due. On SQLite the write lock is taken
     only when one is (the check reads outside any transaction, so no lock is needed for it
-    and an idle tick writes nothing); PostgreSQL needs no lock and no separate check (the
-    claim's own read answers), so it is always True there."""
+    and a round with nothing left writes nothing); PostgreSQL needs no lock and no separate
+    check (the claim's own read answers), so it is always True there."""
     if session.get_bind().dialect.name != "sqlite":
         return True
-    query = select(Touch.id).where(Touch.status == "planned", Touch.due_at <= now).limit(1)
-    if exclude:
-        query = query.where(Touch.id.not_in(sorted(exclude)))
-    if (await session.scalars(query)).first() is None:
+    if not await session.scalar(select(any_due(now, exclude))):
         return False
     await take_write_lock(session)
     return True
