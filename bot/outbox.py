@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import InlineKeyboardMarkup
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import transactions
@@ -145,8 +146,8 @@ class Outbox:
         """One round: plan what campaign rules make due, then deliver what is due."""
         started = time.monotonic()
         now = self.clock.now()
-        planned = await self.plan(now)
-        stats = await self.deliver(now)
+        planned, idle = await self._plan(now)
+        stats = DeliveryStats() if idle else await self.deliver(now)
         stats.planned = planned
         stats.seconds = time.monotonic() - started
         if stats.busy:
@@ -158,12 +159,24 @@ class Outbox:
 
     async def plan(self, now: datetime) -> int:
         """Inserts the touches that became due by `now`; returns how many are new."""
+        return (await self._plan(now))[0]
+
+    async def _plan(self, now: datetime) -> tuple[int, bool]:
+        """Plans as `plan` does; also tells whether the round is idle (nothing planned,
+        waiting or due), so that delivery can be skipped. Most ticks are: one read in the
+        planning transaction spares them the broadcast writer's and the claim's own."""
         async with self.sessions() as session:
             count = await planning.plan_touches(
                 session, self.script(), now, margin=self.plan_margin
             )
+            # As the first delivery batch would read it (deliver: the later of the two).
+            moment = max(now, self.clock.now())
+            check = select(broadcasts.any_waiting(now), touch_queue.any_due(moment))
+            casting, due = (await session.execute(check)).one()
             await session.commit()
-        return count + await self.plan_broadcasts(now)
+        if casting:
+            count += await self.plan_broadcasts(now)
+        return count, not (count or casting or due)
 
     async def plan_broadcasts(self, now: datetime) -> int:
         """Writes the recipients of the broadcasts whose time has come, one batch a
@@ -296,7 +309,8 @@ class Outbox:
         script = self.script()
         outgoing: list[_Outgoing] = []
         async with self.sessions() as session:
-            await touch_queue.take_write_lock(session)
+            if not await touch_queue.lock_if_due(session, now, busy):
+                return [], 0
             pairs = await touch_queue.due_touches(
                 session, now, self.batch_size, busy, holder=self.instance
             )

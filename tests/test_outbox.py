@@ -13,8 +13,8 @@ from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from telegram_emulator import DEFAULT_TOKEN, TelegramEmulator
 
 from bot.delivery_middleware import RateLimitMiddleware
@@ -23,7 +23,7 @@ from bot.ratelimit import RateLimiter
 from bot.scheduler import add_daily_job, create_scheduler
 from funnel.core import store
 from funnel.core.clock import FakeClock
-from funnel.core.models import Lead, Touch
+from funnel.core.models import JobMark, Lead, Touch
 from tests.test_campaigns import NOON, SCRIPT, ZONE, add_lead, touches
 
 RATE = 200.0
@@ -288,6 +288,52 @@ async def test_hundreds_of_touches_never_trip_the_flood_limit(
     async with sessions() as session:
         statuses = (await session.scalars(select(Touch.status))).all()
     assert set(statuses) == {"sent"}
+
+
+async def test_an_idle_tick_reads_three_statements_and_writes_only_the_watermarks(
+    engine: AsyncEngine, sessions: Any, emu: TelegramEmulator, bot: Bot
+) -> None:
+    # Every statement costs the tick a round trip through the driver, whatever it reads: the
+    # idle tick (the one a bot runs every few seconds) stays at a handful, however many
+    # campaign steps the script has.
+    lead_id, _ = await lead_for(sessions, emu)
+    clock = FakeClock(NOON + timedelta(minutes=30))
+    outbox = make_outbox(sessions, bot, clock)
+    await outbox.tick()  # the first pass sets every step's watermark
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(" ".join(str(args[2]).split()))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        stats = await outbox.tick()
+        assert (stats.planned, stats.sent) == (0, 0)
+        assert len(statements) == 3
+        assert all(statement.startswith("SELECT") for statement in statements)
+        statements.clear()
+        # The clock moved: every step's watermark follows it, in one statement.
+        clock.advance(timedelta(seconds=5))
+        stats = await outbox.tick()
+        assert (stats.planned, stats.sent) == (0, 0)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    writes = [s for s in statements if not s.startswith("SELECT")]
+    lock = [s for s in writes if s.startswith("UPDATE job_marks")]
+    assert len(lock) == (1 if engine.dialect.name == "sqlite" else 0)
+    [upsert] = [s for s in writes if s not in lock]
+    assert upsert.startswith("INSERT INTO job_marks")
+    steps = sum(len(campaign.steps) for campaign in SCRIPT.campaigns)
+    async with sessions() as session:
+        marks = (
+            await session.scalars(select(JobMark.at).where(JobMark.name.like("plan:%")))
+        ).all()
+    assert len(marks) == steps
+    assert set(marks) == {clock.now() - o for c in SCRIPT.campaigns for o in c.offsets()}
+    # The lead's first touch is still planned on time.
+    clock.set(NOON + timedelta(hours=1))
+    assert (await outbox.tick()).planned == 1
+    assert [(t.lead_id, t.step) for t in await touches(sessions)] == [(lead_id, 1)]
 
 
 async def test_the_scheduler_ticks_at_once_and_survives_a_failing_tick(

@@ -17,8 +17,9 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import Exists
 
 from funnel.broadcasts.segments import Segment, parse_segment, segment_lead_ids
 from funnel.core.errors import InputError
@@ -239,6 +240,17 @@ class Written:
     more: bool
 
 
+def _waiting(now: datetime) -> Any:
+    """Broadcasts whose time has come and whose recipients are not all written yet."""
+    return and_(Broadcast.status.in_(("scheduled", "launching")), Broadcast.send_at <= now)
+
+
+def any_waiting(now: datetime) -> Exists:
+    """Whether write_recipients has work, as an EXISTS test the tick reads without locks
+    (beside its other checks), so an idle tick skips the writer's transaction."""
+    return select(Broadcast.id).where(_waiting(now)).exists()
+
+
 async def write_recipients(
     session: AsyncSession, script: Script, now: datetime, batch: int = BATCH
 ) -> Written | None:
@@ -246,10 +258,7 @@ async def write_recipients(
     time has come; None when none is waiting. The cursor moves in the same transaction, so
     after a restart writing resumes exactly after the last lead written."""
     query = (
-        select(Broadcast)
-        .where(Broadcast.status.in_(("scheduled", "launching")), Broadcast.send_at <= now)
-        .order_by(Broadcast.send_at, Broadcast.id)
-        .limit(1)
+        select(Broadcast).where(_waiting(now)).order_by(Broadcast.send_at, Broadcast.id).limit(1)
     )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)

@@ -1,16 +1,20 @@
-"""Which touches the campaigns make due: per campaign step, one indexed INSERT .. SELECT
-into the touch queue over the leads whose cycle started since the last planning pass."""
+"""Which touches the campaigns make due: per campaign step, an indexed range read of the
+leads whose cycle started since the last planning pass, all steps in one statement, and
+one insert into the touch queue."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, select
+from sqlalchemy import Integer, and_, bindparam, delete, exists, literal, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import CompoundSelect
 
 from funnel.core.models import JobMark, Lead, Touch
 from funnel.followups.touch_queue import take_write_lock
@@ -20,6 +24,8 @@ from funnel.script.schema import Campaign, Script
 # several ticks instead of one long write transaction.
 PLAN_CHUNK = 5000
 MARK_PREFIX = "plan"
+# Where the planning read puts the leads in a test run (the steps' reads are at 0, 1, ...).
+TESTERS = -1
 
 
 def mark_name(campaign: Campaign, step: int) -> str:
@@ -56,7 +62,9 @@ def _insert(session: AsyncSession) -> Any:
 
 
 def _eligible(campaign: Campaign) -> list[Any]:
-    """Lead filters of a campaign besides time: stage, reachability, exit reason, temperature."""
+    """Lead filters of a campaign besides time: stage, reachability, exit reason, temperature.
+    Whatever of the campaign picks its leads belongs in step_fingerprint too: the planning
+    statement is kept and reused by that fingerprint."""
     conditions: list[Any] = [
         Lead.stage.in_(campaign.stages),
         Lead.opted_out_at.is_(None),
@@ -89,101 +97,187 @@ async def plan_touches(
     step (after downtime the lead hears the latest message, not the whole sequence at once).
     The unique key (lead, campaign, step, cycle) makes this idempotent and safe to run from
     several instances at once. The caller commits.
+
+    Every step's range is read by one statement (a UNION ALL of the steps' reads), the new
+    touches go in with one insert and the watermarks move with one upsert: the tick pays a
+    round trip through the driver per statement, which costs far more than the index reads.
+    The reads come before SQLite's write lock, taken only when there is something to write:
+    an idle round then writes nothing. A lead committed between the reads and the writes is
+    one the margin covers, as it covers concurrent planners on PostgreSQL (no lock there).
     """
-    await take_write_lock(session)
     marks = {
         m.name: m.at
         for m in (
             await session.scalars(select(JobMark).where(JobMark.name.like(f"{MARK_PREFIX}:%")))
         ).all()
     }
-    inserted = 0
-    current = {
-        mark_name(campaign, step)
-        for campaign in script.campaigns
-        for step in range(1, len(campaign.steps) + 1)
-    }
-    stale = set(marks) - current
-    if stale:
-        # Watermarks of campaign definitions no longer in force (edited or removed).
-        await session.execute(delete(JobMark).where(JobMark.name.in_(sorted(stale))))
+    steps: list[_Step] = []
     for campaign in script.campaigns:
         offsets = campaign.offsets()
-        for index, offset in enumerate(offsets):
-            step = index + 1
-            later = offsets[index + 1] if index + 1 < len(offsets) else None
-            name = mark_name(campaign, step)
-            upper = now - offset
-            # Test leads run on their own clock (plan_test_leads).
-            conditions = [
-                *_eligible(campaign),
-                Lead.is_test.is_(False),
-                Lead.cycle_started_at <= upper,
-            ]
-            mark = marks.get(name)
-            if mark is not None:
-                conditions.append(Lead.cycle_started_at > mark - margin)
-            if later is not None and later > offset:
-                conditions.append(Lead.cycle_started_at > now - later)
-            planned = exists().where(
-                Touch.lead_id == Lead.id,
-                Touch.campaign == campaign.id,
-                Touch.step == step,
-                Touch.cycle == Lead.cycle,
-            )
-            query = (
-                select(Lead.id, Lead.cycle, Lead.cycle_started_at)
-                .where(and_(*conditions), ~planned)
-                .order_by(Lead.cycle_started_at)
-                .limit(chunk)
-            )
-            found = (await session.execute(query)).all()
-            if found:
-                rows_ = [
-                    {
-                        "lead_id": lead_id,
-                        "campaign": campaign.id,
-                        "step": step,
-                        "cycle": cycle,
-                        "due_at": started + offset,
-                        "status": "planned",
-                        "attempts": 0,
-                        "postponed": 0,
-                        "created_at": now,
-                    }
-                    for lead_id, cycle, started in found
-                ]
-                insert = _insert(session)
-                # RETURNING counts what was really inserted: a bulk insert's rowcount is
-                # not reliable on every driver (asyncpg gives none).
-                statement = (
-                    insert(Touch)
-                    .on_conflict_do_nothing(
-                        index_elements=["lead_id", "campaign", "step", "cycle"]
-                    )
-                    .returning(Touch.id)
-                )
-                result = await session.execute(statement, rows_)
-                inserted += len(result.all())
-            # A full chunk means more leads wait below `upper`: continue from the last one.
-            reached = found[-1][2] if len(found) >= chunk else upper
-            if mark is None or reached > mark:
-                await _advance_mark(session, name, reached)
-    return inserted + await plan_test_leads(session, script, now)
+        for number in range(1, len(offsets) + 1):
+            name = mark_name(campaign, number)
+            steps.append(_Step(campaign, number, offsets, name, marks.get(name)))
+    found = await _candidates(session, steps, now, margin, chunk)
+    rows_: list[dict[str, Any]] = []
+    advanced: dict[str, datetime] = {}
+    for position, step in enumerate(steps):
+        leads = found.get(position, [])
+        rows_.extend(
+            {"lead_id": lead_id, "campaign": step.campaign.id, "step": step.step,
+             "cycle": cycle, "due_at": started + step.offset, "status": "planned",
+             "attempts": 0, "postponed": 0, "created_at": now}
+            for lead_id, cycle, started in leads
+        )  # fmt: skip
+        upper = now - step.offset
+        # A full chunk means more leads wait below `upper`: continue from the last one.
+        reached = max(started for _, _, started in leads) if len(leads) >= chunk else upper
+        if step.mark is None or reached > step.mark:
+            advanced[step.name] = reached
+    testers = [lead_id for lead_id, _, _ in found.get(TESTERS, [])]
+    if testers:
+        rows_.extend(await _test_run_touches(session, script, now, testers))
+    # Watermarks of campaign definitions no longer in force (edited or removed).
+    stale = set(marks) - {step.name for step in steps}
+    if not (rows_ or advanced or stale):
+        return 0
+    await take_write_lock(session)
+    if stale:
+        await session.execute(delete(JobMark).where(JobMark.name.in_(sorted(stale))))
+    inserted = await _insert_touches(session, rows_)
+    await _advance_marks(session, advanced)
+    return inserted
 
 
-async def plan_test_leads(session: AsyncSession, script: Script, now: datetime) -> int:
-    """The touches of leads in a test run (/test_funnel): each step due after its delay
-    divided by the lead's time scale, and every step in turn (the admin wants to see each
-    message, not only the latest one). Test leads are a handful, found by the time_scale
-    index; the same unique key keeps this idempotent."""
+@dataclass(frozen=True)
+class _Step:
+    """One campaign step as planning sees it: its delays and its watermark, if any."""
+
+    campaign: Campaign
+    step: int
+    offsets: list[timedelta]
+    name: str  # mark_name()
+    mark: datetime | None
+
+    @property
+    def offset(self) -> timedelta:
+        return self.offsets[self.step - 1]
+
+    @property
+    def later(self) -> timedelta | None:
+        return self.offsets[self.step] if self.step < len(self.offsets) else None
+
+    @property
+    def skips_to_later(self) -> bool:
+        """Whether leads already due for the next step are left to that step."""
+        return self.later is not None and self.later > self.offset
+
+
+async def _candidates(
+    session: AsyncSession, steps: list[_Step], now: datetime, margin: timedelta, chunk: int
+) -> dict[int, list[tuple[int, int, datetime]]]:
+    """Per step (by position), up to `chunk` leads due for it and not yet planned, oldest
+    cycle first: each step's read is its own ordered, limited subquery of one UNION ALL.
+    The same statement names the leads in a test run (/test_funnel), under TESTERS."""
+    if not steps:
+        return {}
+    params: dict[str, Any] = {"chunk": chunk}
+    for position, step in enumerate(steps):
+        params[f"upper_{position}"] = now - step.offset
+        if step.mark is not None:
+            params[f"lower_{position}"] = step.mark - margin
+        if step.skips_to_later:
+            assert step.later is not None
+            params[f"later_{position}"] = now - step.later
+    found: dict[int, list[tuple[int, int, datetime]]] = {}
+    rows_ = (await session.execute(_candidates_statement(steps), params)).all()
+    for position, lead_id, cycle, started in rows_:
+        found.setdefault(position, []).append((lead_id, cycle, started))
+    for leads in found.values():
+        # A union keeps no order of its parts: the touches go in oldest cycle first.
+        leads.sort(key=lambda lead: lead[2])
+    return found
+
+
+# Built statements by what shapes them: the steps' watermark names (a fingerprint of every
+# lead filter) and which steps have a watermark yet. Building the union of ten steps' reads
+# costs more Python than the statement costs the database; its times are parameters.
+_STATEMENTS: dict[tuple[tuple[str, bool], ...], CompoundSelect] = {}
+_STATEMENTS_KEPT = 16
+
+
+def _candidates_statement(steps: list[_Step]) -> CompoundSelect:
+    key = tuple((step.name, step.mark is not None) for step in steps)
+    statement = _STATEMENTS.get(key)
+    if statement is not None:
+        return statement
+    reads = []
+    for position, step in enumerate(steps):
+        # Test leads run on their own clock (_test_run_touches).
+        conditions = [
+            *_eligible(step.campaign),
+            Lead.is_test.is_(False),
+            Lead.cycle_started_at <= bindparam(f"upper_{position}"),
+        ]
+        if step.mark is not None:
+            conditions.append(Lead.cycle_started_at > bindparam(f"lower_{position}"))
+        if step.skips_to_later:
+            conditions.append(Lead.cycle_started_at > bindparam(f"later_{position}"))
+        planned = exists().where(
+            Touch.lead_id == Lead.id,
+            Touch.campaign == step.campaign.id,
+            Touch.step == step.step,
+            Touch.cycle == Lead.cycle,
+        )
+        read = (
+            select(
+                literal(position, Integer).label("position"),
+                Lead.id,
+                Lead.cycle,
+                Lead.cycle_started_at,
+            )
+            .where(and_(*conditions), ~planned)
+            .order_by(Lead.cycle_started_at)
+            .limit(bindparam("chunk", type_=Integer))
+            .subquery()
+        )
+        reads.append(select(read))
     # The index on time_scale alone finds them; with the campaign's conditions beside it a
     # database may prefer the stage index and read every lead in those stages, each tick.
-    testers = (
-        await session.scalars(select(Lead.id).where(Lead.time_scale > 0, Lead.is_test.is_(True)))
-    ).all()
-    if not testers:
+    reads.append(
+        select(
+            literal(TESTERS, Integer).label("position"),
+            Lead.id,
+            Lead.cycle,
+            Lead.cycle_started_at,
+        ).where(Lead.time_scale > 0, Lead.is_test.is_(True))
+    )
+    if len(_STATEMENTS) >= _STATEMENTS_KEPT:
+        _STATEMENTS.clear()  # scripts edited again and again: keep only the recent shapes
+    statement = _STATEMENTS[key] = union_all(*reads)
+    return statement
+
+
+async def _insert_touches(session: AsyncSession, rows_: list[dict[str, Any]]) -> int:
+    """Inserts planned touches, skipping those the unique key already holds; returns how many
+    went in. RETURNING counts what was really inserted: a bulk insert's rowcount is not
+    reliable on every driver (asyncpg gives none)."""
+    if not rows_:
         return 0
+    insert = _insert(session)
+    statement = (
+        insert(Touch)
+        .on_conflict_do_nothing(index_elements=["lead_id", "campaign", "step", "cycle"])
+        .returning(Touch.id)
+    )
+    return len((await session.execute(statement, rows_)).all())
+
+
+async def _test_run_touches(
+    session: AsyncSession, script: Script, now: datetime, testers: Sequence[int]
+) -> list[dict[str, Any]]:
+    """The touches of `testers`, leads in a test run (/test_funnel): each step due after its
+    delay divided by the lead's time scale, and every step in turn (the admin wants to see
+    each message, not only the latest one). The unique key keeps this idempotent."""
     rows_: list[dict[str, Any]] = []
     for campaign in script.campaigns:
         offsets = campaign.offsets()
@@ -200,21 +294,18 @@ async def plan_test_leads(session: AsyncSession, script: Script, now: datetime) 
                      "due_at": due_at, "status": "planned", "attempts": 0, "postponed": 0,
                      "created_at": now}
                 )  # fmt: skip
-    if not rows_:
-        return 0
+    return rows_
+
+
+async def _advance_marks(session: AsyncSession, marks: dict[str, datetime]) -> None:
+    """Moves watermarks forward only: a slower concurrent planner never moves one back. One
+    statement for them all, in name order so concurrent planners lock the rows alike."""
+    if not marks:
+        return
     insert = _insert(session)
-    statement = (
-        insert(Touch)
-        .on_conflict_do_nothing(index_elements=["lead_id", "campaign", "step", "cycle"])
-        .returning(Touch.id)
+    statement = insert(JobMark).values(
+        [{"name": name, "at": at} for name, at in sorted(marks.items())]
     )
-    return len((await session.execute(statement, rows_)).all())
-
-
-async def _advance_mark(session: AsyncSession, name: str, at: datetime) -> None:
-    """Moves a watermark forward only: a slower concurrent planner never moves it back."""
-    insert = _insert(session)
-    statement = insert(JobMark).values(name=name, at=at)
     statement = statement.on_conflict_do_update(
         index_elements=["name"],
         set_={"at": statement.excluded.at},

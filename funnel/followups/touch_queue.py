@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from funnel.core.models import JobMark, Lead, Touch
 
@@ -33,6 +34,30 @@ async def take_write_lock(session: AsyncSession) -> None:
         await session.execute(
             update(JobMark).where(JobMark.name == "outbox:lock").values(at=JobMark.at)
         )
+
+
+def any_due(now: datetime, exclude: Collection[int] = ()) -> ColumnElement[bool]:
+    """Whether a planned touch is due (`exclude`: those already on their way): a read that
+    needs no lock. Asked as "is the earliest due time past", which every database answers
+    from the first entry of the (status, due_at) index. As a bare EXISTS, PostgreSQL's
+    cached generic plan expects any row to match and scans the whole outbox for one."""
+    query = select(func.min(Touch.due_at)).where(Touch.status == "planned")
+    if exclude:
+        query = query.where(Touch.id.not_in(sorted(exclude)))
+    return query.scalar_subquery() <= now
+
+
+async def lock_if_due(session: AsyncSession, now: datetime, exclude: Collection[int] = ()) -> bool:
+    """Before claiming due touches: False when none is due. On SQLite the write lock is taken
+    only when one is (the check reads outside any transaction, so no lock is needed for it
+    and a round with nothing left writes nothing); PostgreSQL needs no lock and no separate
+    check (the claim's own read answers), so it is always True there."""
+    if session.get_bind().dialect.name != "sqlite":
+        return True
+    if not await session.scalar(select(any_due(now, exclude))):
+        return False
+    await take_write_lock(session)
+    return True
 
 
 async def due_touches(
