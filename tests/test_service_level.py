@@ -3,11 +3,11 @@ count, in its time zone, across weekends and daylight saving changes."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from funnel.handoff.service_level import add_working_time, parse_working_hours
@@ -82,11 +82,13 @@ def test_a_week_wraps_around_sunday() -> None:
     start=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31)),
     minutes=st.integers(min_value=0, max_value=3000),
 )
+@example(start=datetime(2026, 1, 1, 11, 0, 0, 1), minutes=300)  # carried over to 10:00:00.000001
 def test_the_deadline_is_open_time_and_never_early(start: datetime, minutes: int) -> None:
     begin = start.replace(tzinfo=UTC)
     due = add_working_time(begin, timedelta(minutes=minutes), WEEKDAYS, MOSCOW)
     assert due >= begin + timedelta(minutes=minutes)
     local = due.astimezone(MOSCOW)
     if minutes:
-        # A deadline falls inside the hours, or right at closing time.
-        assert local.weekday() < 5 and (10, 0) < (local.hour, local.minute) <= (19, 0)
+        # A deadline falls inside the hours, or right at closing time (compared to the
+        # microsecond: a start a microsecond past the hour carries that microsecond over).
+        assert local.weekday() < 5 and time(10, 0) < local.time() <= time(19, 0)
