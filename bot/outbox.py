@@ -130,9 +130,14 @@ class Outbox:
     # -- jobs -----------------------------------------------------------------------------
 
     async def recover(self) -> int:
-        """At start-up: touches a crash left "sending" become "unknown" (they may have left)."""
+        """At start-up: touches a crash left "sending" become "unknown" (they may have left),
+        and every lease is given back: an instance killed with touches in its queue (kill -9,
+        no graceful stop) would otherwise hold them for the rest of their lease. A live
+        instance's queue may then be read twice for a batch; the claims still decide."""
         async with self.sessions() as session:
             count = await touch_queue.recover_interrupted(session)
+            if self._leases_shared:
+                await touch_queue.release_leases(session)
             await session.commit()
         if count:
             log.warning(

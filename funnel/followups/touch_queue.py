@@ -107,14 +107,17 @@ async def due_touches(
     return pairs
 
 
-async def release_leases(session: AsyncSession, holder: str) -> None:
-    """At an instance's graceful stop: the touches it queued and did not send are free for
-    the others at once (after kill -9 they are when the lease runs out)."""
+async def release_leases(session: AsyncSession, holder: str | None = None) -> None:
+    """The leases of `holder` (an instance's graceful stop: the touches it queued and did
+    not send are free for the others at once), or all of them (None: at start-up, after a
+    crash)."""
+    statement = update(Touch).where(Touch.status == "planned", Touch.leased_until.is_not(None))
+    if holder is not None:
+        statement = statement.where(Touch.leased_by == holder)
     await session.execute(
-        update(Touch)
-        .where(Touch.leased_by == holder, Touch.status == "planned")
-        .values(leased_until=None, leased_by=None)
-        .execution_options(synchronize_session=False)
+        statement.values(leased_until=None, leased_by=None).execution_options(
+            synchronize_session=False
+        )
     )
 
 
