@@ -6,7 +6,8 @@ dialogues: /start and four button taps, `--concurrency` of them at a time. The f
 process's own CPU time (user + system, from /proc) between the first update and the last
 reply, divided by the updates it handled; the two are measured in the same run because these
 machines are noisy and only the ratio is stable. The emulator's own CPU is in this process and
-is not counted.
+is not counted. Start-up is spawn → first getUpdates, on a database `python -m bot migrate`
+brought to the schema's head first (a restart's start-up, as deployed).
 
 `python -m bench.bench_cpu [--dialogues N] [--concurrency C] [--profile FILE] [--json]`
 `--profile` runs Leadbot under pyinstrument and writes its text report to FILE.
@@ -204,6 +205,14 @@ async def run(
             # not one per SQLite connection thread.
             "MALLOC_ARENA_MAX": "2",
         }
+        # The schema first, as a deployment does (`python -m bot migrate` before the
+        # instances start, docs/deploy.md): start-up is a restart's, not the first run's.
+        migrated = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "migrate", cwd=workdir, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        if await migrated.wait() != 0:
+            raise RuntimeError("python -m bot migrate failed")
         command = [sys.executable, "-m", "bot", "run"]
         if profile is not None:
             command = [
