@@ -52,7 +52,11 @@ PROSPECTS = 100
 DOUBLE_TAPPERS = 5  # every fifth prospect taps the first answer twice at once
 HOT_PROSPECTS = 8  # the group takes 20 cards a minute; these all fit in one
 TELEGRAM_RATE = 30  # messages a second, the bot's whole token
-ARRIVAL_SLACK = 2
+# Counted where the messages arrive: a slot granted by Redis reaches the emulator after its
+# process's own delay (event loop, HTTP), which on a loaded machine varies by about 0.1 s,
+# three messages' worth at 30/s. The grants themselves are held to the rate exactly in
+# tests/test_shared_limits.py; two instances pacing themselves alone would send about 60.
+ARRIVAL_SLACK = 4
 MESSAGES = frozenset({"sendMessage", "sendPhoto", "sendDocument"})
 
 
@@ -335,8 +339,8 @@ async def test_two_instances_behind_a_balancer_send_nothing_twice(
 
         # Within Telegram's limits, the two together.
         assert emu.stats.too_many_requests == 0, (emu.stats.to_json(), logs)
-        # Messages only ("typing..." is not one); a request can arrive a few milliseconds
-        # early or late against its slot, hence a little slack on the strict window.
+        # Messages only ("typing..." is not one); a request arrives a little after its slot
+        # (ARRIVAL_SLACK), hence a little slack on the strict window.
         sends = [r.at for r in emu.requests if r.method in MESSAGES and r.ok]
         busiest = _busiest_second(sends)
         assert busiest <= TELEGRAM_RATE + ARRIVAL_SLACK, (
