@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import secrets
 import signal
@@ -232,6 +233,15 @@ def _steps(texts: list[str]) -> list[int]:
     return [n for text in texts for n in range(1, 5) if f"{n} из 4" in text]
 
 
+async def _loop_stalls(longest: list[float], every: float = 0.01) -> None:
+    """Keeps in `longest[0]` the longest time this event loop stood still."""
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(every)
+        longest[0] = max(longest[0], loop.time() - before - every)
+
+
 def _busiest_second(times: list[float]) -> int:
     times = sorted(times)
     busiest, start = 0, 0
@@ -256,6 +266,7 @@ async def test_two_instances_behind_a_balancer_send_nothing_twice(
     database: str, tmp_path: Path
 ) -> None:
     # Telegram's own limits: 30 a second per bot, about one a second per chat.
+    longest = [0.0]  # the longest stall of this process's loop, where the emulator runs
     async with TelegramEmulator(latency=0.005, latency_max=0.02) as emu:
         manager = emu.add_user("Менеджер")
         group = emu.add_group("Отдел продаж", members=[manager])
@@ -266,6 +277,7 @@ async def test_two_instances_behind_a_balancer_send_nothing_twice(
         emu.webhook.configure(
             targets=[i.url + PATH for i in instances], duplicate_rate=0.25, seed=11
         )
+        stalls: asyncio.Task[None] | None = None
         try:
             # Both start at once: each migrates again at start-up, under the advisory lock.
             await asyncio.gather(*(i.start() for i in instances))
@@ -273,6 +285,7 @@ async def test_two_instances_behind_a_balancer_send_nothing_twice(
             await emu.wait_until(lambda: len(emu.requests_for("setWebhook")) >= 2, 60)
             users = [emu.add_user(f"Prospect{n}") for n in range(PROSPECTS)]
             plans = [HOT if n < HOT_PROSPECTS else WARM for n in range(PROSPECTS)]
+            stalls = asyncio.create_task(_loop_stalls(longest))
             dialogues = await asyncio.wait_for(
                 asyncio.gather(
                     *(
@@ -287,6 +300,8 @@ async def test_two_instances_behind_a_balancer_send_nothing_twice(
             figures = [await i.metrics() for i in instances]
             codes = [await i.terminate() for i in instances]
         finally:
+            if stalls is not None:
+                stalls.cancel()
             for instance in instances:
                 await instance.close()
         logs = "\n".join(f"--- {i.name}\n{i.tail()}" for i in instances)
@@ -343,7 +358,10 @@ async def test_two_instances_behind_a_balancer_send_nothing_twice(
         # (ARRIVAL_SLACK), hence a little slack on the strict window.
         sends = [r.at for r in emu.requests if r.method in MESSAGES and r.ok]
         busiest = _busiest_second(sends)
-        assert busiest <= TELEGRAM_RATE + ARRIVAL_SLACK, (
+        # The emulator stamps a request when its loop reads it: while that loop stood still
+        # (the machine busy elsewhere), requests sent on time pile up and are stamped at once.
+        piled_up = math.ceil(TELEGRAM_RATE * longest[0])
+        assert busiest <= TELEGRAM_RATE + ARRIVAL_SLACK + piled_up, (
             f"{busiest} messages in one second from the two instances together: "
             "Telegram's limit is per bot, so it must be shared"
         )
