@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiogram import BaseMiddleware, Bot, Dispatcher
+from aiogram import BaseMiddleware, Bot, Dispatcher, Router
 from aiogram.types import ErrorEvent, TelegramObject
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -40,6 +40,28 @@ def bot_config(settings: Settings) -> BotConfig:
         zone=settings.zone,
         payment_provider_token=settings.provider_token,
     )
+
+
+def run_filters_on_loop(root: Router) -> None:
+    """aiogram runs every filter that is a plain function (`F.data.startswith(...)`, a
+    lambda) in a worker thread, in case it blocks; an update passes a dozen of them on its way
+    through the routers, and each thread hop costs more than the check. Ours are all quick,
+    pure looks at the update, so they run on the event loop instead."""
+    for router in root.chain_tail:
+        for observer in router.observers.values():
+            # `_handler` holds the router-level filters (`router.message.filter(...)`).
+            for handler in (observer._handler, *observer.handlers):
+                for check in handler.filters or ():
+                    if not check.awaitable:
+                        check.callback = _on_loop(check.callback)
+                        check.awaitable = True
+
+
+def _on_loop(check: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    async def on_loop(*args: Any, **kwargs: Any) -> Any:
+        return check(*args, **kwargs)
+
+    return on_loop
 
 
 def create_dispatcher(
@@ -82,6 +104,7 @@ def create_dispatcher(
         broadcasts.router(config), managers_report.router(config), managers.router(config),
         payments.router(config), prospect.router(),
     )  # fmt: skip
+    run_filters_on_loop(dp)
 
     @dp.errors()
     async def on_error(event: ErrorEvent, bot: Bot) -> bool:

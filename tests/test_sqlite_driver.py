@@ -1,0 +1,156 @@
+"""The SQLite driver's writer gate and pool (bot/sqlite_driver.py, bot/db.py), and the
+dispatcher's filters on the event loop (bot/dispatcher.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from aiogram import F, Router
+from aiogram.types import Chat, Message, User
+from sqlalchemy import exc, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot import db, transactions
+from bot.dispatcher import run_filters_on_loop
+
+
+@pytest.fixture
+async def file_engine(tmp_path: Path) -> AsyncEngine:
+    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'gate.sqlite3'}")
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE t (x INTEGER)"))
+    yield engine
+    await engine.dispose()
+
+
+async def _count(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int((await connection.execute(text("SELECT count(*) FROM t"))).scalar_one())
+
+
+async def test_a_second_writer_waits_for_the_first_to_commit(file_engine: AsyncEngine) -> None:
+    events: list[str] = []
+    first_wrote = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def first() -> None:
+        async with file_engine.connect() as connection:
+            await connection.execute(text("INSERT INTO t VALUES (1)"))
+            events.append("first wrote")
+            first_wrote.set()
+            await go_on.wait()
+            events.append("first commits")
+            await connection.commit()
+
+    async def second() -> None:
+        await first_wrote.wait()
+        async with file_engine.connect() as connection:
+            # SQLite itself would refuse this write at once while the first holds the lock:
+            # only the gate makes it wait.
+            await connection.execute(text("PRAGMA busy_timeout=0"))
+            await connection.execute(text("INSERT INTO t VALUES (2)"))
+            events.append("second wrote")
+            await connection.commit()
+
+    async def reader() -> None:
+        await first_wrote.wait()
+        # A read needs no gate: WAL serves it while the first writer holds the lock.
+        assert await _count(file_engine) == 0
+        events.append("read")
+        await asyncio.sleep(0.1)  # the second writer is at the gate by now
+        go_on.set()
+
+    await asyncio.wait_for(asyncio.gather(first(), second(), reader()), 10)
+    assert events == ["first wrote", "read", "first commits", "second wrote"]
+    assert await _count(file_engine) == 2
+
+
+async def test_rollback_and_statements_outside_a_transaction_give_the_gate_back(
+    file_engine: AsyncEngine,
+) -> None:
+    async with file_engine.connect() as connection:
+        await connection.execute(text("INSERT INTO t VALUES (1)"))
+        await connection.rollback()
+    # DDL opens no transaction in the driver: the gate goes back after the statement.
+    async with file_engine.connect() as connection:
+        await connection.execute(text("CREATE TABLE u (y INTEGER)"))
+    async with file_engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t VALUES (3)"))
+    assert await _count(file_engine) == 1
+
+
+async def test_a_connection_closed_in_its_transaction_gives_the_gate_back(
+    file_engine: AsyncEngine,
+) -> None:
+    connection = await file_engine.connect()
+    await connection.execute(text("INSERT INTO t VALUES (1)"))
+    await connection.invalidate()  # the driver's connection is closed, its write undone
+    async with file_engine.begin() as other:
+        await asyncio.wait_for(other.execute(text("INSERT INTO t VALUES (2)")), 5)
+    assert await _count(file_engine) == 1
+
+
+async def test_a_gate_held_too_long_fails_as_a_locked_database(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'slow.sqlite3'}"
+    engine = db.create_engine(url)
+    holder = await engine.connect()
+    try:
+        await holder.execute(text("CREATE TABLE t (x INTEGER)"))
+        await holder.execute(text("INSERT INTO t VALUES (1)"))
+        # The gate gives up after the driver's busy timeout; shortened for the test.
+        pool_connection = await holder.get_raw_connection()
+        gate = pool_connection.driver_connection._gate
+        gate.timeout = 0.2
+        async with engine.connect() as waiting:
+            with pytest.raises(exc.OperationalError, match="database is locked") as raised:
+                await waiting.execute(text("INSERT INTO t VALUES (2)"))
+        assert transactions.is_retryable(raised.value)
+    finally:
+        await holder.close()
+        await engine.dispose()
+
+
+async def test_a_sqlite_file_has_a_fixed_pool(file_engine: AsyncEngine) -> None:
+    pool = file_engine.pool
+    assert pool.size() == db.SQLITE_POOL_SIZE
+    assert pool._max_overflow == 0  # type: ignore[attr-defined]
+
+
+def _message(text_: str, chat_type: str = "private") -> Message:
+    return Message(
+        message_id=1,
+        date=0,
+        chat=Chat(id=5, type=chat_type),
+        from_user=User(id=5, is_bot=False, first_name="P"),
+        text=text_,
+    )
+
+
+async def test_plain_filters_run_on_the_loop_and_still_decide(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = Router()
+    child = Router()
+    root.include_router(child)
+    child.message.filter(F.chat.type == "private")
+
+    @child.message(F.text.startswith("/go"), lambda message: len(message.text) < 10)
+    async def go(message: Message) -> str:
+        return "went"
+
+    run_filters_on_loop(root)
+
+    async def no_thread(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a filter went to a worker thread")
+
+    monkeypatch.setattr(asyncio, "to_thread", no_thread)
+    observer = child.message
+    for handler in (observer._handler, *observer.handlers):
+        assert all(check.awaitable for check in handler.filters or ())
+    assert await root.propagate_event("message", _message("/go")) == "went"
+    unhandled = await root.propagate_event("message", _message("/stop"))
+    assert unhandled is not None and unhandled != "went"
+    in_a_group = await root.propagate_event("message", _message("/go", "group"))
+    assert in_a_group != "went"
