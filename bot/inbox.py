@@ -15,13 +15,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from aiogram import Bot, Dispatcher
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import Update as UpdateStatement
@@ -38,6 +38,7 @@ KEEP_HANDLED = timedelta(hours=48)
 DEFAULT_CONCURRENCY = 64
 POLL_TIMEOUT_SECONDS = 10
 MAX_BACKOFF_SECONDS = 30.0
+INBOX = cast(Table, InboxUpdate.__table__)
 
 
 @dataclass
@@ -58,11 +59,13 @@ class AlreadyHandled(Exception):
 
 def mark_handled(update_id: int, now: datetime) -> UpdateStatement:
     """The statement that marks an update handled; its payload (texts, names) goes."""
+    # On the table, not the mapped class: the ORM's bulk-update path costs more than the
+    # statement, in every update's commit.
+    table = INBOX
     return (
-        update(InboxUpdate)
-        .where(InboxUpdate.update_id == update_id, InboxUpdate.handled_at.is_(None))
+        update(table)
+        .where(table.c.update_id == update_id, table.c.handled_at.is_(None))
         .values(handled_at=now, payload="")
-        .execution_options(synchronize_session=False)
     )
 
 
@@ -84,13 +87,15 @@ async def store(session: AsyncSession, updates: Sequence[Update], now: datetime)
         }
         for u in updates
     ]
+    # One statement for any number of rows, its parameters apart (the driver's "insert many
+    # values" with RETURNING): compiled once and cached, where `.values(rows)` was compiled
+    # again for every batch, half the cost of storing an update.
     statement = (
-        _insert(session)(InboxUpdate)
-        .values(rows)
+        _insert(session)(INBOX)
         .on_conflict_do_nothing(index_elements=["update_id"])
-        .returning(InboxUpdate.update_id)
+        .returning(INBOX.c.update_id)
     )
-    return set((await session.scalars(statement)).all())
+    return set((await session.execute(statement, rows)).scalars().all())
 
 
 async def pending(session: AsyncSession, limit: int) -> list[tuple[int, str]]:
