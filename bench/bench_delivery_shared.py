@@ -28,23 +28,21 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import sys
 import tempfile
 import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import aiohttp
 from sqlalchemy import func, select
 from telegram_emulator import DEFAULT_TOKEN, TelegramEmulator
 
 from bench.wave import MIN_SHARE, add_wave, busiest_second, pacing
 from bot import db
 from bot.settings import DEFAULT_SCRIPT
+from devtools.webhook_instance import WebhookInstance
 from funnel.core.models import Touch
 from funnel.script.loading import load_script
 from funnel.script.schema import SendWindow
@@ -154,81 +152,14 @@ def open_zone(window: SendWindow, now: datetime) -> str:
     return "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Instance:
-    """`python -m bot run --webhook` in a process of its own, as an operator runs it."""
-
-    def __init__(self, name: str, workdir: Path, env: dict[str, str]) -> None:
-        self.name = name
-        self.port = _free_port()
-        self.log_path = workdir / f"{name}.log"
-        self.workdir = workdir
-        self.env = {**env, "WEBHOOK_LISTEN": f"127.0.0.1:{self.port}"}
-        self._process: asyncio.subprocess.Process | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._log = self.log_path.open("ab")
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", "--webhook",
-            cwd=self.workdir, env=self.env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=self._log,
-        )  # fmt: skip
-
-    async def wait_healthy(self, timeout: float) -> None:  # noqa: ASYNC109
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
-            while True:
-                if self._process is not None and self._process.returncode is not None:
-                    raise RuntimeError(f"instance {self.name} exited at start-up\n{self.tail()}")
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with http.get(self.url + "/healthz") as response:
-                        if response.status == 200:
-                            return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"instance {self.name} not healthy\n{self.tail()}")
-                await asyncio.sleep(0.2)
-
-    async def sends(self) -> dict[str, float]:
-        """This instance's sends by outcome, from its /metrics."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        async with aiohttp.ClientSession() as http, http.get(self.url + "/metrics") as response:
-            body = await response.text()
-        return {
-            sample.labels["outcome"]: sample.value
-            for family in text_string_to_metric_families(body)
-            for sample in family.samples
-            if sample.name == "leadbot_sends_total"
-        }
-
-    async def stop(self, timeout: float = 30.0) -> int | None:  # noqa: ASYNC109
-        process = self._process
-        if process is not None and process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), timeout)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return process.returncode if process is not None else None
-
-    def tail(self, lines: int = 30) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+async def _stop(instance: WebhookInstance) -> int | None:
+    """Its exit code; None when it had to be killed."""
+    try:
+        return await instance.terminate(30)
+    except TimeoutError:
+        return None
+    finally:
+        await instance.close()
 
 
 async def _wait_for_wave(emu: TelegramEmulator, touches: int, rate: float) -> None:
@@ -288,7 +219,7 @@ async def run(
                     "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
                 }
                 names = [chr(ord("a") + n) for n in range(count)]
-                instances = [Instance(name, workdir, env) for name in names]
+                instances = [WebhookInstance(name, workdir, env) for name in names]
                 try:
                     started = time.perf_counter()
                     await asyncio.gather(*(i.start() for i in instances))
@@ -297,9 +228,9 @@ async def run(
                     await _wait_for_wave(emu, touches, rate)
                     seconds = time.perf_counter() - started
                     await asyncio.sleep(SETTLE_SECONDS)
-                    per_instance = [await i.sends() for i in instances]
+                    per_instance = [await i.metrics() for i in instances]
                 finally:
-                    codes = [await i.stop() for i in instances]
+                    codes = [await _stop(i) for i in instances]
                 logs = {i.name: i.tail() for i in instances}
                 requests = emu.requests_for("sendMessage")
                 too_many = emu.stats.too_many_requests
@@ -319,7 +250,10 @@ async def run(
     first = min((r.at for r in sends), default=0.0)
     # When the 429s came (seconds into the wave): one burst or spread over it.
     refused_at = sorted(round(r.at - first, 1) for r in requests if r.status == 429)
-    sent_by = {name: int(s.get("sent", 0)) for name, s in zip(names, per_instance, strict=True)}
+    sent_by = {
+        name: int(figures.get("leadbot_sends_total{outcome=sent}", 0))
+        for name, figures in zip(names, per_instance, strict=True)
+    }
     total = sum(sent_by.values())
     shares = {name: round(n / total, 4) if total else 0.0 for name, n in sent_by.items()}
     ok = (

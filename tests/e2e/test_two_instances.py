@@ -18,25 +18,22 @@ and uses Redis database 5, flushed before and after.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import secrets
-import signal
 import socket
 import sys
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from telegram_emulator import SimUser, TelegramEmulator
 from telegram_emulator.server import DEFAULT_TOKEN
 
+from bench.wave import busiest_second
+from devtools.webhook_instance import WebhookInstance
 from tests.e2e.conftest import HOT, WARM
 
 pytestmark = pytest.mark.slow
@@ -67,12 +64,6 @@ def _answers(host: tuple[str, int]) -> bool:
             return True
     except OSError:
         return False
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -109,15 +100,12 @@ async def _flush_redis() -> None:
         await client.aclose()
 
 
-class Instance:
-    """`python -m bot run --webhook` in a process of its own, as an operator runs it."""
-
-    def __init__(self, name: str, emu: TelegramEmulator, database: str, workdir: Path,
-                 manager_chat_id: int) -> None:  # fmt: skip
-        self.name = name
-        self.port = _free_port()
-        self.log_path = workdir / f"{name}.log"
-        self.env = {
+def _instance(name: str, emu: TelegramEmulator, database: str, workdir: Path,
+              manager_chat_id: int) -> WebhookInstance:  # fmt: skip
+    return WebhookInstance(
+        name,
+        workdir,
+        {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "emulator")]),
             "BOT_TOKEN": DEFAULT_TOKEN,
@@ -126,7 +114,6 @@ class Instance:
             "REDIS_URL": REDIS_URL,
             "WEBHOOK_URL": "https://bot.school.example/telegram",
             "WEBHOOK_SECRET": SECRET,
-            "WEBHOOK_LISTEN": f"127.0.0.1:{self.port}",
             "WEBHOOK_PATH": PATH,
             "TICK_SECONDS": "0.5",
             "TIME_SCALE": "1",
@@ -136,69 +123,8 @@ class Instance:
             "ADMIN_IDS": "",
             "CRM_WEBHOOK_URL": "",
             "LOG_LEVEL": "WARNING",
-        }
-        self._process: asyncio.subprocess.Process | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._log = self.log_path.open("ab")
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", "--webhook",
-            cwd=self.log_path.parent, env=self.env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=self._log,
-        )  # fmt: skip
-
-    async def wait_healthy(self, timeout: float) -> None:  # noqa: ASYNC109
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
-            while True:
-                if self._process is not None and self._process.returncode is not None:
-                    raise RuntimeError(f"{self.name} exited at start-up\n{self.tail()}")
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with http.get(self.url + "/healthz") as response:
-                        if response.status == 200:
-                            return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.name} not healthy in {timeout:.0f}s\n{self.tail()}")
-                await asyncio.sleep(0.3)
-
-    async def metrics(self) -> dict[str, float]:
-        """Sample name with labels -> value, e.g. 'leadbot_updates_total{type=message}'."""
-        async with aiohttp.ClientSession() as http, http.get(self.url + "/metrics") as response:
-            body = await response.text()
-        values: dict[str, float] = {}
-        for family in text_string_to_metric_families(body):
-            for sample in family.samples:
-                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-                values[f"{sample.name}{{{labels}}}"] = float(sample.value)
-        return values
-
-    async def terminate(self, timeout: float = 60.0) -> int:  # noqa: ASYNC109
-        process = self._process
-        if process is None or process.returncode is not None:
-            return process.returncode if process is not None else 0
-        process.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(process.wait(), timeout)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            raise
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.terminate(30)
-        if self._log is not None:
-            self._log.close()
-
-    def tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        },
+    )
 
 
 async def _migrate(database: str, workdir: Path) -> None:
@@ -242,16 +168,6 @@ async def _loop_stalls(longest: list[float], every: float = 0.01) -> None:
         longest[0] = max(longest[0], loop.time() - before - every)
 
 
-def _busiest_second(times: list[float]) -> int:
-    times = sorted(times)
-    busiest, start = 0, 0
-    for end, moment in enumerate(times):
-        while moment - times[start] >= 1.0:
-            start += 1
-        busiest = max(busiest, end - start + 1)
-    return busiest
-
-
 async def _rows(database: str, query: str) -> list[Any]:
     import asyncpg
 
@@ -272,7 +188,7 @@ async def test_two_instances_behind_a_balancer_send_nothing_twice(
         group = emu.add_group("Отдел продаж", members=[manager])
         await group.add_bot(by=manager)
         await _migrate(database, tmp_path)
-        instances = [Instance(n, emu, database, tmp_path, group.id) for n in ("a", "b")]
+        instances = [_instance(n, emu, database, tmp_path, group.id) for n in ("a", "b")]
         # The balancer in front: the public URL of setWebhook leads to both, in turn.
         emu.webhook.configure(
             targets=[i.url + PATH for i in instances], duplicate_rate=0.25, seed=11
@@ -357,7 +273,7 @@ async def test_two_instances_behind_a_balancer_send_nothing_twice(
         # Messages only ("typing..." is not one); a request arrives a little after its slot
         # (ARRIVAL_SLACK), hence a little slack on the strict window.
         sends = [r.at for r in emu.requests if r.method in MESSAGES and r.ok]
-        busiest = _busiest_second(sends)
+        busiest = busiest_second(sends)
         # The emulator stamps a request when its loop reads it: while that loop stood still
         # (the machine busy elsewhere), requests sent on time pile up and are stamped at once.
         piled_up = math.ceil(TELEGRAM_RATE * longest[0])
