@@ -82,8 +82,10 @@ class WebhookInstance:
         """SIGTERM, and its exit code; a process still running after `timeout` is killed
         and TimeoutError raised (a graceful stop must not take that long)."""
         process = self._process
-        if process is None or process.returncode is not None:
-            return process.returncode if process is not None else 0
+        if process is None:
+            return 0
+        if process.returncode is not None:
+            return process.returncode
         process.send_signal(signal.SIGTERM)
         try:
             return await asyncio.wait_for(process.wait(), timeout)
