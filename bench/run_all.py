@@ -81,6 +81,18 @@ def benches() -> list[Bench]:
             ],
         ),
         Bench(
+            "stack-floor",
+            ["-m", "bench.bench_stack_floor", "--json"],
+            ["-m", "bench.bench_stack_floor", "--json", "--steps", "200"],
+            [
+                Check("one answer's database work, async ORM", "orm_step_us", "us"),
+                Check("the same through Core", "core_step_us", "us"),
+                Check("the same SQL through sqlite3 alone", "sqlite3_step_us", "us"),
+                Check("an update stored in the inbox", "inbox_store_us", "us"),
+                Check("a session with one statement", "one_statement_session_us", "us"),
+            ],
+        ),
+        Bench(
             "burst",
             ["-m", "bench.bench_burst", "--json"],
             ["-m", "bench.bench_burst", "--json", "--starts", "300"],

@@ -31,3 +31,18 @@ def test_cpu_benchmark_drives_both_bots_through_whole_dialogues(tmp_path: Path) 
         assert figures["requests"]["sendMessage"] == 6 * 5
         assert figures["requests"]["answerCallbackQuery"] == 6 * 4
     assert result["ratio"] > 0
+
+
+def test_stack_floor_benchmark_runs_each_way_of_writing_an_answer() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.bench_stack_floor", "--json", "--steps", "20"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for figure in ("orm_step_us", "core_step_us", "sqlite3_step_us", "inbox_store_us"):
+        assert result[figure] > 0
+    # The same SQL in the same file: the driver's own statements cannot cost more than the
+    # stack's on top of them.
+    assert result["sqlite3_step_us"] < result["orm_step_us"]
