@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
@@ -37,36 +38,65 @@ from sqlalchemy.engine import URL
 _READS = ("SELECT", "PRAGMA", "EXPLAIN")
 
 
+class _Turn:
+    """The gate on one event loop: the lock and the connection holding it."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.holder: weakref.ref[_Connection] | None = None
+
+
 class WriterGate:
     """One writing transaction at a time among one process's connections to one file.
 
     Taken before a statement that may write, when its connection is in no transaction, and
     given back when the connection leaves its transaction (commit, rollback, close, or a
     statement that opened none). Waiting longer than the busy timeout fails as SQLite would,
-    "database is locked", which the update's or job's retry handles."""
+    "database is locked", which the update's or job's retry handles. A holder that went away
+    without giving it back (closed, collected, or out of its transaction: a path that missed
+    the hooks below) loses it at the next check; at worst two writers then meet SQLite's own
+    lock and busy timeout, as without the gate."""
+
+    CHECK_SECONDS = 1.0
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         # asyncio.Lock belongs to one event loop; tests run several loops one after another.
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+        self._turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turn] = (
             weakref.WeakKeyDictionary()
         )
 
-    def _lock(self) -> asyncio.Lock:
+    def _turn(self) -> _Turn:
         loop = asyncio.get_running_loop()
-        lock = self._locks.get(loop)
-        if lock is None:
-            lock = self._locks[loop] = asyncio.Lock()
-        return lock
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = _Turn()
+        return turn
 
-    async def take(self) -> asyncio.Lock:
-        lock = self._lock()
-        try:
-            async with asyncio.timeout(self.timeout):
-                await lock.acquire()
-        except TimeoutError:
-            raise sqlite3.OperationalError("database is locked") from None
-        return lock
+    async def take(self, taker: _Connection) -> _Turn:
+        turn = self._turn()
+        deadline = time.monotonic() + self.timeout
+        while True:
+            wait = min(self.CHECK_SECONDS, deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(max(wait, 0.0)):
+                    await turn.lock.acquire()
+            except TimeoutError:
+                holder = turn.holder() if turn.holder is not None else None
+                if turn.lock.locked() and (holder is None or not holder.writing):
+                    turn.holder = None
+                    turn.lock.release()
+                    continue
+                if time.monotonic() >= deadline:
+                    raise sqlite3.OperationalError("database is locked") from None
+                continue
+            turn.holder = weakref.ref(taker)
+            return turn
+
+    @staticmethod
+    def give_back(turn: _Turn) -> None:
+        turn.holder = None
+        turn.lock.release()
 
 
 def _may_write(sql: str) -> bool:
@@ -121,7 +151,16 @@ class _Connection(aiosqlite.Connection):
     def __init__(self, connector: Any, gate: WriterGate, **options: Any) -> None:
         super().__init__(connector, **options)
         self._gate = gate
-        self._held: asyncio.Lock | None = None
+        self._turn: _Turn | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._connection is None
+
+    @property
+    def writing(self) -> bool:
+        """Whether the connection is in a transaction (a write's, since it holds the gate)."""
+        return not self.closed and self._conn.in_transaction
 
     def cursor(self) -> _Cursor:  # type: ignore[override]
         # SQLAlchemy enters the cursor with `async with`; aiosqlite.Cursor supports it.
@@ -130,8 +169,8 @@ class _Connection(aiosqlite.Connection):
     async def gated(self, sql: str, run: Callable[..., Any], *args: Any) -> Any:
         """Runs a statement on the driver's thread, with the writer gate if it may begin a
         write."""
-        if self._held is None and _may_write(sql) and not self._conn.in_transaction:
-            self._held = await self._gate.take()
+        if self._turn is None and _may_write(sql) and not self._conn.in_transaction:
+            self._turn = await self._gate.take(self)
         try:
             return await self._execute(run, *args)
         finally:
@@ -139,9 +178,13 @@ class _Connection(aiosqlite.Connection):
 
     def _settle(self) -> None:
         """Gives the gate back once the connection is out of its transaction."""
-        if self._held is not None and (self._connection is None or not self._conn.in_transaction):
-            held, self._held = self._held, None
-            held.release()
+        if self._turn is not None and (self.closed or not self._conn.in_transaction):
+            self._give_back()
+
+    def _give_back(self) -> None:
+        turn, self._turn = self._turn, None
+        if turn is not None:
+            self._gate.give_back(turn)
 
     async def commit(self) -> None:
         try:
@@ -158,9 +201,12 @@ class _Connection(aiosqlite.Connection):
         try:
             await super().close()
         finally:
-            if self._held is not None:
-                held, self._held = self._held, None
-                held.release()
+            self._give_back()
+
+    def stop(self) -> Any:
+        # SQLAlchemy's forced termination of a connection (aiosqlite 0.22.1 and later).
+        self._give_back()
+        return super().stop()
 
 
 def async_creator(url: URL, **connect_args: Any) -> Any:

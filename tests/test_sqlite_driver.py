@@ -12,7 +12,7 @@ from aiogram.types import Chat, Message, User
 from sqlalchemy import exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import db, transactions
+from bot import db, sqlite_driver, transactions
 from bot.dispatcher import run_filters_on_loop
 
 
@@ -87,6 +87,20 @@ async def test_a_connection_closed_in_its_transaction_gives_the_gate_back(
     connection = await file_engine.connect()
     await connection.execute(text("INSERT INTO t VALUES (1)"))
     await connection.invalidate()  # the driver's connection is closed, its write undone
+    async with file_engine.begin() as other:
+        await asyncio.wait_for(other.execute(text("INSERT INTO t VALUES (2)")), 5)
+    assert await _count(file_engine) == 1
+
+
+async def test_a_gate_its_holder_lost_is_taken_back(
+    file_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_driver.WriterGate, "CHECK_SECONDS", 0.05)
+    async with file_engine.connect() as connection:
+        await connection.execute(text("INSERT INTO t VALUES (1)"))
+        driver = (await connection.get_raw_connection()).driver_connection
+        driver._turn = None  # as if a path around the driver's hooks ended the transaction
+        await connection.rollback()
     async with file_engine.begin() as other:
         await asyncio.wait_for(other.execute(text("INSERT INTO t VALUES (2)")), 5)
     assert await _count(file_engine) == 1
