@@ -16,8 +16,8 @@ from bot import sqlite_driver
 from bot.paths import shipped
 from funnel.core.models import Base
 
-# How long a writer waits for SQLite's lock before the driver gives up; the update or job is
-# then retried in a fresh transaction (bot/transactions.py).
+# How long a writer waits for SQLite's lock (another process's) before the driver gives up;
+# the update or job is then retried in a fresh transaction (bot/transactions.py).
 SQLITE_BUSY_SECONDS = 30.0
 # Connections to a SQLite file, none beyond: SQLite has one writer (the process's writers take
 # turns at bot/sqlite_driver.py's gate), so more connections only wait. Overflow connections
@@ -60,11 +60,11 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    # WAL lets the report read while the bot writes; the busy timeout makes a second
-    # writer wait instead of failing; NORMAL sync is durable with WAL at commit.
+    # WAL lets the report read while the bot writes; NORMAL sync is durable with WAL at
+    # commit. The busy timeout is the driver's (bot/sqlite_driver.py): SQLITE_BUSY_SECONDS
+    # on its thread, none for a statement on the loop.
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -1,28 +1,39 @@
-"""SQLite for the async engine with one trip to the driver's thread per statement.
+"""SQLite for the async engine: quick statements run on the event loop, the rest on the
+driver's thread, and the process's writers take turns.
 
-aiosqlite runs every call on the connection in its own thread and hands the result back to
-the event loop: SQLAlchemy's adapter makes four such trips per statement (open a cursor,
-execute, fetch the rows, close the cursor) and one for each commit and rollback. Each trip
-wakes a thread and the loop again, and on this bot's short statements the trips cost five
-times the SQL (about 0.35 ms of CPU against 0.07 ms for the statement itself).
+aiosqlite runs every call on the connection in a thread of its own and hands the result back
+to the event loop. On this bot's statements (a lead by its id, an answer inserted, a few tens
+of microseconds of SQL each) the hand-off is what costs: waking the thread, the thread
+waiting for the interpreter lock the loop holds, waking the loop again. It was a third of the
+bot's CPU per update. What the thread is for is a statement that may take long: one that waits
+for another process's write lock, or that reads or writes much (a report on a million leads,
+a purge). So:
 
-Only a statement can wait (for the write lock, up to the busy timeout), so only a statement
-and a commit go to the thread, the statement with its rows in the same trip; opening and
-closing a cursor, reading rows already fetched and rolling back never wait and run where they
-are called. Calls on one connection are never concurrent: SQLAlchemy awaits each before the
-next, which is what lets the sqlite3 connection be used from both threads.
+- **A statement known to be quick runs where it is called**, on the loop's thread, with
+  SQLite's busy timeout at zero: if another process holds the lock, SQLite says so at once
+  and the statement goes to the thread after all, to wait there as long as the busy timeout
+  allows. Known means: the same SQL text ran before and never took more than QUICK_SECONDS
+  of CPU. A statement seen for the first time, or slow once, runs on the thread (and is
+  timed there).
+- **Commits run where they are called**: with `synchronous=NORMAL` a WAL commit appends to
+  the log without a sync. The pooled connections do not checkpoint at a commit
+  (`wal_autocheckpoint=0`, which would sync on the loop); `Checkpoints` copies the log back
+  into the file every CHECKPOINT_EVERY commits on a thread and a connection of its own.
+- **Writers take turns** (`WriterGate`): SQLite has one writer, and a second one otherwise
+  waits in SQLite's busy handler, sleeping in steps of up to 100 ms with its pooled
+  connection checked out (under load the pool then opened and closed overflow connections all
+  the time). A writer waits for its turn on the loop instead, which is also what lets a quick
+  write run there: within the process, nothing else holds the lock.
 
-The process's connections to one file also take turns to write (`WriterGate`): SQLite has one
-writer, and a second one otherwise waits in SQLite's busy handler, sleeping in steps of up to
-100 ms with its pooled connection checked out. Under load those sleeps made replies late and
-the pool open and close overflow connections all the time (a thread, a connection and a cold
-page cache each), about 1 ms of CPU per update. Waiting on the loop for the gate costs neither.
-Other processes on the file (a migration, a CLI report) still meet the busy timeout.
+Calls on one connection are never concurrent: SQLAlchemy awaits each before the next, which
+is what lets the sqlite3 connection be used from both threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 import time
 import weakref
@@ -34,8 +45,36 @@ import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import URL
 
+log = logging.getLogger("leadbot.db")
+
 # Statements that never begin a write: anything else takes the gate first.
 _READS = ("SELECT", "PRAGMA", "EXPLAIN")
+# CPU a statement may have taken, every time it ran, to run on the loop.
+QUICK_SECONDS = 0.002
+# Distinct statements remembered (SQLAlchemy builds the same texts again and again; a text
+# with values inlined would grow this without end). Past it, everything is learnt anew.
+KNOWN_STATEMENTS = 4096
+# Commits between two checkpoints (a commit here writes a few pages to the log).
+CHECKPOINT_EVERY = 200
+
+
+class _Costs:
+    """The most CPU each statement (by its SQL text) took, for the quick-or-not choice."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[str, float] = {}
+
+    def quick(self, sql: str) -> bool:
+        seconds = self._seconds.get(sql)
+        return seconds is not None and seconds <= QUICK_SECONDS
+
+    def learn(self, sql: str, seconds: float) -> None:
+        # Called on the loop's thread and on the driver's: one dict operation at a time.
+        known = self._seconds.get(sql, 0.0)
+        if seconds > known:
+            if known == 0.0 and len(self._seconds) >= KNOWN_STATEMENTS:
+                self._seconds.clear()
+            self._seconds[sql] = seconds
 
 
 class _Turn:
@@ -99,8 +138,64 @@ class WriterGate:
         turn.lock.release()
 
 
+class Checkpoints:
+    """Copies the write-ahead log back into the database file, off the loop: a passive
+    checkpoint (it waits for no reader or writer) every CHECKPOINT_EVERY commits, on a
+    thread with a connection of its own. Without it the log would grow for as long as the
+    bot runs; SQLite still checkpoints when the last connection closes."""
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection] | None) -> None:
+        self._connector = connector  # None: an in-memory database, no log
+        self._commits = 0
+        self._running: asyncio.Future[None] | None = None
+        self.done = 0
+
+    def committed(self) -> None:
+        self._commits += 1
+        idle = self._running is None or self._running.done()
+        if self._commits >= CHECKPOINT_EVERY and self._connector is not None and idle:
+            self._commits = 0
+            self._running = asyncio.ensure_future(asyncio.to_thread(self._checkpoint))
+
+    def _checkpoint(self) -> None:
+        assert self._connector is not None
+        try:
+            connection = self._connector()
+            try:
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                connection.close()
+            self.done += 1
+        except sqlite3.Error as error:
+            # Tried again after the next CHECKPOINT_EVERY commits.
+            log.warning(
+                "db.checkpoint_failed: the SQLite log was not copied back this time",
+                extra={"event": "db.checkpoint_failed", "error": type(error).__name__},
+            )
+
+    async def wait(self) -> None:
+        if self._running is not None:
+            with contextlib.suppress(Exception):
+                await self._running
+
+
+class _File:
+    """What the process's connections to one database file share."""
+
+    def __init__(self, timeout: float, checkpointer: Callable[[], sqlite3.Connection] | None):
+        self.busy_ms = int(timeout * 1000)
+        self.gate = WriterGate(timeout)
+        self.costs = _Costs()
+        self.checkpoints = Checkpoints(checkpointer)
+
+
 def _may_write(sql: str) -> bool:
     return not sql.lstrip()[:7].upper().startswith(_READS)
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY and its extended codes: another connection holds the lock."""
+    return getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
 
 
 class _Cursor(aiosqlite.Cursor):
@@ -109,18 +204,26 @@ class _Cursor(aiosqlite.Cursor):
         self._owner = conn
         self._rows: list[Any] | None = None
 
-    def _run(self, sql: str, parameters: Any) -> None:
-        self._cursor.execute(sql, parameters)
-        # The rows come back in the same trip: a statement's result is read whole anyway.
-        self._rows = self._cursor.fetchall() if self._cursor.description else None
+    def run(self, many: bool, sql: str, parameters: Any) -> None:
+        """The statement and its rows, timed (CPU of the calling thread) for `_Costs`."""
+        started = time.thread_time()
+        try:
+            if many:
+                self._rows = None
+                self._cursor.executemany(sql, parameters)
+            else:
+                self._cursor.execute(sql, parameters)
+                # The rows come with the statement: a statement's result is read whole anyway.
+                self._rows = self._cursor.fetchall() if self._cursor.description else None
+        finally:
+            self._owner.file.costs.learn(sql, time.thread_time() - started)
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> _Cursor:
-        await self._owner.gated(sql, self._run, sql, [] if parameters is None else parameters)
+        await self._owner.statement(self, False, sql, [] if parameters is None else parameters)
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> _Cursor:
-        self._rows = None
-        await self._owner.gated(sql, self._cursor.executemany, sql, parameters)
+        await self._owner.statement(self, True, sql, parameters)
         return self
 
     def _take(self, size: int | None) -> list[Any]:
@@ -148,9 +251,9 @@ class _Cursor(aiosqlite.Cursor):
 
 
 class _Connection(aiosqlite.Connection):
-    def __init__(self, connector: Any, gate: WriterGate, **options: Any) -> None:
+    def __init__(self, connector: Any, file: _File, **options: Any) -> None:
         super().__init__(connector, **options)
-        self._gate = gate
+        self.file = file
         self._turn: _Turn | None = None
 
     @property
@@ -166,13 +269,29 @@ class _Connection(aiosqlite.Connection):
         # SQLAlchemy enters the cursor with `async with`; aiosqlite.Cursor supports it.
         return _Cursor(self, self._conn.cursor())
 
-    async def gated(self, sql: str, run: Callable[..., Any], *args: Any) -> Any:
-        """Runs a statement on the driver's thread, with the writer gate if it may begin a
-        write."""
-        if self._turn is None and _may_write(sql) and not self._conn.in_transaction:
-            self._turn = await self._gate.take(self)
+    def _waiting(self, call: Callable[[], None]) -> None:
+        """On the driver's thread: `call` with the busy timeout, which otherwise stays at zero
+        so that a statement on the loop never waits for a lock."""
+        self._conn.execute(f"PRAGMA busy_timeout={self.file.busy_ms}")
         try:
-            return await self._execute(run, *args)
+            call()
+        finally:
+            self._conn.execute("PRAGMA busy_timeout=0")
+
+    async def statement(self, cursor: _Cursor, many: bool, sql: str, parameters: Any) -> None:
+        """Runs a statement, after taking the writer gate if it may begin a write."""
+        if self._turn is None and _may_write(sql) and not self._conn.in_transaction:
+            self._turn = await self.file.gate.take(self)
+        try:
+            if self.file.costs.quick(sql):
+                try:
+                    cursor.run(many, sql, parameters)
+                    return
+                except sqlite3.OperationalError as error:
+                    if not _is_busy(error):
+                        raise
+                    # Another process holds the lock: wait for it on the thread.
+            await self._execute(self._waiting, partial(cursor.run, many, sql, parameters))
         finally:
             self._settle()
 
@@ -184,11 +303,21 @@ class _Connection(aiosqlite.Connection):
     def _give_back(self) -> None:
         turn, self._turn = self._turn, None
         if turn is not None:
-            self._gate.give_back(turn)
+            self.file.gate.give_back(turn)
 
     async def commit(self) -> None:
         try:
-            await super().commit()
+            if self._connection is None:
+                raise ValueError("Connection closed")  # as aiosqlite says it
+            wrote = self._conn.in_transaction
+            try:
+                self._conn.commit()
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error):
+                    raise
+                await self._execute(self._waiting, self._conn.commit)
+            if wrote:
+                self.file.checkpoints.committed()
         finally:
             self._settle()
 
@@ -211,14 +340,24 @@ class _Connection(aiosqlite.Connection):
 
 def async_creator(url: URL, **connect_args: Any) -> Any:
     """The engine's `async_creator` for a SQLite URL: the dialect's own connect arguments
-    (file, URI options) and `connect_args`, the connection usable from the loop's thread."""
+    (file, URI options) and `connect_args` (`timeout`: the busy timeout, for statements on
+    the driver's thread), the connection usable from the loop's thread."""
     args, options = SQLiteDialect_aiosqlite().create_connect_args(url)
+    timeout = float(connect_args.pop("timeout", options.pop("timeout", 5.0)))
     options = {**options, **connect_args, "check_same_thread": False}
-    connector = partial(sqlite3.connect, *args, **options)
-    gate = WriterGate(float(options.get("timeout", 5.0)))
+    connector = partial(sqlite3.connect, *args, **options, timeout=0.0)
+    in_memory = url.database in (None, "", ":memory:") or "memory" in str(url.query)
+    file = _File(timeout, None if in_memory else partial(sqlite3.connect, *args, **options,
+                                                          timeout=timeout))  # fmt: skip
+
+    def opened() -> sqlite3.Connection:
+        connection = connector()
+        # Checkpoints come from `Checkpoints`, off the loop, not from a commit on it.
+        connection.execute("PRAGMA wal_autocheckpoint=0")
+        return connection
 
     async def connect() -> aiosqlite.Connection:
-        connection = _Connection(connector, gate, iter_chunk_size=64)
+        connection = _Connection(opened, file, iter_chunk_size=64)
         connection._thread.daemon = True  # as SQLAlchemy does: a forgotten one never hangs exit
         return await connection
 

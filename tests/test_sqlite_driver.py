@@ -4,7 +4,9 @@ dispatcher's filters on the event loop (bot/dispatcher.py)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiogram import F, Router
@@ -115,7 +117,7 @@ async def test_a_gate_held_too_long_fails_as_a_locked_database(tmp_path: Path) -
         await holder.execute(text("INSERT INTO t VALUES (1)"))
         # The gate gives up after the driver's busy timeout; shortened for the test.
         pool_connection = await holder.get_raw_connection()
-        gate = pool_connection.driver_connection._gate
+        gate = pool_connection.driver_connection.file.gate
         gate.timeout = 0.2
         async with engine.connect() as waiting:
             with pytest.raises(exc.OperationalError, match="database is locked") as raised:
@@ -168,3 +170,98 @@ async def test_plain_filters_run_on_the_loop_and_still_decide(
     assert unhandled is not None and unhandled != "went"
     in_a_group = await root.propagate_event("message", _message("/go", "group"))
     assert in_a_group != "went"
+
+
+def _hand_offs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Counts the calls that went to the driver's thread."""
+    calls: list[str] = []
+    original = sqlite_driver._Connection._execute
+
+    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(getattr(fn, "__name__", repr(fn)))
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite_driver._Connection, "_execute", counted)
+    return calls
+
+
+async def test_a_quick_statement_runs_on_the_loop_once_known(
+    file_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _hand_offs(monkeypatch)
+    async with file_engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t VALUES (:x)"), {"x": 1})  # seen first
+    first = len(calls)
+    assert first == 1  # the statement; the commit ran on the loop
+    for x in range(2, 6):
+        async with file_engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t VALUES (:x)"), {"x": x})
+    assert len(calls) == first  # known quick: none went to the thread
+    assert await _count(file_engine) == 5
+
+
+async def test_a_slow_statement_stays_on_the_thread(
+    file_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_driver, "QUICK_SECONDS", 0.0)  # every statement counts as slow
+    calls = _hand_offs(monkeypatch)
+    slow = text("SELECT count(*) FROM t")
+    async with file_engine.connect() as connection:
+        for _ in range(3):
+            await connection.execute(slow)
+    assert len(calls) == 3
+
+
+async def test_a_quick_write_meeting_another_process_s_lock_waits_off_the_loop(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "other.sqlite3"
+    engine = db.create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE t (x INTEGER)"))
+        for x in range(2):  # the insert is known quick by now
+            async with engine.begin() as connection:
+                await connection.execute(text("INSERT INTO t VALUES (:x)"), {"x": x})
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")  # another process's write lock
+        ticks = 0
+
+        async def ticking() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.02)
+                ticks += 1
+
+        ticker = asyncio.create_task(ticking())
+        release = asyncio.get_running_loop().call_later(0.5, other.rollback)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(text("INSERT INTO t VALUES (:x)"), {"x": 9})
+        finally:
+            release.cancel()
+            ticker.cancel()
+            other.close()
+        # The write waited for the lock (about 0.5 s) while the loop went on ticking.
+        assert ticks >= 10
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT count(*) FROM t"))).scalar_one() == 3
+    finally:
+        await engine.dispose()
+
+
+async def test_the_log_is_checkpointed_off_the_loop(
+    file_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_driver, "CHECKPOINT_EVERY", 20)
+    async with file_engine.connect() as connection:
+        # A pooled connection never checkpoints at a commit, on the loop.
+        automatic = await connection.execute(text("PRAGMA wal_autocheckpoint"))
+        assert automatic.scalar_one() == 0
+        driver = (await connection.get_raw_connection()).driver_connection
+    for x in range(45):
+        async with file_engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t VALUES (:x)"), {"x": x})
+    await driver.file.checkpoints.wait()
+    assert driver.file.checkpoints.done >= 1
+    assert await _count(file_engine) == 45
