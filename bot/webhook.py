@@ -30,7 +30,7 @@ import logging
 import sqlite3
 import time
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiogram import Bot, Dispatcher
 from aiogram.types import Update
@@ -41,12 +41,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import inbox, transactions
 from bot.metrics import CONTENT_TYPE, Metrics
-from bot.settings import split_address
+from bot.settings import Settings, split_address
 from funnel.core.clock import Clock
 from funnel.core.models import InboxUpdate
-
-if TYPE_CHECKING:
-    from bot.app import App
 
 log = logging.getLogger("leadbot.webhook")
 
@@ -180,13 +177,34 @@ def allowed_updates(dispatcher: Dispatcher) -> list[str]:
     return sorted(set(dispatcher.resolve_used_update_types()) | set(ALWAYS_ALLOWED))
 
 
+class Served(Protocol):
+    """What the server needs of the application it serves (bot/app.py's App)."""
+
+    @property
+    def bot(self) -> Bot: ...
+    @property
+    def dispatcher(self) -> Dispatcher: ...
+    @property
+    def engine(self) -> AsyncEngine: ...
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
 class WebServer:
     """The aiohttp server of one App: `/healthz`, `/metrics` and, in webhook mode, the
     webhook path. `start()` listens; `stop_accepting()`, then `close()` are the stop."""
 
     def __init__(
         self,
-        app: App,
+        app: Served,
         listen: str,
         *,
         webhook_path: str | None = None,
