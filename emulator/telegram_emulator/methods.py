@@ -11,6 +11,7 @@ from typing import Any
 
 from .errors import ApiError, bad_request, forbidden
 from .html_entities import HtmlParseError, ParsedText, parse_html, strip_text
+from .inbound import member_object
 from .limits import RateLimiter
 from .markup import ParsedMarkup, parse_reply_markup
 from .params import Upload
@@ -694,41 +695,8 @@ class BotApi:
         if chat.is_group and chat.bot_status in ("left", "kicked"):
             raise forbidden("bot is not a member of the supergroup chat")
         if user_id == bot.id:
-            return self.member_object(bot.to_api(), chat.bot_status)
+            return member_object(bot.to_api(), chat.bot_status)
         user = self.world.users.get(user_id)
         if user is None:
             raise bad_request("user not found")
-        return self.member_object(user.to_api(), self.world.member_status(chat.id, user_id))
-
-    @staticmethod
-    def member_object(user: dict[str, Any], status: str) -> dict[str, Any]:
-        """A ChatMember of the right subtype for `status`."""
-        if status == "creator":
-            return {"status": "creator", "user": user, "is_anonymous": False}
-        if status == "administrator":
-            rights = (
-                "can_manage_chat",
-                "can_delete_messages",
-                "can_manage_video_chats",
-                "can_restrict_members",
-                "can_promote_members",
-                "can_change_info",
-                "can_invite_users",
-                "can_post_stories",
-                "can_edit_stories",
-                "can_delete_stories",
-                "can_send_welcome_messages",
-            )
-            member: dict[str, Any] = {
-                "status": "administrator",
-                "user": user,
-                "can_be_edited": False,
-                "is_anonymous": False,
-            }
-            member.update(dict.fromkeys(rights, True))
-            return member
-        if status == "kicked":
-            return {"status": "kicked", "user": user, "until_date": 0}
-        if status == "member":
-            return {"status": "member", "user": user}
-        return {"status": "left", "user": user}
+        return member_object(user.to_api(), self.world.member_status(chat.id, user_id))

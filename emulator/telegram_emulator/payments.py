@@ -12,14 +12,12 @@ import contextlib
 import re
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from .errors import bad_request
+from .inbound import post_message
 from .markup import parse_reply_markup
 from .state import BotIdentity, BotMessage, Button, ChatRecord, UserMessage, UserRecord, World
-
-if TYPE_CHECKING:
-    from .methods import BotApi
 
 # Telegram waits this long for answerPreCheckoutQuery, then the payment fails.
 PRE_CHECKOUT_SECONDS = 10.0
@@ -128,10 +126,27 @@ def _label(total_amount: int, currency: str) -> str:
 # -- Bot API methods --------------------------------------------------------------------------
 
 
+class Api(Protocol):
+    """What the payment methods use of the Bot API they extend (methods.py's BotApi)."""
+
+    world: World
+
+    def _chat(self, params: dict[str, Any]) -> ChatRecord: ...
+    def _check_can_write(self, chat: ChatRecord) -> None: ...
+    def _flood_check(self, bot: BotIdentity, chat: ChatRecord) -> None: ...
+    def _message_raw(
+        self,
+        bot: BotIdentity,
+        chat: ChatRecord,
+        message: BotMessage,
+        inline: dict[str, Any] | None,
+    ) -> dict[str, Any]: ...
+
+
 class PaymentMethods:
     """sendInvoice, answerPreCheckoutQuery and refundStarPayment for one BotApi."""
 
-    def __init__(self, api: BotApi) -> None:
+    def __init__(self, api: Api) -> None:
         self.api = api
         self.world = api.world
 
@@ -293,8 +308,6 @@ class PaymentMethods:
 def _post(
     world: World, chat: ChatRecord, user: UserRecord, kind: str, content: dict[str, Any]
 ) -> UserMessage:
-    from .users import post_message
-
     extra: dict[str, Any] = {kind: content}
     return post_message(world, chat, user, kind=kind, **extra)
 

@@ -3,12 +3,10 @@ what the bot sent them (event-driven waiting, no polling)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .html_entities import utf16_len
-from .methods import BotApi
+from .inbound import MessageRef, command_entities, member_object, post_message
 from .state import (
     BotMessage,
     CallbackAnswer,
@@ -25,20 +23,6 @@ if TYPE_CHECKING:
 # Waiting helpers take `timeout=` on purpose (hence the ASYNC109 waivers): a test reads
 # `await user.next_message(timeout=2)`, like the other Telegram test clients.
 DEFAULT_TIMEOUT = 5.0
-_BOT_COMMAND = re.compile(r"(?<!\S)/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{3,32})?")
-MessageRef = BotMessage | int
-
-
-def command_entities(text: str) -> list[dict[str, Any]]:
-    """`bot_command` entities the way Telegram marks them (offsets in UTF-16 units)."""
-    return [
-        {
-            "type": "bot_command",
-            "offset": utf16_len(text[: match.start()]),
-            "length": utf16_len(match.group()),
-        }
-        for match in _BOT_COMMAND.finditer(text)
-    ]
 
 
 def _describe(messages: list[BotMessage]) -> str:
@@ -471,8 +455,8 @@ class SimGroup(_ChatReader):
                 "chat": self.chat.to_api(),
                 "from": by.to_api(),
                 "date": self._world.now(),
-                "old_chat_member": BotApi.member_object(bot, old_status),
-                "new_chat_member": BotApi.member_object(bot, new_status),
+                "old_chat_member": member_object(bot, old_status),
+                "new_chat_member": member_object(bot, new_status),
             },
         )
 
@@ -492,49 +476,3 @@ class SimGroup(_ChatReader):
         if self._world.member_status(self.id, user.id) in ("left", "kicked"):
             raise PermissionError(f"user {user.id} is not a member of group {self.id}")
         return post_message(self._world, self.chat, user.record, text=text, reply_to=reply_to)
-
-
-def post_message(
-    world: World,
-    chat: ChatRecord,
-    user: UserRecord,
-    *,
-    kind: str = "text",
-    text: str | None = None,
-    reply_to: MessageRef | None = None,
-    **content: Any,
-) -> UserMessage:
-    """Store a message from `user` in `chat` and queue the `message` update for the bot."""
-    message = UserMessage(
-        message_id=chat.next_message_id(),
-        chat_id=chat.id,
-        user_id=user.id,
-        date=world.now(),
-        kind=kind,
-        text=text,
-    )
-    raw: dict[str, Any] = {
-        "message_id": message.message_id,
-        "from": user.to_api(),
-        "chat": chat.to_api(),
-        "date": message.date,
-    }
-    if text is not None:
-        raw["text"] = text
-        if entities := command_entities(text):
-            raw["entities"] = entities
-    raw.update(content)
-    if reply_to is not None:
-        reply_id = reply_to.message_id if isinstance(reply_to, BotMessage) else reply_to
-        original = chat.by_id.get(reply_id)
-        replied = original.raw if original is not None else None
-        if replied is None and reply_id in chat.user_messages:
-            replied = chat.user_messages[reply_id].raw
-        if replied is None:
-            raise LookupError(f"no message {reply_id} in chat {chat.id} to reply to")
-        raw["reply_to_message"] = {k: v for k, v in replied.items() if k != "reply_to_message"}
-    message.raw = raw
-    chat.user_messages[message.message_id] = message
-    if not chat.is_group or chat.bot_status not in ("left", "kicked"):
-        world.enqueue("message", raw)
-    return message
