@@ -70,10 +70,10 @@ class _Costs:
 
     def learn(self, sql: str, seconds: float) -> None:
         # Called on the loop's thread and on the driver's: one dict operation at a time.
-        known = self._seconds.get(sql, 0.0)
-        if seconds > known:
-            if known == 0.0 and len(self._seconds) >= KNOWN_STATEMENTS:
-                self._seconds.clear()
+        known = self._seconds.get(sql)
+        if known is None and len(self._seconds) >= KNOWN_STATEMENTS:
+            self._seconds.clear()
+        if known is None or seconds > known:
             self._seconds[sql] = seconds
 
 

@@ -265,3 +265,17 @@ async def test_the_log_is_checkpointed_off_the_loop(
     await driver.file.checkpoints.wait()
     assert driver.file.checkpoints.done >= 1
     assert await _count(file_engine) == 45
+
+
+def test_a_statement_slow_once_is_never_quick_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    costs = sqlite_driver._Costs()
+    assert not costs.quick("SELECT 1")  # never seen: the thread
+    costs.learn("SELECT 1", 0.00001)
+    assert costs.quick("SELECT 1")
+    costs.learn("SELECT 1", 1.0)  # one slow run
+    costs.learn("SELECT 1", 0.00001)
+    assert not costs.quick("SELECT 1")
+    monkeypatch.setattr(sqlite_driver, "KNOWN_STATEMENTS", 3)
+    for n in range(5):  # texts without end (values inlined) are forgotten, not hoarded
+        costs.learn(f"SELECT {n}", 0.00001)
+    assert len(costs._seconds) <= 3

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.core.inputs import parse_lead_id, parse_username
@@ -25,8 +25,18 @@ class Profile:
     language: str | None = None
 
 
+# The reads every update makes, built once: building and keying a statement costs more than
+# running it.
+_LEAD_BY_USER = select(Lead).where(Lead.user_id == bindparam("user_id"))
+_CURRENT_ANSWERS = (
+    select(Answer)
+    .where(Answer.lead_id == bindparam("lead_id"), Answer.superseded.is_(False))
+    .order_by(Answer.id)
+)
+
+
 async def lead_by_user(session: AsyncSession, user_id: int) -> Lead | None:
-    return (await session.scalars(select(Lead).where(Lead.user_id == user_id))).first()
+    return (await session.scalars(_LEAD_BY_USER, {"user_id": user_id})).first()
 
 
 async def lead_by_id(session: AsyncSession, lead_id: int) -> Lead | None:
@@ -96,12 +106,7 @@ def add_answer(session: AsyncSession, lead: Lead, question: str, option: str | N
 
 async def current_answers(session: AsyncSession, lead_id: int) -> list[Answer]:
     """The answers of the lead's current attempt, oldest first."""
-    query = (
-        select(Answer)
-        .where(Answer.lead_id == lead_id, Answer.superseded.is_(False))
-        .order_by(Answer.id)
-    )
-    return list((await session.scalars(query)).all())
+    return list((await session.scalars(_CURRENT_ANSWERS, {"lead_id": lead_id})).all())
 
 
 async def supersede_answers(session: AsyncSession, lead_id: int) -> None:
