@@ -81,7 +81,16 @@ def create_dispatcher(
     # The handlers know these by their protocols (handlers/dependencies.py), not by their class.
     reloader: ScriptReloader = scripts
     handing_off: HandOffPort = handoff
-    dp = Dispatcher(config=config, scripts=reloader, clock=clock, handoff=handing_off, **extra)
+    # No aiogram FSM: a dialogue's position lives in the database (survives a restart, is
+    # shared by instances), and its middleware would build a context per update for nothing.
+    dp = Dispatcher(
+        disable_fsm=True,
+        config=config,
+        scripts=reloader,
+        clock=clock,
+        handoff=handing_off,
+        **extra,
+    )
     for middleware in outer:
         dp.update.outer_middleware(middleware)
     dp.update.outer_middleware(PerUserOrder())
