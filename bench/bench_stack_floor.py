@@ -94,7 +94,7 @@ async def run(steps: int, workdir: Path) -> dict[str, float]:
                 StageEvent(lead_id=lead.id, from_stage="new", to_stage="engaged", at=now,
                            cause="answered")
             )  # fmt: skip
-            await session.execute(inbox.mark_handled(update_id, now))
+            await session.execute(inbox.MARK_HANDLED, inbox.handled(update_id, now))
             await session.commit()
 
     async def core_step(number: int) -> None:
@@ -116,7 +116,7 @@ async def run(steps: int, workdir: Path) -> dict[str, float]:
                 events.insert().values(lead_id=lead.id, from_stage="new", to_stage="engaged",
                                        at=now, cause="answered")
             )  # fmt: skip
-            await connection.execute(inbox.mark_handled(update_id, now))
+            await connection.execute(inbox.MARK_HANDLED, inbox.handled(update_id, now))
 
     raw = sqlite3.connect(path, isolation_level=None)
     stamp = now.isoformat(sep=" ")

@@ -21,10 +21,9 @@ from aiogram import Bot, Dispatcher
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.sql.dml import Update as UpdateStatement
 
 from bot import transactions
 from funnel.core.clock import Clock
@@ -57,16 +56,19 @@ class AlreadyHandled(Exception):
         self.update_id = update_id
 
 
-def mark_handled(update_id: int, now: datetime) -> UpdateStatement:
-    """The statement that marks an update handled; its payload (texts, names) goes."""
-    # On the table, not the mapped class: the ORM's bulk-update path costs more than the
-    # statement, in every update's commit.
-    table = INBOX
-    return (
-        update(table)
-        .where(table.c.update_id == update_id, table.c.handled_at.is_(None))
-        .values(handled_at=now, payload="")
-    )
+# Marks an update handled; its payload (texts, names) goes. On the table, not the mapped
+# class: the ORM's bulk-update path costs more than the statement, in every update's commit;
+# and built once, with its values bound at each execution (`handled(...)`).
+MARK_HANDLED = (
+    update(INBOX)
+    .where(INBOX.c.update_id == bindparam("marked_id"), INBOX.c.handled_at.is_(None))
+    .values(handled_at=bindparam("marked_at"), payload="")
+)
+
+
+def handled(update_id: int, now: datetime) -> dict[str, Any]:
+    """MARK_HANDLED's parameters for one update."""
+    return {"marked_id": update_id, "marked_at": now}
 
 
 def _insert(session: AsyncSession) -> Any:
@@ -275,5 +277,5 @@ class Poller:
 
     async def _mark(self, update_id: int) -> None:
         async with self.sessions() as session:
-            await session.execute(mark_handled(update_id, self.clock.now()))
+            await session.execute(MARK_HANDLED, handled(update_id, self.clock.now()))
             await session.commit()

@@ -253,7 +253,9 @@ class _CommitWatch:
 
     def before_commit(self, sync_session: Session) -> None:
         if self.inbox_id is not None and not self.committed:
-            marked = sync_session.execute(inbox.mark_handled(self.inbox_id, self.clock.now()))
+            marked = sync_session.execute(
+                inbox.MARK_HANDLED, inbox.handled(self.inbox_id, self.clock.now())
+            )
             if getattr(marked, "rowcount", 1) == 0:
                 # Another instance (or a recovery) handled this update first: this
                 # transaction is undone, so its answer is neither recorded nor replied twice.

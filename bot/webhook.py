@@ -119,7 +119,7 @@ class Handling:
 
     async def _mark(self, update_id: int) -> None:
         async with self.sessions() as session:
-            await session.execute(inbox.mark_handled(update_id, self.clock.now()))
+            await session.execute(inbox.MARK_HANDLED, inbox.handled(update_id, self.clock.now()))
             await session.commit()
 
     async def resume(self, received_by: datetime) -> int:
