@@ -345,13 +345,12 @@ def async_creator(url: URL, **connect_args: Any) -> Any:
     args, options = SQLiteDialect_aiosqlite().create_connect_args(url)
     timeout = float(connect_args.pop("timeout", options.pop("timeout", 5.0)))
     options = {**options, **connect_args, "check_same_thread": False}
-    connector = partial(sqlite3.connect, *args, **options, timeout=0.0)
+    connect_file = partial(sqlite3.connect, *args, **options)
     in_memory = url.database in (None, "", ":memory:") or "memory" in str(url.query)
-    file = _File(timeout, None if in_memory else partial(sqlite3.connect, *args, **options,
-                                                          timeout=timeout))  # fmt: skip
+    file = _File(timeout, None if in_memory else partial(connect_file, timeout=timeout))
 
     def opened() -> sqlite3.Connection:
-        connection = connector()
+        connection = connect_file(timeout=0.0)  # see `_Connection._waiting`
         # Checkpoints come from `Checkpoints`, off the loop, not from a commit on it.
         connection.execute("PRAGMA wal_autocheckpoint=0")
         return connection
