@@ -20,7 +20,8 @@ from bot import db, middlewares, transactions
 from bot.delivery_middleware import RateLimitMiddleware
 from bot.dispatcher import create_dispatcher
 from bot.handoff import HandOff
-from bot.inbox import Poller
+from bot.inbox import Inbox, Poller
+from bot.intake import InboundLimit, Intake
 from bot.managers_loop import JOB_ID as MANAGERS_JOB_ID
 from bot.managers_loop import ManagersLoop
 from bot.metrics import Metrics, RequestMetrics, UpdateMetrics, install_retry_counter
@@ -139,7 +140,15 @@ class App:
             settings, self.sessions, self.scripts, self.clock, self.handoff,
             retry_seconds=retry_seconds, outer=[UpdateMetrics(self.metrics)],
         )  # fmt: skip
-        self.poller = Poller(self.dispatcher, self.bot, self.sessions, self.clock)
+        # One inbox and one fair intake for both modes (bot/inbox.py, bot/intake.py).
+        self.inbox = Inbox(self.sessions, self.clock, self.bot.id)
+        self.intake = Intake(
+            self.dispatcher, self.bot, self.inbox,
+            limit=InboundLimit(settings.inbound_per_minute, settings.inbound_burst),
+            slow_down=self.ask_to_slow_down,
+            inflight=self.metrics.inflight, quieted=self.metrics.quieted,
+        )  # fmt: skip
+        self.poller = Poller(self.bot, self.inbox, self.intake, allowed_updates(self.dispatcher))
         self.scheduler = create_scheduler(
             self.metrics.timed(self.outbox.tick, "outbox"), settings.tick_seconds
         )
@@ -221,6 +230,12 @@ class App:
                 extra={"event": "payment.offer_unsendable", "offer": offer.id,
                        "currency": offer.currency},
             )  # fmt: skip
+
+    async def ask_to_slow_down(self, chat_id: int) -> None:
+        """Once per flood, to the person sending it (bot/intake.py)."""
+        await self.bot.send_message(
+            chat_id, t("updates.slow_down", lang=self.scripts.current.language)
+        )
 
     async def send_digest(self) -> None:
         """09:00 in the school's zone: yesterday in numbers, to every admin."""

@@ -15,26 +15,28 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from aiogram import Bot, Dispatcher
+from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
-from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import transactions
 from funnel.core.clock import Clock
-from funnel.core.models import InboxUpdate
+from funnel.core.models import InboxUpdate, update_digest
+
+if TYPE_CHECKING:
+    from bot.intake import Intake
 
 log = logging.getLogger("leadbot.inbox")
 
 # Telegram keeps an unconfirmed update for 24 hours; a handled row is kept twice as long so
 # a delivery of it again is still recognised.
 KEEP_HANDLED = timedelta(hours=48)
-DEFAULT_CONCURRENCY = 64
 POLL_TIMEOUT_SECONDS = 10
 MAX_BACKOFF_SECONDS = 30.0
 INBOX = cast(Table, InboxUpdate.__table__)
@@ -51,9 +53,9 @@ class Receipt:
 class AlreadyHandled(Exception):
     """The update's inbox row was marked handled by another transaction first."""
 
-    def __init__(self, update_id: int) -> None:
-        super().__init__(f"update {update_id} was handled already")
-        self.update_id = update_id
+    def __init__(self, row: int) -> None:
+        super().__init__(f"inbox row {row} was handled already")
+        self.row = row
 
 
 # Marks an update handled; its payload (texts, names) goes. On the table, not the mapped
@@ -61,14 +63,14 @@ class AlreadyHandled(Exception):
 # and built once, with its values bound at each execution (`handled(...)`).
 MARK_HANDLED = (
     update(INBOX)
-    .where(INBOX.c.update_id == bindparam("marked_id"), INBOX.c.handled_at.is_(None))
+    .where(INBOX.c.id == bindparam("marked_id"), INBOX.c.handled_at.is_(None))
     .values(handled_at=bindparam("marked_at"), payload="")
 )
 
 
-def handled(update_id: int, now: datetime) -> dict[str, Any]:
-    """MARK_HANDLED's parameters for one update."""
-    return {"marked_id": update_id, "marked_at": now}
+def handled(row: int, now: datetime) -> dict[str, Any]:
+    """MARK_HANDLED's parameters for one inbox row."""
+    return {"marked_id": row, "marked_at": now}
 
 
 def _insert(session: AsyncSession) -> Any:
@@ -76,39 +78,59 @@ def _insert(session: AsyncSession) -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
-async def store(session: AsyncSession, updates: Sequence[Update], now: datetime) -> set[int]:
-    """Writes updates not seen before; returns the ids that are new."""
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """An update written to the inbox, with its row's id (what marks it handled)."""
+
+    row: int
+    update: Update
+
+
+async def store(
+    session: AsyncSession, updates: Sequence[Update], now: datetime, bot_id: int = 0
+) -> list[Stored]:
+    """Writes the updates not seen before; returns those, in their order."""
     if not updates:
-        return set()
-    rows = [
-        {
-            "update_id": u.update_id,
-            "payload": u.model_dump_json(exclude_unset=True, by_alias=True),
-            "received_at": now,
-            "handled_at": None,
-        }
-        for u in updates
-    ]
+        return []
+    rows = []
+    for u in updates:
+        payload = u.model_dump_json(exclude_unset=True, by_alias=True)
+        rows.append(
+            {
+                "bot_id": bot_id,
+                "update_id": u.update_id,
+                "digest": update_digest(payload),
+                "payload": payload,
+                "received_at": now,
+                "handled_at": None,
+            }
+        )
     # One statement for any number of rows, its parameters apart (the driver's "insert many
     # values" with RETURNING): compiled once and cached, where `.values(rows)` was compiled
     # again for every batch, half the cost of storing an update.
     statement = (
         _insert(session)(INBOX)
-        .on_conflict_do_nothing(index_elements=["update_id"])
-        .returning(INBOX.c.update_id)
+        .on_conflict_do_nothing(index_elements=["bot_id", "update_id", "digest"])
+        .returning(INBOX.c.id, INBOX.c.update_id, INBOX.c.digest)
     )
-    return set((await session.execute(statement, rows)).scalars().all())
+    new = {(u, d): row for row, u, d in (await session.execute(statement, rows)).all()}
+    stored = []
+    for item, values in zip(updates, rows, strict=True):
+        row = new.pop((item.update_id, values["digest"]), None)
+        if row is not None:
+            stored.append(Stored(row, item))
+    return stored
 
 
-async def pending(session: AsyncSession, limit: int) -> list[tuple[int, str]]:
-    """Updates received and not handled yet, oldest first."""
-    rows = await session.execute(
-        select(InboxUpdate.update_id, InboxUpdate.payload)
-        .where(InboxUpdate.handled_at.is_(None))
-        .order_by(InboxUpdate.update_id)
-        .limit(limit)
-    )
-    return [(update_id, payload) for update_id, payload in rows.all()]
+async def pending(
+    session: AsyncSession, limit: int, received_by: datetime | None = None
+) -> list[tuple[int, str]]:
+    """Rows received (by `received_by`) and not handled yet, oldest first: (row, payload)."""
+    query = select(InboxUpdate.id, InboxUpdate.payload).where(InboxUpdate.handled_at.is_(None))
+    if received_by is not None:
+        query = query.where(InboxUpdate.received_at <= received_by)
+    rows = await session.execute(query.order_by(InboxUpdate.id).limit(limit))
+    return [(row, payload) for row, payload in rows.all()]
 
 
 async def purge(session: AsyncSession, now: datetime) -> int:
@@ -118,43 +140,177 @@ async def purge(session: AsyncSession, now: datetime) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+class Inbox:
+    """The inbox of one bot: stores what Telegram delivers, recognises what it delivers
+    again, marks rows handled, and knows when the numbering began again.
+
+    Updates are the same when the bot, the id and the contents are (funnel/core/models.py):
+    a restarted Bot API server numbers from the start again, another token on the same
+    database has ids of its own, and neither must meet a bot that drops what it "saw"."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], clock: Clock, bot_id: int
+    ) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.bot_id = bot_id
+        # The highest update id stored for this bot: a new update at or below it means the
+        # server numbers anew (logged once per run, it is worth knowing, not alarming).
+        self.highest: int | None = None
+        self._renumbering_logged = False
+        # Rows from before ids were kept per bot carry no digest: a delivery again of one of
+        # those is recognised by its id alone, until they are purged (48 hours).
+        self._undigested = False
+
+    async def open(self) -> None:
+        """At the start: purge, take over the rows from before the bot's id was kept, and say
+        when the database last belonged to another bot."""
+        await transactions.retrying(self._purge, "inbox.purge")
+        await transactions.retrying(self._open, "inbox.open")
+
+    async def _open(self) -> None:
+        async with self.sessions() as session:
+            previous = await session.scalar(
+                select(InboxUpdate.bot_id)
+                .where(InboxUpdate.bot_id != 0)
+                .order_by(InboxUpdate.id.desc())
+                .limit(1)
+            )
+            if previous is not None and previous != self.bot_id:
+                log.warning(
+                    "inbox.new_bot: this database last received updates for another bot; "
+                    "its update ids are this bot's own, none is taken for a delivery again",
+                    extra={"event": "inbox.new_bot", "bot_id": self.bot_id,
+                           "previous_bot_id": previous},
+                )  # fmt: skip
+            await session.execute(
+                update(INBOX).where(INBOX.c.bot_id == 0).values(bot_id=self.bot_id)
+            )
+            self.highest = await session.scalar(
+                select(func.max(InboxUpdate.update_id)).where(InboxUpdate.bot_id == self.bot_id)
+            )
+            self._undigested = (
+                await session.scalar(
+                    select(InboxUpdate.id).where(InboxUpdate.digest == "").limit(1)
+                )
+            ) is not None
+            await session.commit()
+
+    async def store(self, updates: Sequence[Update]) -> list[Stored]:
+        """Writes what is new in one transaction (tried again while the database is busy);
+        returns it."""
+        return await transactions.retrying(
+            functools.partial(self._store, updates), "inbox.store", budget=float("inf")
+        )
+
+    async def store_within(self, updates: Sequence[Update], seconds: float) -> list[Stored]:
+        return await transactions.retrying(
+            functools.partial(self._store, updates), "inbox.store", budget=seconds
+        )
+
+    async def _store(self, updates: Sequence[Update]) -> list[Stored]:
+        async with self.sessions() as session:
+            if self._undigested:
+                updates = await self._without_undigested(session, updates)
+            new = await store(session, updates, self.clock.now(), self.bot_id)
+            await session.commit()
+        self._watch_numbering(new)
+        return new
+
+    async def _without_undigested(
+        self, session: AsyncSession, updates: Sequence[Update]
+    ) -> Sequence[Update]:
+        seen = set(
+            (
+                await session.scalars(
+                    select(InboxUpdate.update_id).where(
+                        InboxUpdate.digest == "",
+                        InboxUpdate.bot_id == self.bot_id,
+                        InboxUpdate.update_id.in_([u.update_id for u in updates]),
+                    )
+                )
+            ).all()
+        )
+        return [u for u in updates if u.update_id not in seen]
+
+    def _watch_numbering(self, new: Sequence[Stored]) -> None:
+        if not new:
+            return
+        lowest = min(s.update.update_id for s in new)
+        if self.highest is not None and lowest <= self.highest and not self._renumbering_logged:
+            self._renumbering_logged = True
+            log.warning(
+                "inbox.renumbered: the Bot API server hands out update ids seen before (it "
+                "was restarted, or a local server started anew); they are new updates and "
+                "are handled",
+                extra={"event": "inbox.renumbered", "update_id": lowest,
+                       "highest_seen": self.highest},
+            )  # fmt: skip
+        top = max(s.update.update_id for s in new)
+        self.highest = top if self.highest is None else max(self.highest, top)
+
+    async def pending(self, received_by: datetime | None = None) -> list[tuple[int, str]]:
+        async def read() -> list[tuple[int, str]]:
+            async with self.sessions() as session:
+                return await pending(session, 1_000_000, received_by)
+
+        return await transactions.retrying(read, "inbox.pending", budget=float("inf"))
+
+    async def mark(self, rows: Sequence[int]) -> None:
+        """Marks rows handled whose handling committed nothing (it only read, it failed, or
+        it was not handled on purpose)."""
+        if rows:
+            await transactions.retrying(functools.partial(self._mark, rows), "inbox.mark")
+
+    async def _mark(self, rows: Sequence[int]) -> None:
+        now = self.clock.now()
+        async with self.sessions() as session:
+            await session.execute(MARK_HANDLED, [handled(row, now) for row in rows])
+            await session.commit()
+
+    async def purge(self) -> int:
+        return await transactions.retrying(self._purge, "inbox.purge")
+
+    async def _purge(self) -> int:
+        async with self.sessions() as session:
+            count = await purge(session, self.clock.now())
+            await session.commit()
+        return count
+
+
 class Poller:
-    """Long polling through the inbox: fetch, store, confirm, handle (bounded concurrency).
+    """Long polling through the inbox: fetch, store, confirm, hand to the intake
+    (bot/intake.py), which handles them fairly.
 
     `stop()` ends fetching and lets the updates being handled finish (for a while); what is
     left stays in the inbox for the next start."""
 
     def __init__(
         self,
-        dispatcher: Dispatcher,
         bot: Bot,
-        sessions: async_sessionmaker[AsyncSession],
-        clock: Clock,
+        inbox: Inbox,
+        intake: Intake,
+        allowed: list[str],
         *,
-        concurrency: int = DEFAULT_CONCURRENCY,
         poll_timeout: int = POLL_TIMEOUT_SECONDS,
     ) -> None:
-        self.dispatcher = dispatcher
         self.bot = bot
-        self.sessions = sessions
-        self.clock = clock
+        self.inbox = inbox
+        self.intake = intake
+        self.allowed = allowed
         self.poll_timeout = poll_timeout
-        self._slots = asyncio.Semaphore(concurrency)
-        self._handling: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
         """Handles what a previous run left, then polls until `stop()`."""
-        await transactions.retrying(self._purge, "inbox.purge")
-        await self._handle_leftovers()
-        allowed = self.dispatcher.resolve_used_update_types()
+        await self.inbox.open()
+        await resume(self.inbox, self.intake)
         offset: int | None = None
         backoff = 1.0
         while not self._stopping.is_set():
-            await self._slots.acquire()  # fetch only while a handler slot is free
-            self._slots.release()
+            await self.intake.wait_for_space()  # fetch only while a handler slot is free
             try:
-                updates = await self._fetch(offset, allowed)
+                updates = await self._fetch(offset)
             except asyncio.CancelledError:
                 raise
             except (TelegramNetworkError, TelegramAPIError, TimeoutError, OSError) as error:
@@ -165,6 +321,10 @@ class Poller:
                     extra={"event": "polling.retry", "error": type(error).__name__,
                            "retry_in": backoff},
                 )  # fmt: skip
+                # The server may be a new one (a restarted local Bot API server numbers from
+                # the start): ask for what is unconfirmed, not past our old offset. What
+                # was fetched before is recognised in the inbox.
+                offset = None
                 await self._pause(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
@@ -172,35 +332,28 @@ class Poller:
             if not updates:
                 continue
             try:
-                new = await transactions.retrying(
-                    functools.partial(self._store, updates), "inbox.store", budget=float("inf")
-                )
+                new = await self.inbox.store(updates)
             except Exception:
                 # Not stored, so not confirmed: Telegram hands the same updates out again.
                 log.exception("inbox.store_failed", extra={"event": "inbox.store_failed"})
                 await self._pause(backoff)
                 continue
             offset = updates[-1].update_id + 1  # confirmed by the next getUpdates
-            for item in updates:
-                if item.update_id in new:
-                    await self._spawn(item)
+            for stored in new:
+                self.intake.submit(stored)
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         self._stopping.set()
-        if self._handling:
-            _, late = await asyncio.wait(set(self._handling), timeout=grace_seconds)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        await self.intake.drain(grace_seconds)
 
     @property
     def handling(self) -> int:
-        return len(self._handling)
+        return self.intake.count
 
-    async def _fetch(self, offset: int | None, allowed: list[str]) -> list[Update]:
+    async def _fetch(self, offset: int | None) -> list[Update]:
         fetch = asyncio.ensure_future(
             self.bot(GetUpdates(offset=offset, timeout=self.poll_timeout,
-                                allowed_updates=allowed))
+                                allowed_updates=self.allowed))
         )  # fmt: skip
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -218,64 +371,28 @@ class Poller:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _purge(self) -> int:
-        async with self.sessions() as session:
-            count = await purge(session, self.clock.now())
-            await session.commit()
-        return count
 
-    async def _store(self, updates: Sequence[Update]) -> set[int]:
-        async with self.sessions() as session:
-            new = await store(session, updates, self.clock.now())
-            await session.commit()
-        return new
-
-    async def _handle_leftovers(self) -> None:
-        async def read() -> list[tuple[int, str]]:
-            async with self.sessions() as session:
-                return await pending(session, 1_000_000)
-
-        left = await transactions.retrying(read, "inbox.pending", budget=float("inf"))
-        if left:
-            log.warning(
-                "inbox.resumed: handling updates a stopped process had received",
-                extra={"event": "inbox.resumed", "updates": len(left)},
-            )
-        for update_id, payload in left:
-            try:
-                item = Update.model_validate_json(payload)
-            except ValueError:
-                log.error("inbox.unreadable", extra={"event": "inbox.unreadable",
-                                                     "update_id": update_id})  # fmt: skip
-                await self._mark(update_id)
-                continue
-            await self._spawn(item)
-
-    async def _spawn(self, item: Update) -> None:
-        await self._slots.acquire()
-        task = asyncio.create_task(self._handle(item))
-        self._handling.add(task)
-        task.add_done_callback(self._handling.discard)
-
-    async def _handle(self, item: Update) -> None:
-        receipt = Receipt()
+async def resume(
+    inbox: Inbox, intake: Intake, received_by: datetime | None = None, bot: Bot | None = None
+) -> int:
+    """Hands the intake the stored updates nobody handled (received by `received_by`);
+    returns how many."""
+    left = [(row, payload) for row, payload in await inbox.pending(received_by)
+            if not intake.holds(row)]  # fmt: skip
+    unreadable = []
+    for row, payload in left:
         try:
-            await self.dispatcher.feed_update(
-                self.bot, item, inbox_id=item.update_id, inbox_receipt=receipt
-            )
-        except Exception:
-            # The dispatcher's error handler has logged it; the update is not retried forever.
-            pass
-        finally:
-            self._slots.release()
-        if receipt.marked:
-            return
-        with contextlib.suppress(Exception):
-            # Handlers that only read never committed; a failed update is settled too.
-            await transactions.retrying(functools.partial(self._mark, item.update_id),
-                                        "inbox.mark")  # fmt: skip
-
-    async def _mark(self, update_id: int) -> None:
-        async with self.sessions() as session:
-            await session.execute(MARK_HANDLED, handled(update_id, self.clock.now()))
-            await session.commit()
+            item = Update.model_validate_json(payload, context={"bot": bot} if bot else None)
+        except ValueError:
+            log.error("inbox.unreadable", extra={"event": "inbox.unreadable", "row": row})
+            unreadable.append(row)
+            continue
+        intake.submit(Stored(row, item))
+    await inbox.mark(unreadable)
+    spawned = len(left) - len(unreadable)
+    if spawned:
+        log.warning(
+            "inbox.resumed: handling updates a stopped process had received",
+            extra={"event": "inbox.resumed", "updates": spawned},
+        )
+    return spawned

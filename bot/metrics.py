@@ -104,6 +104,11 @@ class Metrics:
         self.inflight = Gauge(
             "leadbot_updates_in_flight", "Updates received and being handled now", registry=r
         )
+        self.quieted = Counter(
+            "leadbot_updates_quieted",
+            "Updates recorded and not answered: their sender passed the inbound limit",
+            registry=r,
+        )
         for outcome in OUTCOMES.values():
             self.sends.labels(outcome)
         for reason in ("bad_secret", "bad_body", "stopping", "store_failed"):

@@ -48,7 +48,8 @@ class PerUserOrder(BaseMiddleware):
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user_id = update_user_id(event) if isinstance(event, Update) else None
-        if user_id is None:
+        if user_id is None or data.get("inbox_express"):
+            # A payment never waits for the user's other updates (bot/intake.py).
             return await handler(event, data)
         lock = self._locks.get(user_id)
         if lock is None:
@@ -160,7 +161,9 @@ class DbSession(BaseMiddleware):
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user_id = update_user_id(event) if isinstance(event, Update) else None
-        if self.user_locks is None or user_id is None:
+        if self.user_locks is None or user_id is None or data.get("inbox_express"):
+            # A payment does not wait for the lock either: the lead's version column keeps
+            # its writes and the user's other update's apart.
             return await self._handle(handler, event, data)
         await transactions.retrying(
             functools.partial(self.user_locks.acquire, user_id), "update.lock"
@@ -185,7 +188,7 @@ class DbSession(BaseMiddleware):
                     return result
                 except inbox.AlreadyHandled:
                     log.info("update.already_handled", extra={"event": "update.already_handled",
-                                                              "update_id": inbox_id})  # fmt: skip
+                                                              "row": inbox_id})  # fmt: skip
                     return None
                 except Exception as error:
                     if commits.committed or not transactions.is_retryable(error, attempt):

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     time_scale: float = Field(default=1.0, ge=1, le=1_000_000)
     rate_per_second: float = Field(default=30.0, gt=0, le=1000)
     paid_broadcast: bool = False
+    # What one person may send (messages and taps): INBOUND_BURST at once, then
+    # INBOUND_PER_MINUTE. Past it their updates are recorded and not answered for a while,
+    # with one "please slow down"; /stop, /forget and payments always pass.
+    inbound_per_minute: float = Field(default=20.0, gt=0, le=100_000)
+    inbound_burst: int = Field(default=10, ge=1, le=100_000)
     # May carry the CRM's secret token: kept secret, never logged.
     crm_webhook_url: SecretStr | None = None
     log_level: str = "INFO"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hmac
 import logging
 import sqlite3
@@ -36,14 +35,14 @@ from aiogram import Bot, Dispatcher
 from aiogram.types import Update
 from aiohttp import web
 from pydantic import ValidationError
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot import inbox, transactions
+from bot import inbox
+from bot.intake import Intake
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.settings import Settings, split_address
 from funnel.core.clock import Clock
-from funnel.core.models import InboxUpdate
 
 log = logging.getLogger("leadbot.webhook")
 
@@ -51,7 +50,6 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # Every kind of update a handler may need, whatever the routers registered today:
 # a payment's pre-checkout query must reach the bot within 10 s or the payment fails.
 ALWAYS_ALLOWED = ("message", "callback_query", "my_chat_member", "pre_checkout_query")
-DEFAULT_CONCURRENCY = 64
 # Storing one update may wait this long for a busy database before Telegram is told to
 # send it again (503).
 STORE_BUDGET_SECONDS = 10.0
@@ -66,111 +64,6 @@ REJECT_LOG_SECONDS = 60.0
 
 class ListenError(RuntimeError):
     """The server cannot listen where it was told (address in use, no permission)."""
-
-
-class Handling:
-    """Stored updates handled in the background, a bounded number at a time; `drain()`
-    is the graceful stop (what does not finish stays in the inbox)."""
-
-    def __init__(
-        self,
-        dispatcher: Dispatcher,
-        bot: Bot,
-        sessions: async_sessionmaker[AsyncSession],
-        clock: Clock,
-        metrics: Metrics,
-        *,
-        concurrency: int = DEFAULT_CONCURRENCY,
-    ) -> None:
-        self.dispatcher = dispatcher
-        self.bot = bot
-        self.sessions = sessions
-        self.clock = clock
-        self.metrics = metrics
-        self._slots = asyncio.Semaphore(concurrency)
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-
-    @property
-    def count(self) -> int:
-        return len(self._tasks)
-
-    def spawn(self, update: Update) -> None:
-        if update.update_id in self._tasks:
-            return
-        task = asyncio.create_task(self._handle(update))
-        self._tasks[update.update_id] = task
-        self.metrics.inflight.inc()
-
-        def done(_task: asyncio.Task[None]) -> None:
-            self._tasks.pop(update.update_id, None)
-            self.metrics.inflight.dec()
-
-        task.add_done_callback(done)
-
-    async def _handle(self, update: Update) -> None:
-        async with self._slots:
-            # The dispatcher's error handler logs a failure; it is not retried forever.
-            with contextlib.suppress(Exception):
-                await self.dispatcher.feed_update(self.bot, update, inbox_id=update.update_id)
-        with contextlib.suppress(Exception):
-            # Handlers that only read never committed; a failed update is settled too.
-            work = functools.partial(self._mark, update.update_id)
-            await transactions.retrying(work, "inbox.mark")
-
-    async def _mark(self, update_id: int) -> None:
-        async with self.sessions() as session:
-            await session.execute(inbox.MARK_HANDLED, inbox.handled(update_id, self.clock.now()))
-            await session.commit()
-
-    async def resume(self, received_by: datetime) -> int:
-        """Spawns the stored updates nobody handled that were received by `received_by`;
-        returns how many."""
-
-        async def read() -> list[tuple[int, str]]:
-            async with self.sessions() as session:
-                query = (
-                    select(InboxUpdate.update_id, InboxUpdate.payload)
-                    .where(InboxUpdate.handled_at.is_(None))
-                    .where(InboxUpdate.received_at <= received_by)
-                    .order_by(InboxUpdate.update_id)
-                )
-                return [(i, p) for i, p in (await session.execute(query)).all()]
-
-        left = await transactions.retrying(read, "inbox.pending")
-        spawned = 0
-        for update_id, payload in left:
-            if update_id in self._tasks:
-                continue
-            try:
-                update = Update.model_validate_json(payload, context={"bot": self.bot})
-            except ValueError:
-                log.error("inbox.unreadable", extra={"event": "inbox.unreadable",
-                                                     "update_id": update_id})  # fmt: skip
-                await transactions.retrying(functools.partial(self._mark, update_id),
-                                            "inbox.mark")  # fmt: skip
-                continue
-            self.spawn(update)
-            spawned += 1
-        if spawned:
-            log.warning(
-                "inbox.resumed: handling updates a stopped process had received",
-                extra={"event": "inbox.resumed", "updates": spawned},
-            )
-        return spawned
-
-    async def drain(self, grace_seconds: float) -> None:
-        tasks = set(self._tasks.values())
-        if not tasks:
-            return
-        _, late = await asyncio.wait(tasks, timeout=grace_seconds)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
-        if late:
-            log.warning(
-                "webhook.drain_timeout: updates left for the next start",
-                extra={"event": "webhook.drain_timeout", "updates": len(late)},
-            )
 
 
 def allowed_updates(dispatcher: Dispatcher) -> list[str]:
@@ -195,6 +88,10 @@ class Served(Protocol):
     @property
     def settings(self) -> Settings: ...
     @property
+    def inbox(self) -> inbox.Inbox: ...
+    @property
+    def intake(self) -> Intake: ...
+    @property
     def created_at(self) -> datetime: ...
 
 
@@ -209,7 +106,6 @@ class WebServer:
         *,
         webhook_path: str | None = None,
         secret: str | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         if webhook_path is not None and not secret:
             raise ValueError("webhook mode needs a secret token")
@@ -218,10 +114,8 @@ class WebServer:
         self.host, self.port = split_address(listen)
         self.webhook_path = webhook_path
         self._secret = (secret or "").encode()
-        self.handling = Handling(
-            app.dispatcher, app.bot, app.sessions, app.clock, app.metrics,
-            concurrency=concurrency,
-        )  # fmt: skip
+        # Shared with the poller's mode: the fair intake of the App (bot/intake.py).
+        self.handling = app.intake
         self.stopping = False
         self._created_at = app.created_at
         self._runner: web.AppRunner | None = None
@@ -253,10 +147,10 @@ class WebServer:
 
     async def resume(self) -> None:
         """Handles what earlier runs left, then keeps taking what a stopped instance left."""
-        await transactions.retrying(self._purge, "inbox.purge")
+        await self.app.inbox.open()
         # Only what arrived before this process began: what another instance received
         # meanwhile is that instance's to handle (the sweep takes it if that one dies).
-        await self.handling.resume(self._created_at)
+        await inbox.resume(self.app.inbox, self.handling, self._created_at, self.app.bot)
         self._sweeping = asyncio.create_task(self._sweep())
 
     @property
@@ -273,7 +167,12 @@ class WebServer:
 
     async def close(self, grace_seconds: float = 10.0) -> None:
         self.stopping = True
-        await self.handling.drain(grace_seconds)
+        late = await self.handling.drain(grace_seconds)
+        if late:
+            log.warning(
+                "webhook.drain_timeout: updates left for the next start",
+                extra={"event": "webhook.drain_timeout", "updates": late},
+            )
         if self._sweeping is not None:
             self._sweeping.cancel()
             await asyncio.gather(self._sweeping, return_exceptions=True)
@@ -287,20 +186,15 @@ class WebServer:
         while not self.stopping:
             await asyncio.sleep(SWEEP_SECONDS)
             try:
-                await self.handling.resume(self.app.clock.now() - STALE_AFTER)
+                stale = self.app.clock.now() - STALE_AFTER
+                await inbox.resume(self.app.inbox, self.handling, stale, self.app.bot)
                 if time.monotonic() - last_purge > PURGE_EVERY_SECONDS:
-                    await transactions.retrying(self._purge, "inbox.purge")
+                    await self.app.inbox.purge()
                     last_purge = time.monotonic()
             except Exception as error:
                 log.warning("inbox.sweep_failed: trying again later",
                             extra={"event": "inbox.sweep_failed",
                                    "error": type(error).__name__})  # fmt: skip
-
-    async def _purge(self) -> int:
-        async with self.app.sessions() as session:
-            count = await inbox.purge(session, self.app.clock.now())
-            await session.commit()
-        return count
 
     # --- the webhook --------------------------------------------------------------------
 
@@ -330,9 +224,7 @@ class WebServer:
         except (ValueError, ValidationError, TypeError):
             return self._reject(request, "bad_body", 400)
         try:
-            new = await transactions.retrying(
-                functools.partial(self._store, update), "inbox.store", budget=STORE_BUDGET_SECONDS
-            )
+            new = await self.app.inbox.store_within([update], STORE_BUDGET_SECONDS)
         except Exception as error:
             log.error(
                 "webhook.store_failed: the update is not acknowledged and Telegram sends it "
@@ -341,17 +233,11 @@ class WebServer:
                        "error": type(error).__name__},
             )  # fmt: skip
             return self._reject(request, "store_failed", 503)
-        if update.update_id in new:
-            self.handling.spawn(update)
+        if new:
+            self.handling.submit(new[0])
         else:
             self.metrics.duplicates.inc()
         return web.Response(status=200)
-
-    async def _store(self, update: Update) -> set[int]:
-        async with self.app.sessions() as session:
-            new = await inbox.store(session, [update], self.app.clock.now())
-            await session.commit()
-        return new
 
     # --- health and metrics -------------------------------------------------------------
 

@@ -6,6 +6,7 @@ Portable between SQLite and PostgreSQL; every time is stored as UTC.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -235,20 +236,41 @@ class Notification(Base):
     )
 
 
+# A BIGINT on PostgreSQL, SQLite's rowid alias there: only an INTEGER primary key is one.
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def update_digest(payload: str) -> str:
+    """A short fingerprint of an update's JSON: the same update delivered again has the same
+    one; an update a restarted Bot API server numbered like an old one has another."""
+    return hashlib.blake2b(payload.encode(), digest_size=8).hexdigest()
+
+
 class InboxUpdate(Base):
     """An update received from Telegram. Written before the polling offset is confirmed and
     marked handled (its payload emptied) in the commit of its handling, so an update fetched
     just before a crash is handled after the restart, and one Telegram delivers again is
-    recognised and skipped. Handled rows are purged after Telegram's retention."""
+    recognised and skipped. Handled rows are purged after Telegram's retention.
+
+    An update is the same one when the bot, its id and its contents are: a Bot API server
+    that starts numbering again (a restarted local server, the emulator) or another bot token
+    on the same database hands out ids seen before, and those updates are new. Rows from
+    before the bot's id was kept carry bot 0 and an empty digest."""
 
     __tablename__ = "inbox"
 
-    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    bot_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    update_id: Mapped[int] = mapped_column(BigInteger)
+    digest: Mapped[str] = mapped_column(String(16), default="")
     payload: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime]
     handled_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_inbox_handled_at", "handled_at"),)
+    __table_args__ = (
+        UniqueConstraint("bot_id", "update_id", "digest", name="uq_inbox_update"),
+        Index("ix_inbox_handled_at", "handled_at"),
+    )
 
 
 class Purchase(Base):

@@ -25,6 +25,7 @@ from funnel.core.models import Answer, InboxUpdate, Lead, Purchase
 from funnel.dialogue.flow import Dialogue
 from funnel.handoff import purchases
 from tests import engines
+from tests.botapi_spec import assert_requests_valid
 from tests.e2e.conftest import HOT, World, fast_limiter, qualify, running_world, settings_for
 
 NAME, USERNAME = "Зоя", "zoya_private"
@@ -189,14 +190,44 @@ async def test_an_update_received_before_a_crash_is_handled_at_the_next_start(
         }
         item = Update.model_validate(payload)
         async with world.sessions() as session:
-            assert await inbox.store(session, [item], clock.now()) == {tap}
+            stored = await inbox.store(session, [item], clock.now(), world.app.bot.id)
+            assert [s.update.update_id for s in stored] == [tap]
             await session.commit()
     async with running_world(emu, tmp_path, clock) as world:
         second = await user.next_message(timeout=10)
         assert second.message_id != question.message_id
         async with world.sessions() as session:
             assert len((await session.scalars(select(Answer))).all()) == 1
-            row = await session.get(InboxUpdate, tap)
+            row = await session.scalar(select(InboxUpdate).where(InboxUpdate.update_id == tap))
             assert row is not None and row.handled_at is not None and row.payload == ""
             # Telegram delivering it once more changes nothing.
-            assert await inbox.store(session, [item], clock.now()) == set()
+            assert await inbox.store(session, [item], clock.now(), world.app.bot.id) == []
+
+
+async def test_a_restarted_bot_api_server_numbering_anew_meets_a_bot_that_answers(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A newcomer's second run: the emulator (or a local Bot API server) restarted, the same
+    database. Its update ids begin again from 1, and the bot answers them."""
+    caplog.set_level(logging.INFO)
+    first = TelegramEmulator(rate_per_second=1000, chat_rate_per_second=200, chat_burst=50)
+    await first.start()
+    port = int(first.base_url.rsplit(":", 1)[1])
+    try:
+        async with running_world(first, tmp_path, clock) as world:
+            anna = world.user("Анна")
+            await anna.send("/start")
+            assert (await anna.next_message(timeout=10)).buttons
+    finally:
+        await first.stop()
+    second = TelegramEmulator(rate_per_second=1000, chat_rate_per_second=200, chat_burst=50)
+    await second.start(port=port)
+    try:
+        async with running_world(second, tmp_path, clock) as world:
+            boris = world.user("Борис")
+            await boris.send("/start")
+            assert (await boris.next_message(timeout=10)).buttons
+        assert_requests_valid(second.requests)
+    finally:
+        await second.stop()
+    assert "inbox.renumbered" in caplog.text

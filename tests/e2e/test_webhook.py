@@ -178,8 +178,8 @@ async def test_a_dialogue_over_the_webhook_each_update_delivered_twice_is_handle
         assert value(families, "leadbot_updates_total", type="callback_query") == len(HOT)
 
 
-async def test_an_update_id_seen_before_is_skipped(
-    emu: TelegramEmulator, tmp_path: Path, clock: FakeClock
+async def test_an_update_delivered_again_is_skipped_and_one_numbered_anew_is_handled(
+    emu: TelegramEmulator, tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with webhook_app(emu, tmp_path, clock) as app:
         user = emu.add_user("Анна")
@@ -187,15 +187,21 @@ async def test_an_update_id_seen_before_is_skipped(
         assert await post(app, update, SECRET) == 200
         first = await user.next_message()
         assert await post(app, update, SECRET) == 200  # Telegram resending it
-        assert await post(app, start_update(700_001, user.id, "/start other"), SECRET) == 200
+        assert await post(app, update, SECRET) == 200
         assert app.web is not None
         await app.web.handling.drain(5)
         assert [m.message_id for m in user.messages] == [first.message_id]
         families = await scrape(app)
         assert value(families, "leadbot_updates_duplicate_total") == 2
+        # A Bot API server started anew hands out the same id for another update: it is
+        # new, it is answered, and the log says why ids repeat.
+        other = emu.add_user("Борис")
+        assert await post(app, start_update(700_001, other.id, "/start other"), SECRET) == 200
+        assert (await other.next_message()).buttons
         async with app.sessions() as session:
             lead = await session.scalar(select(Lead).where(Lead.user_id == user.id))
         assert lead is not None and lead.source == "vk_ads"
+    assert "inbox.renumbered" in caplog.text
 
 
 async def test_metrics_has_every_family_with_sensible_values(
@@ -331,14 +337,15 @@ async def test_an_update_stored_and_not_handled_is_handled_at_the_next_start(
     # What a kill right after the 200 leaves: the update stored, never handled.
     async with webhook_app(emu, tmp_path, clock) as app, app.sessions() as session:
         update = Update.model_validate(start_update(600_001, user.id))
-        assert await inbox.store(session, [update], clock.now()) == {600_001}
+        stored = await inbox.store(session, [update], clock.now(), app.bot.id)
+        assert [s.update.update_id for s in stored] == [600_001]
         await session.commit()
     assert not user.messages
     async with webhook_app(emu, tmp_path, clock) as app:
         message = await user.next_message(timeout=10)
         assert "1 из 4" in message.plain_text
         async with app.sessions() as session:
-            row = await session.get(InboxUpdate, 600_001)
+            row = await session.scalar(select(InboxUpdate).where(InboxUpdate.update_id == 600_001))
         assert row is not None and row.handled_at is not None and row.payload == ""
 
 
