@@ -145,6 +145,7 @@ class App:
         self.intake = Intake(
             self.dispatcher, self.bot, self.inbox,
             limit=InboundLimit(settings.inbound_per_minute, settings.inbound_burst),
+            staff=settings.admin_ids, staff_chat=settings.manager_chat_id,
             slow_down=self.ask_to_slow_down,
             inflight=self.metrics.inflight, quieted=self.metrics.quieted,
         )  # fmt: skip

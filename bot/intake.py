@@ -94,6 +94,14 @@ def goes_first(update: Update) -> bool:
     return False
 
 
+def chat_id_of(update: Update) -> int | None:
+    message = update.message or update.edited_message
+    if message is None and update.callback_query is not None:
+        message = update.callback_query.message  # type: ignore[assignment]
+    chat = getattr(message, "chat", None)
+    return int(chat.id) if chat is not None else None
+
+
 def chat_of(update: Update) -> int | None:
     """The private chat to tell about a flood, if the update came from one."""
     message = update.message or update.edited_message
@@ -177,6 +185,8 @@ class Intake:
         concurrency: int = DEFAULT_CONCURRENCY,
         express: int = EXPRESS_CONCURRENCY,
         limit: InboundLimit | None = None,
+        staff: frozenset[int] = frozenset(),
+        staff_chat: int | None = None,
         slow_down: SlowDown | None = None,
         inflight: Gauge | None = None,
         quieted: Counter | None = None,
@@ -186,6 +196,10 @@ class Intake:
         self.inbox = inbox
         self.concurrency = concurrency
         self.limit = limit
+        # The school's own people (admins, and anyone in the managers' chat) are never quieted:
+        # a broadcast wizard or a busy hour of cards is not a flood.
+        self.staff = staff
+        self.staff_chat = staff_chat
         self.slow_down = slow_down
         self.inflight = inflight
         self.quieted = quieted
@@ -232,7 +246,13 @@ class Intake:
             return
         user = user_of(update)
         first = goes_first(update)
-        if user is not None and not first and self.limit is not None:
+        if (
+            user is not None
+            and not first
+            and self.limit is not None
+            and user not in self.staff
+            and (self.staff_chat is None or chat_id_of(update) != self.staff_chat)
+        ):
             admitted, warn = self.limit.admit(user, time.monotonic())
             if not admitted:
                 self._quieten(stored, warn)
