@@ -75,8 +75,8 @@ REJECT_HINTS = {
     "slow_body": "a request's body did not arrive in time; the connection was closed",
     "idle_closed": "the port was full: a connection that had sent nothing whole was closed "
     "to make room",
-    "too_many_connections": "the port holds WEBHOOK_MAX_CONNECTIONS connections; a new one was "
-    "closed (raise it if this is real traffic)",
+    "too_many_connections": "the port is at its cap of connections, all busy; a new one was "
+    "closed (the webhook's cap is WEBHOOK_MAX_CONNECTIONS: raise it if this is real traffic)",
 }
 
 # What one connection may hold, in seconds: its first request's head (request line and
@@ -466,11 +466,9 @@ class WebServer:
             public.router.add_post(webhook_path, self._receive)
         # Only the monitoring talks to a listener of /healthz and /metrics alone.
         limit = max_connections if webhook_path is not None else OPS_MAX_CONNECTIONS
-        self._listeners = [_Listener(public, listen, limit, self._count_connection)]
+        self._listeners = [_Listener(public, listen, limit, self._count)]
         if ops_listen is not None:
-            self._listeners.append(
-                _Listener(ops, ops_listen, OPS_MAX_CONNECTIONS, self._count_connection)
-            )
+            self._listeners.append(_Listener(ops, ops_listen, OPS_MAX_CONNECTIONS, self._count))
 
     @property
     def host(self) -> str:
@@ -583,9 +581,6 @@ class WebServer:
             extra={"event": "webhook.rejected", "reason": reason, "status": status,
                    "remote": remote},
         )  # fmt: skip
-
-    def _count_connection(self, reason: str, remote: str | None) -> None:
-        self._count(reason, remote)
 
     def _reject(
         self, request: web.Request, reason: str, status: int, *, close: bool = False
