@@ -23,11 +23,14 @@ RUN pip install --no-cache-dir --no-index --find-links /wheels "leadbot[postgres
     && rm -rf /wheels
 WORKDIR /app
 USER leadbot
-# The webhook and /healthz, /metrics (WEBHOOK_LISTEN); TLS is the proxy's in front.
+# The webhook and /healthz, /metrics (WEBHOOK_LISTEN); TLS is the proxy's in front. Every
+# interface of the container: its port mapping decides who reaches it (the bot's own
+# default, 127.0.0.1, would be unreachable from outside the container).
 ENV WEBHOOK_LISTEN=0.0.0.0:8080
 EXPOSE 8080
+# /healthz is on METRICS_LISTEN's port when that is set, else on WEBHOOK_LISTEN's.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD python -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status != 200)"
+    CMD python -c "import os, sys, urllib.request; port = (os.environ.get('METRICS_LISTEN') or os.environ['WEBHOOK_LISTEN']).rpartition(':')[2]; sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status != 200)"
 # SIGTERM drains the updates being handled and the messages on the wire, then exits.
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "bot", "run", "--webhook"]

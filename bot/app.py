@@ -208,8 +208,10 @@ class App:
             raise ValueError("; ".join(settings.webhook_problems()))
         secret = settings.webhook_secret.get_secret_value()
         self.web = WebServer(
-            self, settings.webhook_listen, webhook_path=settings.webhook_path, secret=secret
-        )
+            self, settings.webhook_listen, webhook_path=settings.webhook_path, secret=secret,
+            ops_listen=settings.metrics_listen,
+            max_connections=settings.webhook_max_connections,
+        )  # fmt: skip
         await self.web.start()
         # What earlier runs stored and did not handle goes first, then Telegram delivers.
         await self.web.resume()

@@ -42,6 +42,12 @@ OUTCOMES = {"sent": "sent", "retry": "retried", "refused": "refused", "blocked":
             "unknown": "unknown"}  # fmt: skip
 
 
+WEBHOOK_REJECTS = (
+    "bad_secret", "bad_body", "too_deep", "bad_update_id", "too_large", "slow_body",
+    "stopping", "store_failed", "slow_headers", "idle_closed", "too_many_connections",
+)  # fmt: skip
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -97,7 +103,9 @@ class Metrics:
         )
         self.webhook_rejects = Counter(
             "leadbot_webhook_rejected",
-            "Webhook requests refused (bad_secret: 401; bad_body: 400; stopping, store_failed)",
+            "Webhook requests and connections refused (bad_secret: 401; bad_body, too_deep, "
+            "bad_update_id: 400; too_large: 413; slow_body: 408; stopping, store_failed: 503; "
+            "slow_headers, idle_closed, too_many_connections: closed)",
             ["reason"],
             registry=r,
         )
@@ -111,7 +119,7 @@ class Metrics:
         )
         for outcome in OUTCOMES.values():
             self.sends.labels(outcome)
-        for reason in ("bad_secret", "bad_body", "stopping", "store_failed"):
+        for reason in WEBHOOK_REJECTS:
             self.webhook_rejects.labels(reason)
         for outbox in ("touches", "notifications"):
             self.outbox_depth.labels(outbox)

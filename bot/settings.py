@@ -64,9 +64,16 @@ class Settings(BaseSettings):
     webhook_url: str | None = None
     # Telegram sends it back in X-Telegram-Bot-Api-Secret-Token; required in webhook mode.
     webhook_secret: SecretStr | None = None
-    webhook_listen: str = "0.0.0.0:8080"
+    # This machine only: the TLS proxy in front forwards to it (a private address when the
+    # proxy runs elsewhere; 0.0.0.0 in a container, whose port mapping decides).
+    webhook_listen: str = "127.0.0.1:8080"
     webhook_path: str = "/telegram"
-    # host:port for /healthz and /metrics in polling mode; empty: not served.
+    # Connections the webhook's port holds at once; past it a new one is closed at once (it
+    # stays well below the open-files limit, so the process never runs out of descriptors).
+    webhook_max_connections: int = Field(default=1000, ge=1, le=100_000)
+    # host:port for /healthz and /metrics on a listener of their own, in either mode (in
+    # webhook mode the webhook's port then serves the webhook alone); empty: polling mode
+    # serves neither, webhook mode serves them on WEBHOOK_LISTEN.
     metrics_listen: str | None = None
     # Several instances of one bot: Telegram's limits shared through Redis (empty: the local
     # limiter, one instance; /healthz pings it when set). Keys start with the prefix and the
@@ -316,7 +323,7 @@ def split_address(value: str) -> tuple[str, int]:
     host, sep, port = value.strip().rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"'{value}' is not host:port (e.g. 0.0.0.0:8080 or 127.0.0.1:9100)")
+        raise ValueError(f"'{value}' is not host:port (e.g. 127.0.0.1:8080 or [::1]:9100)")
     return host, int(port)
 
 

@@ -35,6 +35,8 @@ def settings(**values: object) -> object:
         ("webhook_listen", "0.0.0.0:99999", "host:port"),
         ("webhook_listen", "0.0.0.0:http", "host:port"),
         ("metrics_listen", ":9100", "host:port"),
+        ("webhook_max_connections", "0", "1"),
+        ("webhook_max_connections", "many", "integer"),
         ("webhook_path", "telegram", "start with /"),
         ("webhook_path", "/metrics", "not be /healthz"),
         ("redis_url", "127.0.0.1:6379", "redis://"),
