@@ -36,6 +36,8 @@ log = logging.getLogger("leadbot.write_guard")
 
 # Textual statements (text(), exec_driver_sql) that begin no write, by their first word.
 _READS = ("SELECT", "PRAGMA", "EXPLAIN", "SHOW", "VALUES")
+# What makes a WITH statement a write (FOR UPDATE too: its row locks last until the end).
+_CHANGES = ("INSERT ", "UPDATE ", "DELETE ", "MERGE ")
 # Where a connection's open write is kept: its pool entry's `info` (the same dict for the
 # Connection's events and the pool's).
 _KEY = "leadbot.write_hold"
@@ -127,7 +129,13 @@ def _writes(statement: str, context: Any) -> bool:
             return True
         if context.compiled is not None and not context.is_text:
             return False
-    return not statement.lstrip()[:7].upper().startswith(_READS)
+    head = statement.lstrip()[:7].upper()
+    if head.startswith("WITH"):
+        # Common table expressions: the reports' long reads, or a write at their end. Read
+        # whole only here (a report's statement, a few per /stats, not per update).
+        upper = statement.upper()
+        return any(word in upper for word in _CHANGES)
+    return not head.startswith(_READS)
 
 
 def _before_cursor_execute(
