@@ -17,7 +17,7 @@ from aiogram.types import BotCommand, LinkPreviewOptions
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import db, middlewares, transactions
-from bot.delivery_middleware import RateLimitMiddleware
+from bot.delivery_middleware import RateLimitMiddleware, WriteGuardMiddleware
 from bot.dispatcher import create_dispatcher
 from bot.handoff import HandOff
 from bot.inbox import Inbox, Poller
@@ -83,6 +83,8 @@ def make_limiter(settings: Settings, token: str) -> SendLimiter:
 
 def make_bot(settings: Settings, token: str, limiter: SendLimiter) -> Bot:
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    # First, so the outermost: no request, and no wait for a send slot, inside a write.
+    session.middleware(WriteGuardMiddleware())
     session.middleware(RateLimitMiddleware(limiter))
     return Bot(
         token,

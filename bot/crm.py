@@ -8,6 +8,8 @@ from typing import Any
 
 import aiohttp
 
+from bot import write_guard
+
 DEFAULT_TIMEOUT_SECONDS = 10.0
 MAX_ANSWER_BYTES = 64 * 1024
 
@@ -25,7 +27,9 @@ class CrmWebhook:
 
     async def post(self, payload: dict[str, Any], key: str) -> int:
         """Sends the payload once and returns the HTTP status. Raises aiohttp.ClientError or
-        TimeoutError when no answer came; describe those with `describe`, never str()."""
+        TimeoutError when no answer came; describe those with `describe`, never str().
+        Refused inside a write transaction (write_guard.RequestInWriteTransaction)."""
+        write_guard.refuse_inside("crm.post")
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")

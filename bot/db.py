@@ -12,7 +12,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from bot import sqlite_driver
+from bot import sqlite_driver, write_guard
 from bot.paths import shipped
 from funnel.core.models import Base
 
@@ -51,12 +51,15 @@ def create_engine(url: str) -> AsyncEngine:
         return engine
     # No JIT: the bot's statements are short, and compiling one costs more than it saves
     # (tens of milliseconds once a table is large enough for the planner to try).
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_pre_ping=True,
         hide_parameters=True,
         connect_args={"server_settings": {"jit": "off"}},
     )
+    # On SQLite the driver's writer gate tells the guard; here the engine's events do.
+    write_guard.install(engine)
+    return engine
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

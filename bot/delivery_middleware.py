@@ -1,4 +1,5 @@
-"""Request middleware that paces every outgoing send through the rate limiter.
+"""Request middlewares: no request inside a write transaction (bot/write_guard.py), and every
+outgoing send paced through the rate limiter.
 
 A 429 pauses all senders and retries; any other failure, a network one included, is never
 resent here: a doubled marketing message is worse than a lost one.
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware
 from aiogram.exceptions import TelegramRetryAfter
 
+from bot import write_guard
 from bot.delivery import PACED
 from bot.ratelimit import SendLimiter
 
@@ -21,7 +23,12 @@ if TYPE_CHECKING:
     from aiogram.methods import Response, TelegramMethod
     from aiogram.methods.base import TelegramType
 
-__all__ = ["UNLIMITED_SEND_METHODS", "RateLimitMiddleware", "limited_chat_id"]
+__all__ = [
+    "UNLIMITED_SEND_METHODS",
+    "RateLimitMiddleware",
+    "WriteGuardMiddleware",
+    "limited_chat_id",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +48,21 @@ def limited_chat_id(method: TelegramMethod[Any]) -> int | str | None:
     if isinstance(target, int | str) and not isinstance(target, bool):
         return target
     return None
+
+
+class WriteGuardMiddleware(BaseRequestMiddleware):
+    """Refuses a request asked for inside a write transaction (RequestInWriteTransaction,
+    naming the method). Install it first, outside the limiter's middleware: waiting for a
+    send slot inside a write transaction holds the database as long as the request would."""
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        write_guard.refuse_inside(method.__api_method__)
+        return await make_request(bot, method)
 
 
 class RateLimitMiddleware(BaseRequestMiddleware):

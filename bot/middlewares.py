@@ -195,6 +195,8 @@ class DbSession(BaseMiddleware):
                         raise
                     pause = next(pauses, None)
                     if pause is None:
+                        # Undone before the word to the user: no request inside a write.
+                        await session.rollback()
                         await self._give_up(event, data, attempt, error)
                         return None
                     failure = type(error).__name__

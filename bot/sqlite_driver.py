@@ -45,6 +45,8 @@ import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import URL
 
+from bot import write_guard
+
 log = logging.getLogger("leadbot.db")
 
 # Statements that never begin a write: anything else takes the gate first.
@@ -83,6 +85,14 @@ class _Turn:
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.holder: weakref.ref[_Connection] | None = None
+        # The holder's task, for the rule that no request goes out inside a write.
+        self.hold: write_guard.Hold | None = None
+
+    def give_back(self) -> None:
+        hold, self.hold, self.holder = self.hold, None, None
+        if hold is not None:
+            hold.release()
+        self.lock.release()
 
 
 class WriterGate:
@@ -123,19 +133,18 @@ class WriterGate:
             except TimeoutError:
                 holder = turn.holder() if turn.holder is not None else None
                 if turn.lock.locked() and (holder is None or not holder.writing):
-                    turn.holder = None
-                    turn.lock.release()
+                    turn.give_back()
                     continue
                 if time.monotonic() >= deadline:
                     raise sqlite3.OperationalError("database is locked") from None
                 continue
             turn.holder = weakref.ref(taker)
+            turn.hold = write_guard.hold()
             return turn
 
     @staticmethod
     def give_back(turn: _Turn) -> None:
-        turn.holder = None
-        turn.lock.release()
+        turn.give_back()
 
 
 class Checkpoints:

@@ -87,14 +87,18 @@ def router(config: BotConfig) -> Router:
         elif callback_data.act == "release":
             await _release(query, bot, session, script, clock, lead, config)
         elif callback_data.act == "paid":
+            # Committed before any request: no write waits for the managers' chat.
             await ownership.note_activity(session, lead.id, clock.now())
+            await session.commit()
             await answer_callback(query)
             prompt = await bot.send_message(
                 message.chat.id,
                 t("manager.amount_prompt", lang=lang, lead=lead.id),
                 reply_markup=ForceReply(selective=True),
             )
-            # The reply is matched by this message's id, whatever the prompt's words.
+            # The reply is matched by this message's id, whatever the prompt's words, so the
+            # row can only be written once the prompt is sent (a crash in between leaves a
+            # prompt whose reply is not taken: the manager presses the button again).
             session.add(
                 AmountPrompt(
                     chat_id=prompt.chat.id,

@@ -3,14 +3,14 @@ TEST_POSTGRES_URL: see tests/engines.py), the shipped script and a fake clock.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot import db
+from bot import db, write_guard
 from funnel.core.clock import FakeClock
 from funnel.script.loading import load_script
 from funnel.script.schema import Script
@@ -39,6 +39,18 @@ POSTGRES_URL = engines.POSTGRES_URL
 @pytest.fixture(autouse=True)
 def _fresh_database_per_test() -> None:
     engines.begin_test()
+
+
+@pytest.fixture(autouse=True)
+def _no_request_inside_a_write() -> Iterator[None]:
+    """Fails any test during which the bot asked for a request inside a write transaction,
+    even where the refusal itself was caught (the delivery engine records it as unknown). A
+    test that provokes one on purpose clears `write_guard.refused` itself."""
+    write_guard.refused.clear()
+    yield
+    refused = dict(write_guard.refused)
+    write_guard.refused.clear()
+    assert not refused, f"requests asked for inside a write transaction: {refused}"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from telegram_emulator import DEFAULT_TOKEN, TelegramEmulator
 
 from bot.delivery import STALE_SLOT_SECONDS, Courier, classify
-from bot.delivery_middleware import RateLimitMiddleware
+from bot.delivery_middleware import RateLimitMiddleware, WriteGuardMiddleware
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
 from funnel.core.clock import FakeClock
@@ -126,6 +126,7 @@ async def emu() -> AsyncIterator[TelegramEmulator]:
 
 async def paced_bot(emu: TelegramEmulator, limiter: RateLimiter) -> Bot:
     session = AiohttpSession(api=TelegramAPIServer.from_base(emu.base_url))
+    session.middleware(WriteGuardMiddleware())
     session.middleware(RateLimitMiddleware(limiter))
     return Bot(DEFAULT_TOKEN, session=session)
 

@@ -17,7 +17,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from telegram_emulator import DEFAULT_TOKEN, TelegramEmulator
 
-from bot.delivery_middleware import RateLimitMiddleware
+from bot.delivery_middleware import RateLimitMiddleware, WriteGuardMiddleware
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter
 from bot.scheduler import add_daily_job, create_scheduler
@@ -38,6 +38,7 @@ async def emu() -> AsyncIterator[TelegramEmulator]:
 @pytest.fixture
 async def bot(emu: TelegramEmulator) -> AsyncIterator[Bot]:
     session = AiohttpSession(api=TelegramAPIServer.from_base(emu.base_url))
+    session.middleware(WriteGuardMiddleware())
     session.middleware(RateLimitMiddleware(RateLimiter(rate_per_second=RATE)))
     bot = Bot(DEFAULT_TOKEN, session=session)
     yield bot

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram_emulator import DEFAULT_TOKEN, TelegramEmulator
 
+from bot.delivery_middleware import WriteGuardMiddleware
 from bot.outbox import Outbox
 from funnel.core.clock import FakeClock
 from funnel.core.errors import InputError
@@ -362,6 +363,7 @@ async def test_a_campaign_step_sends_its_offer_as_an_invoice(
         await add_lead(sessions, stage="qualified", at=NOON - timedelta(days=7),
                        user_id=user.id, chat_id=user.chat_id)  # fmt: skip
         session = AiohttpSession(api=TelegramAPIServer.from_base(emu.base_url))
+        session.middleware(WriteGuardMiddleware())
         bot = Bot(DEFAULT_TOKEN, session=session)
         try:
             outbox = Outbox(sessions=sessions, bot=bot, script=lambda: PAYING_SCRIPT,

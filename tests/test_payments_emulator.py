@@ -17,6 +17,7 @@ from telegram_emulator import DEFAULT_TOKEN, TelegramEmulator
 from telegram_emulator.control import ControlClient
 from telegram_emulator.payments import ledger
 
+from bot.delivery_middleware import WriteGuardMiddleware
 from tests.botapi_spec import assert_requests_valid
 
 TOKEN = "381764678:TEST:100500"
@@ -44,7 +45,9 @@ async def emu(wall: Clock) -> AsyncIterator[TelegramEmulator]:
 
 @pytest.fixture
 async def bot(emu: TelegramEmulator) -> AsyncIterator[Bot]:
-    bot = Bot(DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(emu.base_url)))
+    session = AiohttpSession(api=TelegramAPIServer.from_base(emu.base_url))
+    session.middleware(WriteGuardMiddleware())
+    bot = Bot(DEFAULT_TOKEN, session=session)
     yield bot
     await bot.session.close()
 

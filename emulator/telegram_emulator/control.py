@@ -36,7 +36,8 @@ Every answer is JSON; failures are `{"ok": false, "error": "..."}` with status 4
     POST /_emulator/faults                      {"method", "times"?, "error_code"?,
                                                  "description"?, "retry_after"?, "hang"?,
                                                  "seconds"?, "apply"?, "chat_id"?}
-    POST /_emulator/settings                    {"latency"?, "latency_max"?, "rate_limits"?}
+    POST /_emulator/settings                    {"latency"?, "latency_max"?, "rate_limits"?,
+                                                 "slow_chat"?: {"chat_id", "seconds"}}
     GET  /_emulator/webhook                     -> {"webhook": getWebhookInfo's url or null,
                                                    "targets", "duplicate_rate", "in_flight",
                                                    "deliveries": [...]} (since=N: from index N)
@@ -86,6 +87,7 @@ class ControlledEmulator(Protocol):
     latency: float
     latency_max: float | None
     rate_limits: bool
+    slow_chats: dict[int, float]
     webhook: WebhookDelivery
 
     @property
@@ -137,6 +139,8 @@ class ControlledEmulator(Protocol):
         apply: bool = ...,
         chat_id: int | None = ...,
     ) -> None: ...
+
+    def slow_chat(self, chat_id: int, seconds: float | None) -> None: ...
 
 
 class ControlError(Exception):
@@ -485,11 +489,20 @@ class _ControlRoutes:
             self.emu.latency_max = None if high is None else float(high)
         if "rate_limits" in body:
             self.emu.rate_limits = bool(body["rate_limits"])
+        slow = body.get("slow_chat")
+        if slow is not None:
+            if not isinstance(slow, dict):
+                raise ControlError(400, "slow_chat must be {chat_id, seconds}")
+            seconds = slow.get("seconds")
+            self.emu.slow_chat(
+                _int(slow.get("chat_id"), "chat_id"), None if seconds is None else float(seconds)
+            )
         return _ok(
             {
                 "latency": self.emu.latency,
                 "latency_max": self.emu.latency_max,
                 "rate_limits": self.emu.rate_limits,
+                "slow_chats": {str(k): v for k, v in self.emu.slow_chats.items()},
             }
         )
 

@@ -28,6 +28,8 @@ from .webhook import WebhookDelivery
 T = TypeVar("T")
 TOKEN = re.compile(r"^(\d+):[A-Za-z0-9_-]{5,}$")
 DEFAULT_TOKEN = "123456789:EMULATOR-test-token"
+# The methods a slow chat (`TelegramEmulator.slow_chat`) holds up, by their names' start.
+SLOW_METHODS = ("send", "edit", "copy", "forward")
 
 
 @dataclass
@@ -59,6 +61,7 @@ class TelegramEmulator:
     `duplicate_rate` (that share delivered twice) shape it, see `webhook.py`.
     Each request waits `latency` seconds before it is served; with `latency_max` it waits a
     random time between the two instead (a real network's spread; `latency_seed` repeats it).
+    `slow_chat(chat_id, seconds)` makes every send to one chat slow (see there).
     """
 
     def __init__(
@@ -105,6 +108,8 @@ class TelegramEmulator:
         self.groups: dict[int, SimGroup] = {}
         self._clock = clock
         self._faults: dict[str, list[Fault]] = {}
+        # Chat id -> seconds each send to it waits before it is served (`slow_chat`).
+        self.slow_chats: dict[int, float] = {}
         self.webhook = WebhookDelivery(
             self.world, clock, targets=webhook_targets, duplicate_rate=duplicate_rate,
             seed=duplicate_seed,
@@ -336,6 +341,18 @@ class TelegramEmulator:
             )
         )
 
+    def slow_chat(self, chat_id: int, seconds: float | None) -> None:
+        """Every send to `chat_id` (a method named send*, edit*, copy* or forward* with that
+        chat_id) waits `seconds` before it is served, then takes effect and is answered as
+        usual: a chat whose requests hang on a stuck connection or a long throttle, while
+        the rest of the bot's requests (other chats, answerCallbackQuery, getChatMember) go
+        at their normal pace. `None` or 0 makes the chat quick again; stopping the emulator
+        ends the waits."""
+        if seconds:
+            self.slow_chats[chat_id] = float(seconds)
+        else:
+            self.slow_chats.pop(chat_id, None)
+
     def clear_faults(self) -> None:
         self._faults.clear()
 
@@ -379,6 +396,10 @@ class TelegramEmulator:
             delay = self.request_latency()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if self.slow_chats and method.startswith(SLOW_METHODS):
+                slow = self.slow_chats.get(params.get("chat_id"))  # type: ignore[arg-type]
+                if slow:
+                    await self._hang(slow)
             result = await self._run(method, params, record)
         except ApiError as error:
             return self._refuse(record, error, params, started)
