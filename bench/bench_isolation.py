@@ -177,9 +177,7 @@ async def run(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, A
                     process.kill()
                     await process.wait()
             log.close()
-        doubled = sum(
-            1 for user in talkers if len([m for m in user.messages if m.buttons]) > 2
-        )
+        doubled = sum(1 for user in talkers if len([m for m in user.messages if m.buttons]) > 2)
         lost = sum(1 for user in talkers if len(user.messages) < 2)
     p50 = statistics.median(latencies) if latencies else 0.0
     p99 = percentile(latencies, 0.99)

@@ -14,7 +14,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand, LinkPreviewOptions
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot import db, middlewares, transactions
 from bot.delivery_middleware import RateLimitMiddleware, WriteGuardMiddleware
@@ -27,11 +27,13 @@ from bot.managers_loop import ManagersLoop
 from bot.metrics import Metrics, RequestMetrics, UpdateMetrics, install_retry_counter
 from bot.outbox import Outbox
 from bot.ratelimit import RateLimiter, SendLimiter
+from bot.replies import Replies
 from bot.scheduler import add_daily_job, add_interval_job, create_scheduler
 from bot.scripts import WATCH_SECONDS, ScriptHolder, announce_reload
 from bot.settings import Settings
 from bot.shared_limits import SharedRateLimiter
 from bot.webhook import WebServer, allowed_updates
+from funnel.core import store
 from funnel.core.clock import Clock, ScaledClock, SystemClock
 from funnel.handoff.payments import unsendable_offers
 from funnel.reports.digest import daily_digest
@@ -138,9 +140,15 @@ class App:
             limiter=self.limiter,
             provider_token=settings.provider_token,
         )
+        # The replies to updates, committed with them (bot/replies.py).
+        self.replies = Replies(
+            self.bot, self.sessions, self.clock, self.limiter, self.mark_blocked,
+            multi_instance=self.engine.dialect.name != "sqlite",
+        )  # fmt: skip
         self.dispatcher = create_dispatcher(
             settings, self.sessions, self.scripts, self.clock, self.handoff,
             retry_seconds=retry_seconds, outer=[UpdateMetrics(self.metrics)],
+            replies=self.replies,
         )  # fmt: skip
         # One inbox and one fair intake for both modes (bot/inbox.py, bot/intake.py).
         self.inbox = Inbox(self.sessions, self.clock, self.bot.id)
@@ -182,6 +190,7 @@ class App:
         if recovered:
             log.warning("outbox.recovered", extra={"touches": recovered})
         await self.handoff.recover()
+        await self.replies.recover()
 
     async def start(self, *, scheduler: bool = True, webhook: bool = False) -> None:
         """Polling by default; `webhook=True`: Telegram posts updates to WEBHOOK_URL, which
@@ -235,6 +244,10 @@ class App:
                 extra={"event": "payment.offer_unsendable", "offer": offer.id,
                        "currency": offer.currency},
             )  # fmt: skip
+
+    async def mark_blocked(self, session: AsyncSession, chat_id: int) -> None:
+        """A reply met a blocked chat (bot/replies.py): no more sends to it."""
+        await store.mark_blocked(session, chat_id, self.clock.now())
 
     async def ask_to_slow_down(self, chat_id: int) -> None:
         """Once per flood, to the person sending it (bot/intake.py)."""
@@ -294,7 +307,7 @@ class App:
             await self.web.close()
             self.web = None
         self._uncount_retries()
-        await asyncio.gather(self.outbox.stop(), self.handoff.close())
+        await asyncio.gather(self.outbox.stop(), self.handoff.close(), self.replies.stop())
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.bot.session.close()

@@ -21,7 +21,7 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -40,6 +40,7 @@ KEEP_HANDLED = timedelta(hours=48)
 POLL_TIMEOUT_SECONDS = 10
 MAX_BACKOFF_SECONDS = 30.0
 INBOX = cast(Table, InboxUpdate.__table__)
+WAITING = ("planned", "sending")
 
 
 @dataclass
@@ -135,7 +136,11 @@ async def pending(
 
 async def purge(session: AsyncSession, now: datetime) -> int:
     result = await session.execute(
-        delete(InboxUpdate).where(InboxUpdate.handled_at < now - KEEP_HANDLED)
+        delete(InboxUpdate).where(
+            InboxUpdate.handled_at < now - KEEP_HANDLED,
+            # A reply still to send keeps its row (bot/replies.py).
+            or_(InboxUpdate.reply_status.is_(None), InboxUpdate.reply_status.not_in(WAITING)),
+        )
     )
     return int(getattr(result, "rowcount", 0) or 0)
 

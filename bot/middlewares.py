@@ -24,6 +24,8 @@ from handlers.i18n import t
 
 log = logging.getLogger("leadbot.updates")
 
+INBOX_ROW = "leadbot.inbox_row"
+
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 
@@ -181,6 +183,8 @@ class DbSession(BaseMiddleware):
             attempt += 1
             async with self.sessions() as session:
                 commits = _CommitWatch(session, inbox_id, data["clock"], data.get("inbox_receipt"))
+                # The reply outbox writes the reply to this row (bot/replies.py).
+                session.sync_session.info[INBOX_ROW] = inbox_id
                 try:
                     result = await handler(event, {**data, "session": session})
                     if inbox_id is not None and not commits.committed:

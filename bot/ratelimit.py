@@ -129,12 +129,7 @@ class RateLimiter:
             self._chats[key] = chat
         self._promote(now)
         self._drop_dead_ready()
-        if (
-            not chat.queue
-            and not self._ready
-            and now >= self._start() - _EPSILON
-            and self._chat_ready_at(chat) <= now
-        ):
+        if self._free_now(chat, now):
             self._take(chat, now)
             return
 
@@ -150,6 +145,30 @@ class RateLimiter:
             if waiter.future.cancelled():
                 self._withdraw(waiter)
             raise
+
+    def try_acquire(self, chat_id: int | str) -> bool:
+        """Takes a slot to `chat_id` if one is free right now (nobody waits before it), else
+        nothing: True when the caller may send at once."""
+        key, is_group = _chat_key(chat_id)
+        now = self._monotonic()
+        chat = self._chats.get(key)
+        if chat is None:
+            chat = _Chat(key, self.group_per_minute if is_group else None)
+            self._chats[key] = chat
+        self._promote(now)
+        self._drop_dead_ready()
+        if self._free_now(chat, now):
+            self._take(chat, now)
+            return True
+        return False
+
+    def _free_now(self, chat: _Chat, now: float) -> bool:
+        return (
+            not chat.queue
+            and not self._ready
+            and now >= self._start() - _EPSILON
+            and self._chat_ready_at(chat) <= now
+        )
 
     def pause_all(self, seconds: float) -> None:
         """Hold every sender for `seconds` from now; never shortens an earlier, longer pause."""

@@ -283,6 +283,7 @@ class Simulation:
                 quiet = 0
                 continue
             await self.app.handoff.settle()
+            await self.app.replies.settle()
             quiet += 1
 
     async def run(self) -> None:

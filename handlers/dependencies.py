@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from aiogram.methods import TelegramMethod
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.dialogue.flow import Result
@@ -50,6 +51,19 @@ class HandOffPort(Protocol):
     def kick(self) -> None:
         """Delivers what is due, in the background."""
         ...
+
+
+class ReplyPort(Protocol):
+    """The reply outbox (bot/replies.py): a reply written in the update's transaction and
+    delivered after its commit."""
+
+    async def stage(
+        self, session: AsyncSession, chat_id: int, requests: Sequence[TelegramMethod[Any]]
+    ) -> Any:
+        """Writes the requests with the update; what `deliver` takes after the commit."""
+        ...
+
+    async def deliver(self, staged: Any) -> None: ...
 
 
 class ScriptReloader(Protocol):

@@ -12,6 +12,7 @@ from aiogram import Bot, F, Router
 from aiogram.enums import ChatType
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
 from aiogram.filters import Command, CommandObject
+from aiogram.methods import SendInvoice
 from aiogram.types import LabeledPrice, Message, PreCheckoutQuery
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,12 +53,12 @@ REFUND_ERRORS: dict[str, str] = {
 ALREADY_REFUNDED = "CHARGE_ALREADY_REFUNDED"
 
 
-async def send_invoice(
-    bot: Bot, chat_id: int, invoice: Invoice, provider_token: str | None, **extra: Any
-) -> Message:
+def invoice_request(
+    chat_id: int, invoice: Invoice, provider_token: str | None, **extra: Any
+) -> SendInvoice:
     """sendInvoice for one offer: Stars with an empty provider token, any other currency with
     the provider's."""
-    return await bot.send_invoice(
+    return SendInvoice(
         chat_id=chat_id,
         title=invoice.title,
         description=invoice.description,
@@ -68,6 +69,12 @@ async def send_invoice(
         photo_url=invoice.photo_url,
         **extra,
     )
+
+
+async def send_invoice(
+    bot: Bot, chat_id: int, invoice: Invoice, provider_token: str | None, **extra: Any
+) -> Message:
+    return await bot(invoice_request(chat_id, invoice, provider_token, **extra))
 
 
 async def deliver_invoice(

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from funnel.core.store import Profile
 from funnel.dialogue.flow import Dialogue, Result
 from handlers.callbacks import AnswerCb, ButtonCb, SystemCb
-from handlers.dependencies import HandOffPort
+from handlers.dependencies import HandOffPort, ReplyPort
 from handlers.respond import respond
 
 
@@ -49,6 +49,7 @@ class Reply:
     handoff: HandOffPort
     callback: CallbackQuery | None = None
     provider_token: str | None = None
+    replies: ReplyPort | None = None
 
     async def __call__(self, result: Result) -> None:
         # The card and the CRM webhook are written in the dialogue's transaction (respond
@@ -56,8 +57,9 @@ class Reply:
         planned = await self.handoff.plan(self.dialogue.session, result)
         try:
             await respond(
-                self.dialogue, self.bot, self.chat_id, result, self.callback, self.provider_token
-            )
+                self.dialogue, self.bot, self.chat_id, result, self.callback,
+                self.provider_token, self.replies,
+            )  # fmt: skip
         finally:
             if planned:
                 self.handoff.kick()
@@ -90,7 +92,9 @@ class ProspectContext(BaseMiddleware):
         data["dialogue"] = dialogue
         data["profile"] = profile_of(user, chat_id)
         token = data["config"].payment_provider_token
-        data["reply"] = Reply(dialogue, data["bot"], chat_id, handoff, callback, token)
+        data["reply"] = Reply(
+            dialogue, data["bot"], chat_id, handoff, callback, token, data.get("replies")
+        )
         return await handler(event, data)
 
 

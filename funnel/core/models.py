@@ -255,7 +255,9 @@ class InboxUpdate(Base):
     An update is the same one when the bot, its id and its contents are: a Bot API server
     that starts numbering again (a restarted local server, the emulator) or another bot token
     on the same database hands out ids seen before, and those updates are new. Rows from
-    before the bot's id was kept carry bot 0 and an empty digest."""
+    before the bot's id was kept carry bot 0 and an empty digest.
+
+    A row awaiting its reply is kept past the purge until the reply is settled."""
 
     __tablename__ = "inbox"
 
@@ -266,10 +268,20 @@ class InboxUpdate(Base):
     payload: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime]
     handled_at: Mapped[datetime | None]
+    # The reply committed with the update's handling (bot/replies.py): the Bot API requests
+    # (JSON, dropped once settled), their chat, and how far they went: planned, sending,
+    # sent, failed, unknown, forgotten; `reply_next` is the first request not yet sent.
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    replies: Mapped[str | None] = mapped_column(Text)
+    reply_status: Mapped[str | None] = mapped_column(String(10))
+    reply_next: Mapped[int] = mapped_column(Integer, default=0)
+    reply_at: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("bot_id", "update_id", "digest", name="uq_inbox_update"),
         Index("ix_inbox_handled_at", "handled_at"),
+        Index("ix_inbox_reply_status", "reply_status"),
+        Index("ix_inbox_chat_id", "chat_id"),
     )
 
 

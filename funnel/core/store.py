@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.core.inputs import parse_lead_id, parse_username
-from funnel.core.models import Answer, Lead, StageEvent, Touch
+from funnel.core.models import Answer, InboxUpdate, Lead, StageEvent, Touch
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,14 @@ async def mark_replied(session: AsyncSession, lead: Lead, at: datetime) -> None:
     )
 
 
+async def mark_blocked(session: AsyncSession, user_id: int, at: datetime) -> None:
+    """The person blocked the bot: never send to that chat again (until they unblock it)."""
+    lead = await lead_by_user(session, user_id)
+    if lead is not None:
+        lead.blocked_at = at
+        await cancel_pending_touches(session, lead.id, "blocked")
+
+
 async def forget_lead(session: AsyncSession, lead: Lead, at: datetime) -> None:
     """Erases the person and their answers (typed texts and chosen options); the lead stays
     as an anonymous count in the stage log and the report's aggregates."""
@@ -155,6 +163,20 @@ async def forget_lead(session: AsyncSession, lead: Lead, at: datetime) -> None:
         update(Answer).where(Answer.lead_id == lead.id).values(value=None, option=None)
     )
     await cancel_pending_touches(session, lead.id, "forgotten")
+    if lead.chat_id is not None:
+        # Replies kept for sending carry names and answers: they go too, sent or not.
+        await session.execute(
+            update(InboxUpdate)
+            .where(InboxUpdate.chat_id == lead.chat_id, InboxUpdate.replies.is_not(None))
+            .values(
+                replies=None,
+                chat_id=None,
+                reply_status=case(
+                    (InboxUpdate.reply_status == "planned", "forgotten"),
+                    else_=InboxUpdate.reply_status,
+                ),
+            )
+        )
     lead.user_id = None
     lead.chat_id = None
     lead.first_name = lead.last_name = lead.username = lead.language = None

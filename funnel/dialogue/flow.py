@@ -206,13 +206,11 @@ class Dialogue:
 
     async def blocked(self, user_id: int, blocked: bool) -> None:
         """The lead blocked (or unblocked) the bot: never send to a blocked chat."""
-        lead = await store.lead_by_user(self.session, user_id)
-        if lead is None:
-            return
         if blocked:
-            lead.blocked_at = self.clock.now()
-            await store.cancel_pending_touches(self.session, lead.id, "blocked")
-        else:
+            await store.mark_blocked(self.session, user_id, self.clock.now())
+            return
+        lead = await store.lead_by_user(self.session, user_id)
+        if lead is not None:
             lead.blocked_at = None
 
     # -- the core -------------------------------------------------------------------------

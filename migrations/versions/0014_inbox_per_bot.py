@@ -1,5 +1,6 @@
 """inbox rows per bot and contents: a surrogate id, bot_id and digest, so that updates a
-restarted Bot API server (or another bot token) numbers like old ones are new
+restarted Bot API server (or another bot token) numbers like old ones are new; and the reply
+committed with each update (chat_id, replies, reply_status, reply_next, reply_at)
 
 Revision ID: 0014
 Revises: 0013
@@ -31,6 +32,11 @@ def _inbox(name: str) -> None:
         sa.Column("payload", sa.Text(), nullable=False),
         sa.Column("received_at", funnel.core.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("handled_at", funnel.core.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("chat_id", sa.BigInteger(), nullable=True),
+        sa.Column("replies", sa.Text(), nullable=True),
+        sa.Column("reply_status", sa.String(length=10), nullable=True),
+        sa.Column("reply_next", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("reply_at", funnel.core.models.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=f"pk_{name}"),
         sa.UniqueConstraint("bot_id", "update_id", "digest", name="uq_inbox_update"),
     )
@@ -50,6 +56,8 @@ def upgrade() -> None:
         op.execute("ALTER TABLE inbox RENAME CONSTRAINT pk_inbox_v2 TO pk_inbox")
         op.execute("ALTER SEQUENCE inbox_v2_id_seq RENAME TO inbox_id_seq")
     op.create_index("ix_inbox_handled_at", "inbox", ["handled_at"])
+    op.create_index("ix_inbox_reply_status", "inbox", ["reply_status"])
+    op.create_index("ix_inbox_chat_id", "inbox", ["chat_id"])
 
 
 def downgrade() -> None:

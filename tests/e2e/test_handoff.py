@@ -93,6 +93,7 @@ async def delivered(world: World) -> None:
     """Everything due has been tried once: a tick, then any delivery kicked meanwhile."""
     await world.app.handoff.tick()
     await world.app.handoff.settle()
+    await world.app.replies.settle()
 
 
 async def rows(world: World, kind: str | None = None) -> list[Notification]:
