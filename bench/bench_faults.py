@@ -3,7 +3,8 @@ fresh SQLite file talks to the local emulator (20–80 ms per request) and is ki
 kill -9 at random moments during three loads, restarted each time:
 
 - dialogue bursts: simulated prospects answering the BANT questions (taps and typed answers),
-  all of them question 1 at once, then question 2 at once, ...;
+  all of them question 1 at once, then question 2 at once, ...; a prospect the bot leaves
+  without a reply for 10 s sends /start again (a stall);
 - follow-up wave: leads seeded with a due touch, delivered at 30 messages/s;
 - card burst: leads turning hot at once, their cards paced by the managers' group limit.
 
@@ -14,7 +15,8 @@ bot, the database does not hold them) and dialogues stuck; touches and cards los
 have gone, never reached the emulator), how many of those were "unknown" (on the wire at a
 kill), the requests on the wire at the stops, and messages doubled (one touch or card
 delivered twice). Target: nothing doubled, no answer lost, every lost message "unknown" and
-no more of them than were on the wire; after SIGTERM nothing lost and nothing "unknown".
+no more of them than were on the wire, no more stalls than replies on the wire; after
+SIGTERM nothing lost and nothing "unknown".
 
 `python -m bench.bench_faults [--runs N] [--seed S]`; exits 1 when the target is missed.
 """
@@ -102,6 +104,13 @@ class Figures:
             found.append("never settled")
         if any(s.how == "term-timeout-kill" for s in self.stops):
             found.append("the graceful stop took too long and was killed")
+        if self.prospects and self.mode == "kill" and self.stalls > self.on_wire + self.kills:
+            # A reply is committed with its answer: only one on the wire at a kill (or leaving
+            # as it lands) can leave a prospect waiting.
+            found.append(
+                f"{self.stalls} stalls, more than the {self.on_wire} replies on the wire at "
+                f"the kills (+{self.kills})"
+            )
         m = self.messages
         if m is None:
             return found
@@ -272,7 +281,8 @@ async def dialogue_burst(rng: random.Random, workdir: Path, prospects: int, kill
             if question in killed_at:
                 await load.stop_and_restart(rng.uniform(0.0, KILL_AFTER_BURST), kill=True)
         await load.settle(lambda: False)
-        return await load.finish(None, lambda r: False)
+        chats = {p.user.chat_id for p in load.prospects}
+        return await load.finish(None, lambda r: _chat(r) in chats)
 
 
 async def follow_up_wave(rng: random.Random, workdir: Path, leads: int, kills: int) -> Figures:

@@ -258,6 +258,11 @@ class Courier:
         return task
 
     @property
+    def tasks(self) -> set[asyncio.Task[Any]]:
+        """The deliveries running now (a copy)."""
+        return set(self._tasks)
+
+    @property
     def on_wire(self) -> int:
         return len(self._on_wire)
 

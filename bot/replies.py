@@ -456,8 +456,8 @@ class Replies:
 
     async def settle(self) -> None:
         """Returns once every reply handed over has been sent and recorded (tests, the demo)."""
-        while self._chats or self._at_once:
-            await asyncio.sleep(0.005)
+        while self.courier.tasks or self._at_once:
+            await asyncio.gather(*self.courier.tasks, *self._at_once, return_exceptions=True)
         await self.flush()
 
     @property
