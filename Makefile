@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo test test-postgres lint typecheck check bench bench-report bench-tick bench-delivery bench-delivery-shared bench-cpu bench-burst bench-faults i18n-extract i18n-update i18n-compile run chat emulator clean
+.PHONY: help setup demo test test-postgres lint typecheck check bench bench-report bench-tick bench-delivery bench-delivery-shared bench-cpu bench-burst bench-faults bench-isolation i18n-extract i18n-update i18n-compile run chat emulator clean
 
 help:  ## list the tasks
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -71,6 +71,9 @@ bench-cpu: $(STAMP)  ## CPU per update against a bare aiogram bot, same load, sa
 
 bench-burst: $(STAMP)  ## 10,000 /start at once: each answered once, time to the last reply
 	$(BIN)/python -m bench.bench_burst $(ARGS)
+
+bench-isolation: $(STAMP)  ## floods from 10 prospects while 200 talk and 20 pay, polling and webhook
+	$(BIN)/python -m bench.bench_isolation $(ARGS)
 
 bench-faults: $(STAMP)  ## kill -9 and SIGTERM under load: nothing doubled, no answer lost (~5 min)
 	$(BIN)/python -m bench.bench_faults $(ARGS)

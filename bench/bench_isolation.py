@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             shutil.rmtree(workdir)
     if args.json:
-        print(json.dumps({"runs": results, "ok": all(r["ok"] for r in results)}))
+        by_mode: dict[str, Any] = {r["mode"]: r for r in results}
+        print(json.dumps({**by_mode, "ok": all(r["ok"] for r in results)}))
     else:
         for r in results:
             print(

@@ -113,6 +113,55 @@ def benches() -> list[Bench]:
             ],
         ),
         Bench(
+            "isolation",
+            ["-m", "bench.bench_isolation", "--json"],
+            [
+                "-m",
+                "bench.bench_isolation",
+                "--json",
+                "--flood",
+                "50",
+                "--talkers",
+                "50",
+                "--payers",
+                "5",
+            ],
+            [
+                Check(f"isolation, {mode}: others' replies p50", f"{mode}.others_p50_seconds", "s")
+                for mode in ("polling", "webhook")
+            ]
+            + [
+                Check(
+                    f"isolation, {mode}: others' replies p99",
+                    f"{mode}.others_p99_seconds",
+                    "s",
+                    "<= 1.5",
+                    lambda v: v <= 1.5,
+                )
+                for mode in ("polling", "webhook")
+            ]
+            + [
+                Check(
+                    f"isolation, {mode}: pre-checkout answer, longest",
+                    f"{mode}.pre_checkout_max_seconds",
+                    "s",
+                    "<= 2",
+                    lambda v: v <= 2.0,
+                )
+                for mode in ("polling", "webhook")
+            ]
+            + [
+                Check(
+                    f"isolation, {mode}: lost or doubled",
+                    f"{mode}.lost",
+                    "",
+                    "0",
+                    lambda v: v == 0,
+                )
+                for mode in ("polling", "webhook")
+            ],
+        ),
+        Bench(
             "delivery",
             ["-m", "bench.bench_delivery", "--json"],
             ["-m", "bench.bench_delivery", "--json", "--touches", "200"],

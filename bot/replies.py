@@ -408,9 +408,11 @@ class Replies:
 
     # --- start and stop -----------------------------------------------------------------
 
-    async def recover(self) -> int:
+    async def recover(self, *, orphans_only: bool = False) -> int:
         """At the start: replies a stopped process left `sending` are `unknown` (they may
-        have gone; never twice), `planned` ones are queued again in their order."""
+        have gone; never twice), `planned` ones are queued again in their order.
+        `orphans_only` (the sweep of several instances): only rows untouched for a while,
+        which an instance that died left."""
 
         async def work() -> list[tuple[int, int]]:
             now = self.clock.now()
@@ -418,6 +420,9 @@ class Replies:
                 stale = INBOX.c.reply_status == "sending"
                 if self.multi_instance:
                     stale = stale & (INBOX.c.reply_at < now - STALE_SENDING)
+                waiting = INBOX.c.reply_status == "planned"
+                if orphans_only:
+                    waiting = waiting & (INBOX.c.reply_at < now - STALE_SENDING)
                 await session.execute(
                     update(INBOX)
                     .where(stale)
@@ -426,7 +431,7 @@ class Replies:
                 left = (
                     await session.execute(
                         select(INBOX.c.id, INBOX.c.chat_id)
-                        .where(INBOX.c.reply_status == "planned")
+                        .where(waiting)
                         .order_by(INBOX.c.id)
                     )
                 ).all()

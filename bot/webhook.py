@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot import inbox
 from bot.intake import Intake
 from bot.metrics import CONTENT_TYPE, Metrics
+from bot.replies import Replies
 from bot.settings import Settings, split_address
 from funnel.core.clock import Clock
 
@@ -129,6 +130,8 @@ class Served(Protocol):
     def inbox(self) -> inbox.Inbox: ...
     @property
     def intake(self) -> Intake: ...
+    @property
+    def replies(self) -> Replies: ...
     @property
     def created_at(self) -> datetime: ...
 
@@ -449,6 +452,8 @@ class WebServer:
             try:
                 stale = self.app.clock.now() - STALE_AFTER
                 await inbox.resume(self.app.inbox, self.handling, stale, self.app.bot)
+                # Replies an instance that died had committed and not sent.
+                await self.app.replies.recover(orphans_only=True)
                 if time.monotonic() - last_purge > PURGE_EVERY_SECONDS:
                     await self.app.inbox.purge()
                     last_purge = time.monotonic()
