@@ -69,6 +69,23 @@ MARK_HANDLED = (
 )
 
 
+# The same, with the reply committed with the update (bot/replies.py): one statement where
+# the mark is written anyway.
+MARK_AND_PLAN = (
+    update(INBOX)
+    .where(INBOX.c.id == bindparam("marked_id"), INBOX.c.handled_at.is_(None))
+    .values(
+        handled_at=bindparam("marked_at"),
+        payload="",
+        chat_id=bindparam("chat"),
+        replies=bindparam("requests"),
+        reply_status=bindparam("status"),
+        reply_next=0,
+        reply_at=bindparam("marked_at"),
+    )
+)
+
+
 def handled(row: int, now: datetime) -> dict[str, Any]:
     """MARK_HANDLED's parameters for one inbox row."""
     return {"marked_id": row, "marked_at": now}

@@ -258,13 +258,17 @@ class _CommitWatch:
         self.inbox_id = inbox_id
         self.clock = clock
         self.receipt = receipt
+        # A reply to write with the mark (bot/replies.py): chat, requests, status.
+        self.reply: dict[str, Any] | None = None
         session.sync_session.info[self.KEY] = self
 
     def before_commit(self, sync_session: Session) -> None:
         if self.inbox_id is not None and not self.committed:
-            marked = sync_session.execute(
-                inbox.MARK_HANDLED, inbox.handled(self.inbox_id, self.clock.now())
-            )
+            values = inbox.handled(self.inbox_id, self.clock.now())
+            if self.reply is None:
+                marked = sync_session.execute(inbox.MARK_HANDLED, values)
+            else:
+                marked = sync_session.execute(inbox.MARK_AND_PLAN, {**values, **self.reply})
             if getattr(marked, "rowcount", 1) == 0:
                 # Another instance (or a recovery) handled this update first: this
                 # transaction is undone, so its answer is neither recorded nor replied twice.
@@ -285,6 +289,16 @@ def _after_commit(sync_session: Session) -> None:
         if not watch.committed and watch.inbox_id is not None and watch.receipt is not None:
             watch.receipt.marked = True  # the poller need not mark it in a second transaction
         watch.committed = True
+
+
+def stage_with_mark(session: AsyncSession, reply: dict[str, Any]) -> bool:
+    """Has the update's first commit write `reply` (chat, requests, status) with its inbox
+    mark; False when that commit is past (the caller writes the reply itself)."""
+    watch = session.sync_session.info.get(_CommitWatch.KEY)
+    if watch is None or watch.committed or watch.inbox_id is None:
+        return False
+    watch.reply = reply
+    return True
 
 
 async def ask_to_try_again(bot: Bot, update: Update, language: str) -> None:

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import transactions
 from bot.delivery import PACED, Attempt, Claims, Courier, classify
-from bot.middlewares import INBOX_ROW
+from bot.middlewares import INBOX_ROW, stage_with_mark
 from bot.ratelimit import SendLimiter
 from funnel.core.clock import Clock
 from funnel.core.models import InboxUpdate
@@ -141,6 +141,8 @@ class Replies:
         self._records: list[dict[str, Any]] = []
         self._recording: asyncio.Task[None] | None = None
         self._at_once: set[asyncio.Task[Any]] = set()
+        # The requests of queued rows this process planned, and the first one left.
+        self._known: dict[int, tuple[list[TelegramMethod[Any]], int]] = {}
 
     # --- inside the update's transaction ------------------------------------------------
 
@@ -154,11 +156,11 @@ class Replies:
         if row is None or not listed:
             return Planned(None, chat_id, listed, at_once=True)
         at_once = self._slots_now(chat_id, len(listed))
-        await session.execute(
-            PLAN,
-            {"row": row, "chat": chat_id, "requests": encode(listed),
-             "status": "sending" if at_once else "planned", "at": self.clock.now()},
-        )  # fmt: skip
+        reply = {"chat": chat_id, "requests": encode(listed),
+                 "status": "sending" if at_once else "planned"}  # fmt: skip
+        if not stage_with_mark(session, reply):
+            # The handler committed before: the reply goes in this transaction on its own.
+            await session.execute(PLAN, {"row": row, **reply, "at": self.clock.now()})
         return Planned(row, chat_id, listed, at_once)
 
     def _slots_now(self, chat_id: int, count: int) -> bool:
@@ -188,7 +190,7 @@ class Replies:
                 if task is not None:
                     self._at_once.discard(task)
         else:
-            self._enqueue(planned.chat_id, planned.row)
+            self._enqueue(planned.chat_id, planned.row, planned.requests)
 
     async def _send_unrecorded(self, planned: Planned) -> None:
         for request in planned.requests:
@@ -227,7 +229,7 @@ class Replies:
         row, chat_id = planned.row, planned.chat_id
         if attempt.verdict == "retry":
             await self._record(row, "planned", index, keep=True)
-            self._enqueue(chat_id, row)
+            self._enqueue(chat_id, row, planned.requests, index)
         elif attempt.verdict == "blocked":
             await self._record(row, "failed", index)
             await self._note_blocked(chat_id)
@@ -235,7 +237,7 @@ class Replies:
             _refused(row, attempt)
             if index + 1 < len(planned.requests):
                 await self._record(row, "planned", index + 1, keep=True)
-                self._enqueue(chat_id, row)
+                self._enqueue(chat_id, row, planned.requests, index + 1)
             else:
                 await self._record(row, "failed", index)
         else:
@@ -243,7 +245,17 @@ class Replies:
 
     # --- a chat's queue -----------------------------------------------------------------
 
-    def _enqueue(self, chat_id: int, row: int) -> None:
+    def _enqueue(
+        self,
+        chat_id: int,
+        row: int,
+        requests: list[TelegramMethod[Any]] | None = None,
+        index: int = 0,
+    ) -> None:
+        """Queues a row behind the chat's others; `requests`, when known, spare reading them
+        back (a row recovered at the start is read)."""
+        if requests is not None:
+            self._known[row] = (requests, index)
         queue = self._chats.get(chat_id)
         if queue is None:
             queue = self._chats[chat_id] = deque()
@@ -266,6 +278,7 @@ class Replies:
                     continue
                 if done:
                     queue.popleft()
+                    self._known.pop(row, None)
         finally:
             if self._chats.get(chat_id) is queue:
                 del self._chats[chat_id]
@@ -273,13 +286,18 @@ class Replies:
     async def _send_queued(self, chat_id: int, row: int) -> bool:
         """Sends what is left of one row, message by message; True once it is settled (or
         another instance owns it), False to be tried again."""
-        state = await transactions.retrying(functools.partial(self._load, row), "replies.read")
-        if state is None:
-            return True
-        status, index, text = state
-        if status != "planned" or text is None:
-            return True
-        requests = decode(text)
+        known = self._known.get(row)
+        if known is not None:
+            requests, index = known
+        else:
+            work = functools.partial(self._load, row)
+            state = await transactions.retrying(work, "replies.read")
+            if state is None:
+                return True
+            status, index, text = state
+            if status != "planned" or text is None:
+                return True
+            requests = decode(text)
         while index < len(requests):
             request = requests[index]
             attempt = await self.courier.deliver(
@@ -291,11 +309,16 @@ class Replies:
                 return self.courier.stopping is False  # claimed elsewhere, or stopping
             if attempt.verdict == "sent":
                 index += 1
-                last = index == len(requests)
-                await self._record(row, "sent" if last else "planned", index, keep=not last)
+                if index == len(requests):
+                    # Nothing claims this row again: recorded with the others of the moment.
+                    self._record_later(row, "sent", index)
+                else:
+                    await self._record(row, "planned", index, keep=True)
+                    self._known[row] = (requests, index)
                 continue
             if attempt.verdict == "retry":
                 await self._record(row, "planned", index, keep=True)
+                self._known[row] = (requests, index)
                 if attempt.retry_after:
                     await asyncio.sleep(attempt.retry_after)
                 continue
@@ -308,6 +331,7 @@ class Replies:
                 index += 1
                 last = index == len(requests)
                 await self._record(row, "failed" if last else "planned", index, keep=not last)
+                self._known[row] = (requests, index)
                 continue
             await self._record(row, "unknown", index)
             return True
@@ -430,9 +454,7 @@ class Replies:
                 )
                 left = (
                     await session.execute(
-                        select(INBOX.c.id, INBOX.c.chat_id)
-                        .where(waiting)
-                        .order_by(INBOX.c.id)
+                        select(INBOX.c.id, INBOX.c.chat_id).where(waiting).order_by(INBOX.c.id)
                     )
                 ).all()
                 await session.commit()
