@@ -45,6 +45,8 @@ import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import URL
 
+from bot.paths import sqlite_file
+
 log = logging.getLogger("leadbot.db")
 
 # Statements that never begin a write: anything else takes the gate first.
@@ -346,7 +348,7 @@ def async_creator(url: URL, **connect_args: Any) -> Any:
     timeout = float(connect_args.pop("timeout", options.pop("timeout", 5.0)))
     options = {**options, **connect_args, "check_same_thread": False}
     connect_file = partial(sqlite3.connect, *args, **options)
-    in_memory = url.database in (None, "", ":memory:") or "memory" in str(url.query)
+    in_memory = sqlite_file(url) is None
     file = _File(timeout, None if in_memory else partial(connect_file, timeout=timeout))
 
     def opened() -> sqlite3.Connection:
