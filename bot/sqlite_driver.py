@@ -80,11 +80,23 @@ class _Costs:
 
 
 class _Turn:
-    """The gate on one event loop: the lock and the connection holding it."""
+    """The gate on one event loop: the lock and the hold that has it."""
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
-        self.holder: weakref.ref[_Connection] | None = None
+        self.hold: _Hold | None = None
+
+
+class _Hold:
+    """One writer's turn at the gate. Given back once, by its own connection: a hold the gate
+    took back from a lost holder is spent, and giving it back later releases nothing (it
+    once released the next writer's turn, letting a third one in beside it)."""
+
+    __slots__ = ("holder", "turn")
+
+    def __init__(self, turn: _Turn, holder: _Connection) -> None:
+        self.turn = turn
+        self.holder = weakref.ref(holder)
 
 
 class WriterGate:
@@ -93,10 +105,13 @@ class WriterGate:
     Taken before a statement that may write, when its connection is in no transaction, and
     given back when the connection leaves its transaction (commit, rollback, close, or a
     statement that opened none). Waiting longer than the busy timeout fails as SQLite would,
-    "database is locked", which the update's or job's retry handles. A holder that went away
-    without giving it back (closed, collected, or out of its transaction: a path that missed
-    the hooks below) loses it at the next check; at worst two writers then meet SQLite's own
-    lock and busy timeout, as without the gate."""
+    "database is locked", which the update's or job's retry handles.
+
+    A holder that went away without giving it back (collected, closed, or idle outside any
+    transaction: a path that missed the hooks below) loses it at the next check. A holder
+    still running a statement never does, even one that opens no transaction (DDL runs in
+    autocommit: "not in a transaction" said nothing about a statement on the thread), so
+    the gate never admits a second writer beside a first."""
 
     CHECK_SECONDS = 1.0
 
@@ -114,7 +129,7 @@ class WriterGate:
             turn = self._turns[loop] = _Turn()
         return turn
 
-    async def take(self, taker: _Connection) -> _Turn:
+    async def take(self, taker: _Connection) -> _Hold:
         turn = self._turn()
         deadline = time.monotonic() + self.timeout
         while True:
@@ -123,21 +138,39 @@ class WriterGate:
                 async with asyncio.timeout(max(wait, 0.0)):
                     await turn.lock.acquire()
             except TimeoutError:
-                holder = turn.holder() if turn.holder is not None else None
-                if turn.lock.locked() and (holder is None or not holder.writing):
-                    turn.holder = None
-                    turn.lock.release()
+                hold = turn.hold
+                if hold is not None and not _using(hold):
+                    # Taken back: the lock goes to the first writer in line (maybe not this
+                    # one), and the lost holder's own give_back is a no-op from now on.
+                    self._release(hold)
                     continue
                 if time.monotonic() >= deadline:
                     raise sqlite3.OperationalError("database is locked") from None
                 continue
-            turn.holder = weakref.ref(taker)
-            return turn
+            # Acquired: no other hold exists (a hold is dropped with the lock's release, in
+            # one step of the loop).
+            assert turn.hold is None
+            hold = turn.hold = _Hold(turn, taker)
+            return hold
 
     @staticmethod
-    def give_back(turn: _Turn) -> None:
-        turn.holder = None
-        turn.lock.release()
+    def _release(hold: _Hold) -> None:
+        turn = hold.turn
+        if turn.hold is hold:
+            turn.hold = None
+            turn.lock.release()
+
+    @classmethod
+    def give_back(cls, hold: _Hold) -> None:
+        """Ends `hold`'s turn; nothing when the gate took it back already."""
+        cls._release(hold)
+
+
+def _using(hold: _Hold) -> bool:
+    """Whether the hold's connection still uses its turn: it is open and runs a statement or
+    is in its transaction."""
+    holder = hold.holder()
+    return holder is not None and holder.holding is hold and holder.busy
 
 
 class Checkpoints:
@@ -256,16 +289,24 @@ class _Connection(aiosqlite.Connection):
     def __init__(self, connector: Any, file: _File, **options: Any) -> None:
         super().__init__(connector, **options)
         self.file = file
-        self._turn: _Turn | None = None
+        self._hold: _Hold | None = None
+        # Statements and commits under way (on the loop or the thread): a holder that runs
+        # one keeps its turn, in a transaction or not.
+        self._calls = 0
 
     @property
     def closed(self) -> bool:
         return self._connection is None
 
     @property
-    def writing(self) -> bool:
-        """Whether the connection is in a transaction (a write's, since it holds the gate)."""
-        return not self.closed and self._conn.in_transaction
+    def holding(self) -> _Hold | None:
+        """Its turn at the writer gate, if it has one."""
+        return self._hold
+
+    @property
+    def busy(self) -> bool:
+        """Whether the connection runs a statement or is in a transaction."""
+        return not self.closed and (self._calls > 0 or self._conn.in_transaction)
 
     def cursor(self) -> _Cursor:  # type: ignore[override]
         # SQLAlchemy enters the cursor with `async with`; aiosqlite.Cursor supports it.
@@ -282,9 +323,10 @@ class _Connection(aiosqlite.Connection):
 
     async def statement(self, cursor: _Cursor, many: bool, sql: str, parameters: Any) -> None:
         """Runs a statement, after taking the writer gate if it may begin a write."""
-        if self._turn is None and _may_write(sql) and not self._conn.in_transaction:
-            self._turn = await self.file.gate.take(self)
+        self._calls += 1
         try:
+            if self._hold is None and _may_write(sql) and not self._conn.in_transaction:
+                self._hold = await self.file.gate.take(self)
             if self.file.costs.quick(sql):
                 try:
                     cursor.run(many, sql, parameters)
@@ -295,19 +337,21 @@ class _Connection(aiosqlite.Connection):
                     # Another process holds the lock: wait for it on the thread.
             await self._execute(self._waiting, partial(cursor.run, many, sql, parameters))
         finally:
+            self._calls -= 1
             self._settle()
 
     def _settle(self) -> None:
         """Gives the gate back once the connection is out of its transaction."""
-        if self._turn is not None and (self.closed or not self._conn.in_transaction):
+        if self._hold is not None and (self.closed or not self._conn.in_transaction):
             self._give_back()
 
     def _give_back(self) -> None:
-        turn, self._turn = self._turn, None
-        if turn is not None:
-            self.file.gate.give_back(turn)
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            self.file.gate.give_back(hold)
 
     async def commit(self) -> None:
+        self._calls += 1
         try:
             if self._connection is None:
                 raise ValueError("Connection closed")  # as aiosqlite says it
@@ -321,6 +365,7 @@ class _Connection(aiosqlite.Connection):
             if wrote:
                 self.file.checkpoints.committed()
         finally:
+            self._calls -= 1
             self._settle()
 
     async def rollback(self) -> None:

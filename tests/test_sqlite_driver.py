@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ async def test_a_gate_its_holder_lost_is_taken_back(
     async with file_engine.connect() as connection:
         await connection.execute(text("INSERT INTO t VALUES (1)"))
         driver = (await connection.get_raw_connection()).driver_connection
-        driver._turn = None  # as if a path around the driver's hooks ended the transaction
+        driver._hold = None  # as if a path around the driver's hooks ended the transaction
         await connection.rollback()
     async with file_engine.begin() as other:
         await asyncio.wait_for(other.execute(text("INSERT INTO t VALUES (2)")), 5)
@@ -279,3 +280,103 @@ def test_a_statement_slow_once_is_never_quick_again(monkeypatch: pytest.MonkeyPa
     for n in range(5):  # texts without end (values inlined) are forgotten, not hoarded
         costs.learn(f"SELECT {n}", 0.00001)
     assert len(costs._seconds) <= 3
+
+
+def _timeline(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, float]]:
+    """When each statement and commit began and ended (its first word, start or end)."""
+    moments: list[tuple[str, str, float]] = []
+    run = sqlite_driver._Cursor.run
+    commit = sqlite_driver._Connection.commit
+
+    def timed_run(self: Any, many: bool, sql: str, parameters: Any) -> None:
+        word = sql.split()[0].upper()
+        moments.append((word, "start", time.monotonic()))
+        try:
+            run(self, many, sql, parameters)
+        finally:
+            moments.append((word, "end", time.monotonic()))
+
+    async def timed_commit(self: Any) -> None:
+        await commit(self)
+        moments.append(("COMMIT", "end", time.monotonic()))
+
+    monkeypatch.setattr(sqlite_driver._Cursor, "run", timed_run)
+    monkeypatch.setattr(sqlite_driver._Connection, "commit", timed_commit)
+    return moments
+
+
+def _when(moments: list[tuple[str, str, float]], word: str, edge: str) -> float:
+    return next(at for w, e, at in moments if w == word and e == edge)
+
+
+async def test_the_gate_never_admits_a_second_writer_beside_a_long_statement(
+    file_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer running a long statement that opens no transaction (DDL runs in autocommit)
+    keeps its turn past the gate's checks; and the turn it gives back afterwards is its own
+    only. The gate once took the turn from it after a check (one second), then its give-back
+    released the next writer's turn too: three writers at once."""
+    monkeypatch.setattr(sqlite_driver.WriterGate, "CHECK_SECONDS", 0.05)
+    moments = _timeline(monkeypatch)
+    started = asyncio.Event()
+    second_wrote = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def long_ddl() -> None:
+        async with file_engine.connect() as connection:
+            raw = (await connection.get_raw_connection()).driver_connection
+            raw._conn.create_function("nap", 1, lambda s: time.sleep(s) or 0)
+            started.set()
+            await connection.execute(text("CREATE TABLE big AS SELECT nap(0.5) AS y"))
+
+    async def second() -> None:
+        await started.wait()
+        await asyncio.sleep(0.1)  # at the gate while the DDL runs, checks come and go
+        async with file_engine.connect() as connection:
+            await connection.execute(text("INSERT INTO t VALUES (2)"))
+            second_wrote.set()
+            await go_on.wait()  # holds its transaction open
+            await connection.commit()
+
+    async def third() -> None:
+        await started.wait()
+        await asyncio.sleep(0.2)
+        async with file_engine.connect() as connection:
+            await connection.execute(text("UPDATE t SET x = x + 1"))
+            await connection.commit()
+
+    async def release_second() -> None:
+        await second_wrote.wait()
+        await asyncio.sleep(0.3)  # several of the gate's checks
+        go_on.set()
+
+    await asyncio.wait_for(asyncio.gather(long_ddl(), second(), third(), release_second()), 20)
+    # One writer at a time: the insert began after the DDL ended, the update after the
+    # insert's transaction committed.
+    assert _when(moments, "INSERT", "start") >= _when(moments, "CREATE", "end")
+    commits = [at for w, e, at in moments if w == "COMMIT"]
+    assert _when(moments, "UPDATE", "start") >= commits[0]
+    assert await _count(file_engine) == 1
+
+
+async def test_a_spent_hold_gives_back_nothing() -> None:
+    """The gate took a lost holder's turn back and gave it to the next writer: the lost
+    holder's late give-back leaves the next writer's turn alone."""
+
+    class Holder:
+        holding: object = None
+        busy = False
+
+    gate = sqlite_driver.WriterGate(timeout=2.0)
+    gate.CHECK_SECONDS = 0.02
+    lost, next_writer, third = Holder(), Holder(), Holder()
+    lost_hold = await gate.take(lost)  # type: ignore[arg-type]
+    lost.holding = lost_hold  # idle, out of any transaction: lost
+    next_hold = await asyncio.wait_for(gate.take(next_writer), 1)  # type: ignore[arg-type]
+    next_writer.holding, next_writer.busy = next_hold, True
+    gate.give_back(lost_hold)  # late, and spent
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        gate.timeout = 0.2
+        await gate.take(third)  # type: ignore[arg-type]
+    gate.give_back(next_hold)
+    assert await asyncio.wait_for(gate.take(third), 1)  # type: ignore[arg-type]
