@@ -4,6 +4,7 @@ dispatcher's filters on the event loop (bot/dispatcher.py)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import time
 from pathlib import Path
@@ -282,31 +283,40 @@ def test_a_statement_slow_once_is_never_quick_again(monkeypatch: pytest.MonkeyPa
     assert len(costs._seconds) <= 3
 
 
-def _timeline(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, float]]:
-    """When each statement and commit began and ended (its first word, start or end)."""
-    moments: list[tuple[str, str, float]] = []
+def _timeline(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str, float]]:
+    """When each connection's statements began and ended and its commits ended, as
+    (connection, what, when); PRAGMAs left out."""
+    moments: list[tuple[int, str, float]] = []
     run = sqlite_driver._Cursor.run
     commit = sqlite_driver._Connection.commit
 
     def timed_run(self: Any, many: bool, sql: str, parameters: Any) -> None:
         word = sql.split()[0].upper()
-        moments.append((word, "start", time.monotonic()))
+        if word == "PRAGMA":
+            return run(self, many, sql, parameters)
+        moments.append((id(self._owner), f"{word} start", time.monotonic()))
         try:
             run(self, many, sql, parameters)
         finally:
-            moments.append((word, "end", time.monotonic()))
+            moments.append((id(self._owner), f"{word} end", time.monotonic()))
 
     async def timed_commit(self: Any) -> None:
         await commit(self)
-        moments.append(("COMMIT", "end", time.monotonic()))
+        moments.append((id(self), "COMMIT end", time.monotonic()))
 
     monkeypatch.setattr(sqlite_driver._Cursor, "run", timed_run)
     monkeypatch.setattr(sqlite_driver._Connection, "commit", timed_commit)
     return moments
 
 
-def _when(moments: list[tuple[str, str, float]], word: str, edge: str) -> float:
-    return next(at for w, e, at in moments if w == word and e == edge)
+def _writers(moments: list[tuple[int, str, float]]) -> list[tuple[float, float, str]]:
+    """Each connection's span from its first statement to its last statement or commit."""
+    spans: dict[int, list[float]] = {}
+    names: dict[int, str] = {}
+    for connection, what, at in moments:
+        spans.setdefault(connection, []).append(at)
+        names.setdefault(connection, what.split()[0])
+    return sorted((min(ats), max(ats), names[c]) for c, ats in spans.items())
 
 
 async def test_the_gate_never_admits_a_second_writer_beside_a_long_statement(
@@ -351,11 +361,11 @@ async def test_the_gate_never_admits_a_second_writer_beside_a_long_statement(
         go_on.set()
 
     await asyncio.wait_for(asyncio.gather(long_ddl(), second(), third(), release_second()), 20)
-    # One writer at a time: the insert began after the DDL ended, the update after the
-    # insert's transaction committed.
-    assert _when(moments, "INSERT", "start") >= _when(moments, "CREATE", "end")
-    commits = [at for w, e, at in moments if w == "COMMIT"]
-    assert _when(moments, "UPDATE", "start") >= commits[0]
+    # One writer at a time: each began after the one before ended (its DDL, its commit).
+    spans = _writers(moments)
+    assert spans[0][2] == "CREATE" and len(spans) == 3
+    for (_, ended, before), (began, _, after) in itertools.pairwise(spans):
+        assert began >= ended, (before, after)
     assert await _count(file_engine) == 1
 
 
