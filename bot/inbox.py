@@ -36,6 +36,8 @@ log = logging.getLogger("leadbot.inbox")
 KEEP_HANDLED = timedelta(hours=48)
 DEFAULT_CONCURRENCY = 64
 POLL_TIMEOUT_SECONDS = 10
+# Rows a purge deletes in one transaction: tens of milliseconds of the writer at most.
+PURGE_BATCH = 5_000
 MAX_BACKOFF_SECONDS = 30.0
 INBOX = cast(Table, InboxUpdate.__table__)
 
@@ -111,11 +113,38 @@ async def pending(session: AsyncSession, limit: int) -> list[tuple[int, str]]:
     return [(update_id, payload) for update_id, payload in rows.all()]
 
 
-async def purge(session: AsyncSession, now: datetime) -> int:
-    result = await session.execute(
-        delete(InboxUpdate).where(InboxUpdate.handled_at < now - KEEP_HANDLED)
+async def purge(session: AsyncSession, now: datetime, limit: int = PURGE_BATCH) -> int:
+    """Deletes at most `limit` handled rows past KEEP_HANDLED; how many went."""
+    expired = (
+        select(INBOX.c.update_id)
+        .where(INBOX.c.handled_at < now - KEEP_HANDLED)
+        .order_by(INBOX.c.handled_at)
+        .limit(limit)
     )
+    result = await session.execute(delete(INBOX).where(INBOX.c.update_id.in_(expired)))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def purge_all(
+    sessions: async_sessionmaker[AsyncSession], now: datetime, limit: int = PURGE_BATCH
+) -> int:
+    """Every handled row past KEEP_HANDLED, `limit` rows a transaction: a purge after days
+    of traffic once held SQLite's single writer (and the loop) for as long as it took, and
+    every reply waited behind it. Between batches the other writers take their turns."""
+    total = 0
+
+    async def batch() -> int:
+        async with sessions() as session:
+            count = await purge(session, now, limit)
+            await session.commit()
+        return count
+
+    while True:
+        count = await transactions.retrying(batch, "inbox.purge")
+        total += count
+        if count < limit:
+            return total
+        await asyncio.sleep(0)
 
 
 class Poller:
@@ -145,7 +174,7 @@ class Poller:
 
     async def run(self) -> None:
         """Handles what a previous run left, then polls until `stop()`."""
-        await transactions.retrying(self._purge, "inbox.purge")
+        await purge_all(self.sessions, self.clock.now())
         await self._handle_leftovers()
         allowed = self.dispatcher.resolve_used_update_types()
         offset: int | None = None
@@ -217,12 +246,6 @@ class Poller:
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-
-    async def _purge(self) -> int:
-        async with self.sessions() as session:
-            count = await purge(session, self.clock.now())
-            await session.commit()
-        return count
 
     async def _store(self, updates: Sequence[Update]) -> set[int]:
         async with self.sessions() as session:

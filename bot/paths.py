@@ -34,12 +34,9 @@ def sqlite_file(url: str | URL) -> Path | None:
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url) if isinstance(url, str) else url
-    [filename], options = SQLiteDialect_pysqlite().create_connect_args(parsed)
-    if options.get("uri"):
-        filename = _uri_path(str(filename))
-        if filename is None:
-            return None
-    if filename in ("", ":memory:"):
+    [name], options = SQLiteDialect_pysqlite().create_connect_args(parsed)
+    filename = _uri_path(str(name)) if options.get("uri") else str(name)
+    if filename is None or filename in ("", ":memory:"):
         return None
     return Path(os.path.abspath(filename))
 

@@ -12,9 +12,9 @@ a purge). So:
 - **A statement known to be quick runs where it is called**, on the loop's thread, with
   SQLite's busy timeout at zero: if another process holds the lock, SQLite says so at once
   and the statement goes to the thread after all, to wait there as long as the busy timeout
-  allows. Known means: the same SQL text ran before and never took more than QUICK_SECONDS
-  of CPU. A statement seen for the first time, or slow once, runs on the thread (and is
-  timed there).
+  allows. Known means: the same SQL text ran before, never took more than QUICK_SECONDS
+  of CPU and never held the loop longer than LOOP_STALL_SECONDS. A statement seen for the
+  first time, or slow once (on the loop or the thread), runs on the thread from then on.
 - **Commits run where they are called**: with `synchronous=NORMAL` a WAL commit appends to
   the log without a sync. The pooled connections do not checkpoint at a commit
   (`wal_autocheckpoint=0`, which would sync on the loop); `Checkpoints` copies the log back
@@ -53,6 +53,10 @@ log = logging.getLogger("leadbot.db")
 _READS = ("SELECT", "PRAGMA", "EXPLAIN")
 # CPU a statement may have taken, every time it ran, to run on the loop.
 QUICK_SECONDS = 0.002
+# Wall time a statement on the loop may take before it is sent to the thread for good. Above
+# QUICK_SECONDS: on the loop the wall time also counts the waits for the interpreter lock a
+# driver thread holds (up to its 5 ms switch interval), which say nothing of the statement.
+LOOP_STALL_SECONDS = 0.01
 # Distinct statements remembered (SQLAlchemy builds the same texts again and again; a text
 # with values inlined would grow this without end). Past it, everything is learnt anew.
 KNOWN_STATEMENTS = 4096
@@ -61,22 +65,39 @@ CHECKPOINT_EVERY = 200
 
 
 class _Costs:
-    """The most CPU each statement (by its SQL text) took, for the quick-or-not choice."""
+    """What each statement (by its SQL text) cost, for the quick-or-not choice.
+
+    A statement is quick once it ran and never took more than QUICK_SECONDS of CPU, and never
+    held the loop longer than LOOP_STALL_SECONDS: on the loop the wall time is what blocks
+    everything else (a purge reading pages from disk takes little CPU and long). A slow run
+    is remembered for good: the forgetting of texts beyond KNOWN_STATEMENTS keeps the slow
+    ones, so a statement that turned slow on the loop never runs there again."""
 
     def __init__(self) -> None:
         self._seconds: dict[str, float] = {}
+        # Set once the slow statements alone fill KNOWN_STATEMENTS: from then on none runs on
+        # the loop (forgetting one would let it block the loop again).
+        self._closed = False
 
     def quick(self, sql: str) -> bool:
         seconds = self._seconds.get(sql)
-        return seconds is not None and seconds <= QUICK_SECONDS
+        return seconds is not None and seconds <= QUICK_SECONDS and not self._closed
 
     def learn(self, sql: str, seconds: float) -> None:
         # Called on the loop's thread and on the driver's: one dict operation at a time.
         known = self._seconds.get(sql)
         if known is None and len(self._seconds) >= KNOWN_STATEMENTS:
-            self._seconds.clear()
+            slow = {text: cost for text, cost in self._seconds.items() if cost > QUICK_SECONDS}
+            if len(slow) >= KNOWN_STATEMENTS:
+                self._closed = True
+                return
+            self._seconds = slow
         if known is None or seconds > known:
             self._seconds[sql] = seconds
+
+    def stalled(self, sql: str) -> None:
+        """The statement held the loop too long: slow from now on, whatever its CPU."""
+        self.learn(sql, float("inf"))
 
 
 class _Turn:
@@ -239,9 +260,11 @@ class _Cursor(aiosqlite.Cursor):
         self._owner = conn
         self._rows: list[Any] | None = None
 
-    def run(self, many: bool, sql: str, parameters: Any) -> None:
-        """The statement and its rows, timed (CPU of the calling thread) for `_Costs`."""
+    def run(self, many: bool, sql: str, parameters: Any, on_loop: bool = False) -> None:
+        """The statement and its rows, timed for `_Costs`: the CPU of the calling thread, and
+        on the loop the time the loop was held."""
         started = time.thread_time()
+        began = time.perf_counter() if on_loop else 0.0
         try:
             if many:
                 self._rows = None
@@ -251,7 +274,10 @@ class _Cursor(aiosqlite.Cursor):
                 # The rows come with the statement: a statement's result is read whole anyway.
                 self._rows = self._cursor.fetchall() if self._cursor.description else None
         finally:
-            self._owner.file.costs.learn(sql, time.thread_time() - started)
+            costs = self._owner.file.costs
+            costs.learn(sql, time.thread_time() - started)
+            if on_loop and time.perf_counter() - began > LOOP_STALL_SECONDS:
+                costs.stalled(sql)
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> _Cursor:
         await self._owner.statement(self, False, sql, [] if parameters is None else parameters)
@@ -329,7 +355,7 @@ class _Connection(aiosqlite.Connection):
                 self._hold = await self.file.gate.take(self)
             if self.file.costs.quick(sql):
                 try:
-                    cursor.run(many, sql, parameters)
+                    cursor.run(many, sql, parameters, on_loop=True)
                     return
                 except sqlite3.OperationalError as error:
                     if not _is_busy(error):

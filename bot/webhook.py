@@ -253,7 +253,7 @@ class WebServer:
 
     async def resume(self) -> None:
         """Handles what earlier runs left, then keeps taking what a stopped instance left."""
-        await transactions.retrying(self._purge, "inbox.purge")
+        await inbox.purge_all(self.app.sessions, self.app.clock.now())
         # Only what arrived before this process began: what another instance received
         # meanwhile is that instance's to handle (the sweep takes it if that one dies).
         await self.handling.resume(self._created_at)
@@ -289,18 +289,12 @@ class WebServer:
             try:
                 await self.handling.resume(self.app.clock.now() - STALE_AFTER)
                 if time.monotonic() - last_purge > PURGE_EVERY_SECONDS:
-                    await transactions.retrying(self._purge, "inbox.purge")
+                    await inbox.purge_all(self.app.sessions, self.app.clock.now())
                     last_purge = time.monotonic()
             except Exception as error:
                 log.warning("inbox.sweep_failed: trying again later",
                             extra={"event": "inbox.sweep_failed",
                                    "error": type(error).__name__})  # fmt: skip
-
-    async def _purge(self) -> int:
-        async with self.app.sessions() as session:
-            count = await inbox.purge(session, self.app.clock.now())
-            await session.commit()
-        return count
 
     # --- the webhook --------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiogram import F, Router
 from aiogram.types import Chat, Message, User
-from sqlalchemy import exc, text
+from sqlalchemy import exc, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import db, sqlite_driver, transactions
@@ -290,13 +290,13 @@ def _timeline(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str, float]]:
     run = sqlite_driver._Cursor.run
     commit = sqlite_driver._Connection.commit
 
-    def timed_run(self: Any, many: bool, sql: str, parameters: Any) -> None:
+    def timed_run(self: Any, many: bool, sql: str, parameters: Any, on_loop: bool = False) -> None:
         word = sql.split()[0].upper()
         if word == "PRAGMA":
-            return run(self, many, sql, parameters)
+            return run(self, many, sql, parameters, on_loop)
         moments.append((id(self._owner), f"{word} start", time.monotonic()))
         try:
-            run(self, many, sql, parameters)
+            run(self, many, sql, parameters, on_loop)
         finally:
             moments.append((id(self._owner), f"{word} end", time.monotonic()))
 
@@ -390,3 +390,87 @@ async def test_a_spent_hold_gives_back_nothing() -> None:
         await gate.take(third)  # type: ignore[arg-type]
     gate.give_back(next_hold)
     assert await asyncio.wait_for(gate.take(third), 1)  # type: ignore[arg-type]
+
+
+def test_a_slow_statement_is_remembered_past_the_forgetting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sqlite_driver, "KNOWN_STATEMENTS", 4)
+    costs = sqlite_driver._Costs()
+    costs.learn("DELETE big", 0.00001)
+    assert costs.quick("DELETE big")
+    costs.stalled("DELETE big")  # held the loop (wall time), whatever its CPU
+    assert not costs.quick("DELETE big")
+    for n in range(20):  # texts without end: the quick ones are forgotten, the slow one not
+        costs.learn(f"SELECT {n}", 0.00001)
+    assert not costs.quick("DELETE big") and "DELETE big" in costs._seconds
+    assert len(costs._seconds) <= 4
+    # Slow texts alone filling the table: nothing runs on the loop any more.
+    for n in range(4):
+        costs.learn(f"UPDATE {n}", 1.0)
+    costs.learn("SELECT fresh", 0.00001)
+    costs.learn("SELECT fresh", 0.00001)
+    assert not costs.quick("SELECT fresh") and not costs.quick("SELECT 19")
+
+
+async def test_a_quick_statement_that_turns_slow_runs_on_the_loop_once(
+    file_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Learnt quick on a small table, then slow (a purge after the data grew): the loop is
+    held by it once, then the statement goes to the thread for good. The slowness here is
+    time spent waiting (as for pages read from disk), not CPU, which the driver measured
+    alone and so ran it on the loop every time."""
+    calls = _hand_offs(monkeypatch)
+    held: list[float] = []
+    statement = text("SELECT count(*) FROM t WHERE nap(:s) >= 0")
+    async with file_engine.connect() as connection:
+        raw = (await connection.get_raw_connection()).driver_connection
+        raw._conn.create_function("nap", 1, lambda s: time.sleep(s) or 0)
+        await connection.execute(text("INSERT INTO t VALUES (1)"))
+        await connection.commit()
+        for _ in range(2):  # first seen on the thread, then known quick on the loop
+            await connection.execute(statement, {"s": 0})
+        quick_calls = len(calls)
+        for _ in range(4):
+            began = time.perf_counter()
+            await connection.execute(statement, {"s": 0.05})
+            held.append(time.perf_counter() - began)
+    on_loop = 4 - (len(calls) - quick_calls)
+    assert on_loop == 1
+    assert all(seconds >= 0.05 for seconds in held)
+
+
+async def test_a_purge_deletes_in_bounded_batches(
+    sessions: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Handled rows past retention go a batch per transaction; the others stay."""
+    from datetime import UTC, datetime, timedelta
+
+    from bot import inbox
+
+    now = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
+    old = now - inbox.KEEP_HANDLED - timedelta(minutes=1)
+    recent = now - timedelta(hours=1)
+    rows = [{"update_id": n, "payload": "", "received_at": old, "handled_at": old}
+            for n in range(1, 1_201)]  # fmt: skip
+    rows += [{"update_id": n, "payload": "", "received_at": recent, "handled_at": recent}
+             for n in range(2_000, 2_010)]  # fmt: skip
+    rows.append({"update_id": 3_000, "payload": "{}", "received_at": old, "handled_at": None})
+    async with sessions() as session:
+        await session.execute(inbox.INBOX.insert(), rows)
+        await session.commit()
+    batches: list[int] = []
+    purge = inbox.purge
+
+    async def counted(session: Any, at: datetime, limit: int = inbox.PURGE_BATCH) -> int:
+        count = await purge(session, at, limit)
+        batches.append(count)
+        assert session.in_transaction()  # each batch commits on its own, below
+        return count
+
+    monkeypatch.setattr(inbox, "purge", counted)
+    assert await inbox.purge_all(sessions, now, limit=500) == 1_200
+    assert batches == [500, 500, 200]
+    async with sessions() as session:
+        left = (await session.execute(select(inbox.INBOX.c.update_id))).scalars().all()
+    assert sorted(left) == [*range(2_000, 2_010), 3_000]
