@@ -11,7 +11,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from bot import sqlite_driver
+from bot import erasure, sqlite_driver
 from bot.paths import shipped, sqlite_file
 from funnel.core.models import Base
 
@@ -41,22 +41,23 @@ def create_engine(url: str) -> AsyncEngine:
                 "max_overflow": 0,
                 "pool_timeout": SQLITE_BUSY_SECONDS,
             }
-        engine = create_async_engine(
-            url,
-            async_creator=sqlite_driver.async_creator(parsed, timeout=SQLITE_BUSY_SECONDS),
-            hide_parameters=True,
-            **pool,
-        )
+        creator = sqlite_driver.async_creator(parsed, timeout=SQLITE_BUSY_SECONDS)
+        engine = create_async_engine(url, async_creator=creator, hide_parameters=True, **pool)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        # After a /forget: the log checkpointed and truncated (bot/erasure.py).
+        erasure.watch(engine, creator.checkpoints)
         return engine
     # No JIT: the bot's statements are short, and compiling one costs more than it saves
     # (tens of milliseconds once a table is large enough for the planner to try).
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_pre_ping=True,
         hide_parameters=True,
         connect_args={"server_settings": {"jit": "off"}},
     )
+    # After a /forget: the tables it touched vacuumed (bot/erasure.py).
+    erasure.watch(engine, None)
+    return engine
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -62,6 +62,11 @@ LOOP_STALL_SECONDS = 0.01
 KNOWN_STATEMENTS = 4096
 # Commits between two checkpoints (a commit here writes a few pages to the log).
 CHECKPOINT_EVERY = 200
+# After an erasure: how long one try to empty the log waits for readers and writers (other
+# writers wait meanwhile), and how long the tries go on before the periodic checkpoints
+# take over.
+TRUNCATE_WAIT_SECONDS = 0.2
+TRUNCATE_BUDGET_SECONDS = 60.0
 
 
 class _Costs:
@@ -198,13 +203,19 @@ class Checkpoints:
     """Copies the write-ahead log back into the database file, off the loop: a passive
     checkpoint (it waits for no reader or writer) every CHECKPOINT_EVERY commits, on a
     thread with a connection of its own. Without it the log would grow for as long as the
-    bot runs; SQLite still checkpoints when the last connection closes."""
+    bot runs; SQLite still checkpoints when the last connection closes.
+
+    After an erasure (`truncate`) the log is also emptied: it holds every page the erased
+    rows were on, as they were, until a checkpoint truncates it."""
 
     def __init__(self, connector: Callable[[], sqlite3.Connection] | None) -> None:
         self._connector = connector  # None: an in-memory database, no log
         self._commits = 0
         self._running: asyncio.Future[None] | None = None
         self.done = 0
+        # An erasure whose truncation could not happen yet: the periodic checkpoints
+        # truncate until one does.
+        self.truncate_pending = False
 
     def committed(self) -> None:
         self._commits += 1
@@ -214,13 +225,13 @@ class Checkpoints:
             self._running = asyncio.ensure_future(asyncio.to_thread(self._checkpoint))
 
     def _checkpoint(self) -> None:
-        assert self._connector is not None
+        truncate = self.truncate_pending
         try:
-            connection = self._connector()
-            try:
-                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            finally:
-                connection.close()
+            truncated = self._run("TRUNCATE" if truncate else "PASSIVE")
+            if truncate and truncated:
+                self.truncate_pending = False
+                log.info("db.erasure_truncated: the deferred truncation of the log happened",
+                         extra={"event": "db.erasure_truncated"})  # fmt: skip
             self.done += 1
         except sqlite3.Error as error:
             # Tried again after the next CHECKPOINT_EVERY commits.
@@ -228,6 +239,47 @@ class Checkpoints:
                 "db.checkpoint_failed: the SQLite log was not copied back this time",
                 extra={"event": "db.checkpoint_failed", "error": type(error).__name__},
             )
+
+    def _run(self, mode: str, busy_seconds: float | None = None) -> bool:
+        """One checkpoint on a connection of its own (on the calling thread); True when it
+        was complete (for TRUNCATE: the log is empty)."""
+        assert self._connector is not None
+        connection = self._connector()
+        try:
+            if busy_seconds is not None:
+                connection.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
+            [(busy, _log, _copied)] = connection.execute(
+                f"PRAGMA wal_checkpoint({mode})"
+            ).fetchall()
+        finally:
+            connection.close()
+        return busy == 0
+
+    async def truncate(self, budget: float = TRUNCATE_BUDGET_SECONDS) -> bool:
+        """Copies the whole log back and empties it, on a thread: True when done. A reader on
+        an old snapshot or a writer in its transaction keeps a truncation from happening;
+        each try waits for them TRUNCATE_WAIT_SECONDS at most (other writers wait while a
+        try is pending), then the next comes after a pause, for `budget` seconds. Past it,
+        False, and the periodic checkpoints truncate until one succeeds."""
+        if self._connector is None:
+            return True
+        deadline = time.monotonic() + budget
+        pause = 0.05
+        while True:
+            try:
+                truncated = await asyncio.to_thread(self._run, "TRUNCATE", TRUNCATE_WAIT_SECONDS)
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error):
+                    raise
+                truncated = False
+            if truncated:
+                self.truncate_pending = False
+                return True
+            if time.monotonic() + pause > deadline:
+                self.truncate_pending = True
+                return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
     async def wait(self) -> None:
         if self._running is not None:
@@ -411,26 +463,44 @@ class _Connection(aiosqlite.Connection):
         return super().stop()
 
 
-def async_creator(url: URL, **connect_args: Any) -> Any:
-    """The engine's `async_creator` for a SQLite URL: the dialect's own connect arguments
-    (file, URI options) and `connect_args` (`timeout`: the busy timeout, for statements on
-    the driver's thread), the connection usable from the loop's thread."""
-    args, options = SQLiteDialect_aiosqlite().create_connect_args(url)
-    timeout = float(connect_args.pop("timeout", options.pop("timeout", 5.0)))
-    options = {**options, **connect_args, "check_same_thread": False}
-    connect_file = partial(sqlite3.connect, *args, **options)
-    in_memory = sqlite_file(url) is None
-    file = _File(timeout, None if in_memory else partial(connect_file, timeout=timeout))
+class Creator:
+    """The engine's `async_creator` for a SQLite file: opens the driver's connections, all
+    sharing one `_File` (the gate, the statements' costs, the checkpoints)."""
 
-    def opened() -> sqlite3.Connection:
-        connection = connect_file(timeout=0.0)  # see `_Connection._waiting`
+    def __init__(self, url: URL, **connect_args: Any) -> None:
+        args, options = SQLiteDialect_aiosqlite().create_connect_args(url)
+        timeout = float(connect_args.pop("timeout", options.pop("timeout", 5.0)))
+        options = {**options, **connect_args, "check_same_thread": False}
+        self._connect_file = partial(sqlite3.connect, *args, **options)
+        in_memory = sqlite_file(url) is None
+        self.file = _File(timeout, None if in_memory else partial(self._open, timeout))
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        return self.file.checkpoints
+
+    def _open(self, timeout: float) -> sqlite3.Connection:
+        connection = self._connect_file(timeout=timeout)
+        # Whatever is deleted is overwritten with zeros, in the file and in the log, on every
+        # connection: an erased name must not stay in a page's free space (SQLite's default
+        # depends on how it was built).
+        connection.execute("PRAGMA secure_delete=ON")
+        return connection
+
+    def _opened(self) -> sqlite3.Connection:
+        connection = self._open(0.0)  # see `_Connection._waiting`
         # Checkpoints come from `Checkpoints`, off the loop, not from a commit on it.
         connection.execute("PRAGMA wal_autocheckpoint=0")
         return connection
 
-    async def connect() -> aiosqlite.Connection:
-        connection = _Connection(opened, file, iter_chunk_size=64)
+    async def __call__(self) -> aiosqlite.Connection:
+        connection = _Connection(self._opened, self.file, iter_chunk_size=64)
         connection._thread.daemon = True  # as SQLAlchemy does: a forgotten one never hangs exit
         return await connection
 
-    return connect
+
+def async_creator(url: URL, **connect_args: Any) -> Creator:
+    """The engine's `async_creator` for a SQLite URL: the dialect's own connect arguments
+    (file, URI options) and `connect_args` (`timeout`: the busy timeout, for statements on
+    the driver's thread), the connection usable from the loop's thread."""
+    return Creator(url, **connect_args)

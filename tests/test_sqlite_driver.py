@@ -474,3 +474,98 @@ async def test_a_purge_deletes_in_bounded_batches(
     async with sessions() as session:
         left = (await session.execute(select(inbox.INBOX.c.update_id))).scalars().all()
     assert sorted(left) == [*range(2_000, 2_010), 3_000]
+
+
+async def test_every_connection_overwrites_what_it_deletes(file_engine: AsyncEngine) -> None:
+    async with file_engine.connect() as connection:
+        assert (await connection.execute(text("PRAGMA secure_delete"))).scalar_one() == 1
+        driver = (await connection.get_raw_connection()).driver_connection
+    # The checkpoints' own connection too.
+    checkpointer = driver.file.checkpoints._connector()
+    try:
+        assert checkpointer.execute("PRAGMA secure_delete").fetchone() == (1,)
+    finally:
+        checkpointer.close()
+
+
+def _log_size(tmp_path: Path) -> int:
+    log = tmp_path / "gate.sqlite3-wal"
+    return log.stat().st_size if log.exists() else 0
+
+
+async def test_the_log_is_truncated_with_pooled_connections_open(
+    file_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """Pooled connections hold no read transaction between uses: reads and writes done, all
+    of them still open, the log empties at the first try."""
+
+    async def use(x: int) -> None:
+        async with file_engine.connect() as connection:
+            await connection.execute(text("SELECT count(*) FROM t"))
+            await connection.execute(text("INSERT INTO t VALUES (:x)"), {"x": x})
+            await connection.commit()
+            await connection.execute(text("SELECT * FROM t"))
+
+    await asyncio.gather(*(use(x) for x in range(db.SQLITE_POOL_SIZE * 2)))
+    assert file_engine.pool.checkedin() >= 2  # type: ignore[attr-defined]
+    assert _log_size(tmp_path) > 0
+    async with file_engine.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+    assert await driver.file.checkpoints.truncate(budget=0.0)
+    assert _log_size(tmp_path) == 0
+
+
+async def test_a_truncation_a_reader_holds_up_is_tried_again_then_deferred(
+    file_engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with file_engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t VALUES (1)"))
+        driver = (await connection.get_raw_connection()).driver_connection
+    checkpoints = driver.file.checkpoints
+    # Another reader on an old snapshot (another process, a report) keeps the log.
+    reader = sqlite3.connect(tmp_path / "gate.sqlite3", isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM t").fetchall()
+    async with file_engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t VALUES (2)"))
+    tries = 0
+    run = checkpoints._run
+
+    def counted(mode: str, busy_seconds: float | None = None) -> bool:
+        nonlocal tries
+        tries += mode == "TRUNCATE"
+        return run(mode, busy_seconds)
+
+    monkeypatch.setattr(checkpoints, "_run", counted)
+    monkeypatch.setattr(sqlite_driver, "TRUNCATE_WAIT_SECONDS", 0.01)
+    ticks = 0
+
+    async def ticking() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(ticking())
+    try:
+        # The reader lets go while the tries go on: the log is emptied then.
+        asyncio.get_running_loop().call_later(0.3, reader.rollback)
+        assert await checkpoints.truncate(budget=5.0)
+        assert tries >= 2 and _log_size(tmp_path) == 0 and ticks >= 10  # off the loop
+        # A reader that does not let go: deferred to the periodic checkpoints.
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchall()
+        async with file_engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t VALUES (3)"))
+        assert not await checkpoints.truncate(budget=0.3)
+        assert checkpoints.truncate_pending and _log_size(tmp_path) > 0
+    finally:
+        ticker.cancel()
+        reader.rollback()
+        reader.close()
+    monkeypatch.setattr(sqlite_driver, "CHECKPOINT_EVERY", 3)
+    for x in range(3):
+        async with file_engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t VALUES (:x)"), {"x": x})
+    await checkpoints.wait()
+    assert not checkpoints.truncate_pending and _log_size(tmp_path) == 0
