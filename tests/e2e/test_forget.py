@@ -164,3 +164,38 @@ async def test_after_forget_no_file_of_the_database_holds_the_person(world: Worl
     await world.admin.send("/stats")
     await world.admin.next_message()
     assert where(database_files(world), needles) == []
+
+
+@engines.needs_postgres
+async def test_after_forget_postgresql_vacuums_the_tables_it_touched(world: World) -> None:
+    """The erasure's UPDATEs leave the old row versions (name, answers) as dead tuples until
+    VACUUM: it runs after the commit, on the tables the erasure touched."""
+    from funnel.core.store import ERASED_TABLES
+
+    async def stats() -> dict[str, tuple[int, int]]:
+        async with world.sessions() as session:
+            rows = await session.execute(
+                text("SELECT relname, vacuum_count, n_dead_tup FROM pg_stat_user_tables "
+                     "WHERE relname = ANY(:names)"),
+                {"names": list(ERASED_TABLES)},
+            )  # fmt: skip
+            return {name: (int(count), int(dead)) for name, count, dead in rows.all()}
+
+    user = world.user(RARE_NAME, username=RARE_USERNAME)
+    await user.send("/start vk_ads")
+    await user.next_message()
+    await user.send(RARE_ANSWER)
+    await user.next_message()
+    before = await stats()
+    await user.send("/forget")
+    await user.press(await user.next_message(), "Да, удалить")
+    await user.next_message()
+    await erasure.settle(world.app.engine)
+    after = await stats()
+    assert set(after) == set(ERASED_TABLES)
+    for name in ERASED_TABLES:
+        assert after[name][0] > before.get(name, (0, 0))[0], name  # vacuumed
+        assert after[name][1] == 0, name  # no dead tuple left behind
+    everything = await every_value(world)
+    for trace in (RARE_NAME, RARE_USERNAME, RARE_ANSWER):
+        assert trace not in everything
