@@ -569,3 +569,32 @@ async def test_a_truncation_a_reader_holds_up_is_tried_again_then_deferred(
             await connection.execute(text("INSERT INTO t VALUES (:x)"), {"x": x})
     await checkpoints.wait()
     assert not checkpoints.truncate_pending and _log_size(tmp_path) == 0
+
+
+async def test_only_a_committed_erasure_is_cleaned_after(
+    engine: AsyncEngine, sessions: Any, clock: Any
+) -> None:
+    from bot import erasure
+    from funnel.core import store
+
+    scrubber = erasure.scrubber(engine)
+    assert scrubber is not None
+    async with sessions() as session:
+        lead = store.new_lead(
+            store.Profile(user_id=5, chat_id=5, first_name="Ann"),
+            source="direct", stage="new", position=None, version="v@1", at=clock.now(),
+        )  # fmt: skip
+        session.add(lead)
+        await session.commit()
+        await store.forget_lead(session, lead, clock.now())
+        await session.rollback()  # undone: nothing to clean after
+        await session.commit()
+    await erasure.settle(engine)
+    assert scrubber.cleaned == 0
+    async with sessions() as session:
+        lead = await session.merge(lead)
+        await store.forget_lead(session, lead, clock.now())
+        await session.commit()
+        await session.commit()  # a later commit of the same session cleans nothing more
+    await erasure.settle(engine)
+    assert scrubber.cleaned == 1
