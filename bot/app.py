@@ -16,7 +16,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand, LinkPreviewOptions
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from bot import db, middlewares, transactions
+from bot import db, erasure, middlewares, transactions
 from bot.delivery_middleware import RateLimitMiddleware, WriteGuardMiddleware
 from bot.dispatcher import create_dispatcher
 from bot.handoff import HandOff
@@ -314,4 +314,5 @@ class App:
         await middlewares.close_user_locks(self.engine)
         if isinstance(self.limiter, SharedRateLimiter):
             await self.limiter.close()
+        await erasure.settle(self.engine)  # a /forget's cleaning finishes before the close
         await self.engine.dispose()

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import fcntl
 import os
-from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from bot import sqlite_driver, write_guard
-from bot.paths import shipped
+from bot import erasure, sqlite_driver, write_guard
+from bot.paths import shipped, sqlite_file
 from funnel.core.models import Base
 
 # How long a writer waits for SQLite's lock (another process's) before the driver gives up;
@@ -34,20 +33,19 @@ def create_engine(url: str) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         pool: dict[str, Any] = {}
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        database = sqlite_file(parsed)
+        if database is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
             pool = {
                 "pool_size": SQLITE_POOL_SIZE,
                 "max_overflow": 0,
                 "pool_timeout": SQLITE_BUSY_SECONDS,
             }
-        engine = create_async_engine(
-            url,
-            async_creator=sqlite_driver.async_creator(parsed, timeout=SQLITE_BUSY_SECONDS),
-            hide_parameters=True,
-            **pool,
-        )
+        creator = sqlite_driver.async_creator(parsed, timeout=SQLITE_BUSY_SECONDS)
+        engine = create_async_engine(url, async_creator=creator, hide_parameters=True, **pool)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        # After a /forget: the log checkpointed and truncated (bot/erasure.py).
+        erasure.watch(engine, creator.checkpoints)
         return engine
     # No JIT: the bot's statements are short, and compiling one costs more than it saves
     # (tens of milliseconds once a table is large enough for the planner to try).
@@ -59,6 +57,8 @@ def create_engine(url: str) -> AsyncEngine:
     )
     # On SQLite the driver's writer gate tells the guard; here the engine's events do.
     write_guard.install(engine)
+    # After a /forget: the tables it touched vacuumed (bot/erasure.py).
+    erasure.watch(engine, None)
     return engine
 
 
@@ -141,12 +141,17 @@ def single_instance_lock(url: str) -> IO[str] | None:
     order) is only shared through PostgreSQL. The kernel releases the lock whenever the
     process ends, kill -9 included, so a crash never leaves a stale lock behind.
 
+    The lock sits beside the file SQLite opens, whatever the URL's form (a relative path, a
+    `file:` URI), and is named after its real path (symbolic links followed), so two URLs
+    naming one file take one lock.
+
     None for PostgreSQL (several instances are welcome) and for an in-memory database."""
     parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    file = sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if file is None:
         return None
-    database = Path(parsed.database).resolve()
-    database.parent.mkdir(parents=True, exist_ok=True)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    database = file.resolve()
     lock_path = database.with_name(database.name + ".lock")
     handle = lock_path.open("a+", encoding="utf-8")
     try:

@@ -38,6 +38,8 @@ log = logging.getLogger("leadbot.inbox")
 # a delivery of it again is still recognised.
 KEEP_HANDLED = timedelta(hours=48)
 POLL_TIMEOUT_SECONDS = 10
+# Rows a purge deletes in one transaction: tens of milliseconds of the writer at most.
+PURGE_BATCH = 5_000
 MAX_BACKOFF_SECONDS = 30.0
 INBOX = cast(Table, InboxUpdate.__table__)
 WAITING = ("planned", "sending")
@@ -151,15 +153,42 @@ async def pending(
     return [(row, payload) for row, payload in rows.all()]
 
 
-async def purge(session: AsyncSession, now: datetime) -> int:
-    result = await session.execute(
-        delete(InboxUpdate).where(
-            InboxUpdate.handled_at < now - KEEP_HANDLED,
-            # A reply still to send keeps its row (bot/replies.py).
-            or_(InboxUpdate.reply_status.is_(None), InboxUpdate.reply_status.not_in(WAITING)),
+async def purge(session: AsyncSession, now: datetime, limit: int = PURGE_BATCH) -> int:
+    """Deletes at most `limit` handled rows past KEEP_HANDLED; how many went. A row whose
+    reply is still to send stays (bot/replies.py)."""
+    expired = (
+        select(INBOX.c.id)
+        .where(
+            INBOX.c.handled_at < now - KEEP_HANDLED,
+            or_(INBOX.c.reply_status.is_(None), INBOX.c.reply_status.not_in(WAITING)),
         )
+        .order_by(INBOX.c.handled_at)
+        .limit(limit)
     )
+    result = await session.execute(delete(INBOX).where(INBOX.c.id.in_(expired)))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def purge_all(
+    sessions: async_sessionmaker[AsyncSession], now: datetime, limit: int = PURGE_BATCH
+) -> int:
+    """Every handled row past KEEP_HANDLED, `limit` rows a transaction: a purge after days
+    of traffic once held SQLite's single writer (and the loop) for as long as it took, and
+    every reply waited behind it. Between batches the other writers take their turns."""
+    total = 0
+
+    async def batch() -> int:
+        async with sessions() as session:
+            count = await purge(session, now, limit)
+            await session.commit()
+        return count
+
+    while True:
+        count = await transactions.retrying(batch, "inbox.purge")
+        total += count
+        if count < limit:
+            return total
+        await asyncio.sleep(0)
 
 
 class Inbox:
@@ -187,7 +216,7 @@ class Inbox:
     async def open(self) -> None:
         """At the start: purge, take over the rows from before the bot's id was kept, and say
         when the database last belonged to another bot."""
-        await transactions.retrying(self._purge, "inbox.purge")
+        await self.purge()
         await transactions.retrying(self._open, "inbox.open")
 
     async def _open(self) -> None:
@@ -291,13 +320,7 @@ class Inbox:
             await session.commit()
 
     async def purge(self) -> int:
-        return await transactions.retrying(self._purge, "inbox.purge")
-
-    async def _purge(self) -> int:
-        async with self.sessions() as session:
-            count = await purge(session, self.clock.now())
-            await session.commit()
-        return count
+        return await purge_all(self.sessions, self.clock.now())
 
 
 class Poller:

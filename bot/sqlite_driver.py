@@ -12,9 +12,9 @@ a purge). So:
 - **A statement known to be quick runs where it is called**, on the loop's thread, with
   SQLite's busy timeout at zero: if another process holds the lock, SQLite says so at once
   and the statement goes to the thread after all, to wait there as long as the busy timeout
-  allows. Known means: the same SQL text ran before and never took more than QUICK_SECONDS
-  of CPU. A statement seen for the first time, or slow once, runs on the thread (and is
-  timed there).
+  allows. Known means: the same SQL text ran before, never took more than QUICK_SECONDS
+  of CPU and never held the loop longer than LOOP_STALL_SECONDS. A statement seen for the
+  first time, or slow once (on the loop or the thread), runs on the thread from then on.
 - **Commits run where they are called**: with `synchronous=NORMAL` a WAL commit appends to
   the log without a sync. The pooled connections do not checkpoint at a commit
   (`wal_autocheckpoint=0`, which would sync on the loop); `Checkpoints` copies the log back
@@ -46,6 +46,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import URL
 
 from bot import write_guard
+from bot.paths import sqlite_file
 
 log = logging.getLogger("leadbot.db")
 
@@ -53,46 +54,80 @@ log = logging.getLogger("leadbot.db")
 _READS = ("SELECT", "PRAGMA", "EXPLAIN")
 # CPU a statement may have taken, every time it ran, to run on the loop.
 QUICK_SECONDS = 0.002
+# Wall time a statement on the loop may take before it is sent to the thread for good. Above
+# QUICK_SECONDS: on the loop the wall time also counts the waits for the interpreter lock a
+# driver thread holds (up to its 5 ms switch interval), which say nothing of the statement.
+LOOP_STALL_SECONDS = 0.01
 # Distinct statements remembered (SQLAlchemy builds the same texts again and again; a text
 # with values inlined would grow this without end). Past it, everything is learnt anew.
 KNOWN_STATEMENTS = 4096
 # Commits between two checkpoints (a commit here writes a few pages to the log).
 CHECKPOINT_EVERY = 200
+# After an erasure: how long one try to empty the log waits for readers and writers (other
+# writers wait meanwhile), and how long the tries go on before the periodic checkpoints
+# take over.
+TRUNCATE_WAIT_SECONDS = 0.2
+TRUNCATE_BUDGET_SECONDS = 60.0
 
 
 class _Costs:
-    """The most CPU each statement (by its SQL text) took, for the quick-or-not choice."""
+    """What each statement (by its SQL text) cost, for the quick-or-not choice.
+
+    A statement is quick once it ran and never took more than QUICK_SECONDS of CPU, and never
+    held the loop longer than LOOP_STALL_SECONDS: on the loop the wall time is what blocks
+    everything else (a purge reading pages from disk takes little CPU and long). A slow run
+    is remembered for good: the forgetting of texts beyond KNOWN_STATEMENTS keeps the slow
+    ones, so a statement that turned slow on the loop never runs there again."""
 
     def __init__(self) -> None:
         self._seconds: dict[str, float] = {}
+        # Set once the slow statements alone fill KNOWN_STATEMENTS: from then on none runs on
+        # the loop (forgetting one would let it block the loop again).
+        self._closed = False
 
     def quick(self, sql: str) -> bool:
         seconds = self._seconds.get(sql)
-        return seconds is not None and seconds <= QUICK_SECONDS
+        return seconds is not None and seconds <= QUICK_SECONDS and not self._closed
 
     def learn(self, sql: str, seconds: float) -> None:
         # Called on the loop's thread and on the driver's: one dict operation at a time.
         known = self._seconds.get(sql)
         if known is None and len(self._seconds) >= KNOWN_STATEMENTS:
-            self._seconds.clear()
+            slow = {text: cost for text, cost in self._seconds.items() if cost > QUICK_SECONDS}
+            if len(slow) >= KNOWN_STATEMENTS:
+                self._closed = True
+                return
+            self._seconds = slow
         if known is None or seconds > known:
             self._seconds[sql] = seconds
 
+    def stalled(self, sql: str) -> None:
+        """The statement held the loop too long: slow from now on, whatever its CPU."""
+        self.learn(sql, float("inf"))
+
 
 class _Turn:
-    """The gate on one event loop: the lock and the connection holding it."""
+    """The gate on one event loop: the lock and the hold that has it."""
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
-        self.holder: weakref.ref[_Connection] | None = None
-        # The holder's task, for the rule that no request goes out inside a write.
-        self.hold: write_guard.Hold | None = None
+        self.hold: _Hold | None = None
 
-    def give_back(self) -> None:
-        hold, self.hold, self.holder = self.hold, None, None
-        if hold is not None:
-            hold.release()
-        self.lock.release()
+
+class _Hold:
+    """One writer's turn at the gate. Given back once, by its own connection: a hold the gate
+    took back from a lost holder is spent, and giving it back later releases nothing (it
+    once released the next writer's turn, letting a third one in beside it).
+
+    It also names the holder's task, for the rule that no request goes out inside a write
+    (bot/write_guard.py)."""
+
+    __slots__ = ("guard", "holder", "turn")
+
+    def __init__(self, turn: _Turn, holder: _Connection) -> None:
+        self.turn = turn
+        self.holder = weakref.ref(holder)
+        self.guard = write_guard.hold()
 
 
 class WriterGate:
@@ -101,10 +136,13 @@ class WriterGate:
     Taken before a statement that may write, when its connection is in no transaction, and
     given back when the connection leaves its transaction (commit, rollback, close, or a
     statement that opened none). Waiting longer than the busy timeout fails as SQLite would,
-    "database is locked", which the update's or job's retry handles. A holder that went away
-    without giving it back (closed, collected, or out of its transaction: a path that missed
-    the hooks below) loses it at the next check; at worst two writers then meet SQLite's own
-    lock and busy timeout, as without the gate."""
+    "database is locked", which the update's or job's retry handles.
+
+    A holder that went away without giving it back (collected, closed, or idle outside any
+    transaction: a path that missed the hooks below) loses it at the next check. A holder
+    still running a statement never does, even one that opens no transaction (DDL runs in
+    autocommit: "not in a transaction" said nothing about a statement on the thread), so
+    the gate never admits a second writer beside a first."""
 
     CHECK_SECONDS = 1.0
 
@@ -122,7 +160,7 @@ class WriterGate:
             turn = self._turns[loop] = _Turn()
         return turn
 
-    async def take(self, taker: _Connection) -> _Turn:
+    async def take(self, taker: _Connection) -> _Hold:
         turn = self._turn()
         deadline = time.monotonic() + self.timeout
         while True:
@@ -131,33 +169,60 @@ class WriterGate:
                 async with asyncio.timeout(max(wait, 0.0)):
                     await turn.lock.acquire()
             except TimeoutError:
-                holder = turn.holder() if turn.holder is not None else None
-                if turn.lock.locked() and (holder is None or not holder.writing):
-                    turn.give_back()
+                hold = turn.hold
+                if hold is not None and not _using(hold):
+                    # Taken back: the lock goes to the first writer in line (maybe not this
+                    # one), and the lost holder's own give_back is a no-op from now on.
+                    self._release(hold)
                     continue
                 if time.monotonic() >= deadline:
                     raise sqlite3.OperationalError("database is locked") from None
                 continue
-            turn.holder = weakref.ref(taker)
-            turn.hold = write_guard.hold()
-            return turn
+            # Acquired: no other hold exists (a hold is dropped with the lock's release, in
+            # one step of the loop).
+            assert turn.hold is None
+            hold = turn.hold = _Hold(turn, taker)
+            return hold
 
     @staticmethod
-    def give_back(turn: _Turn) -> None:
-        turn.give_back()
+    def _release(hold: _Hold) -> None:
+        turn = hold.turn
+        if turn.hold is hold:
+            turn.hold = None
+            if hold.guard is not None:
+                hold.guard.release()
+            turn.lock.release()
+
+    @classmethod
+    def give_back(cls, hold: _Hold) -> None:
+        """Ends `hold`'s turn; nothing when the gate took it back already."""
+        cls._release(hold)
+
+
+def _using(hold: _Hold) -> bool:
+    """Whether the hold's connection still uses its turn: it is open and runs a statement or
+    is in its transaction."""
+    holder = hold.holder()
+    return holder is not None and holder.holding is hold and holder.busy
 
 
 class Checkpoints:
     """Copies the write-ahead log back into the database file, off the loop: a passive
     checkpoint (it waits for no reader or writer) every CHECKPOINT_EVERY commits, on a
     thread with a connection of its own. Without it the log would grow for as long as the
-    bot runs; SQLite still checkpoints when the last connection closes."""
+    bot runs; SQLite still checkpoints when the last connection closes.
+
+    After an erasure (`truncate`) the log is also emptied: it holds every page the erased
+    rows were on, as they were, until a checkpoint truncates it."""
 
     def __init__(self, connector: Callable[[], sqlite3.Connection] | None) -> None:
         self._connector = connector  # None: an in-memory database, no log
         self._commits = 0
         self._running: asyncio.Future[None] | None = None
         self.done = 0
+        # An erasure whose truncation could not happen yet: the periodic checkpoints
+        # truncate until one does.
+        self.truncate_pending = False
 
     def committed(self) -> None:
         self._commits += 1
@@ -167,13 +232,13 @@ class Checkpoints:
             self._running = asyncio.ensure_future(asyncio.to_thread(self._checkpoint))
 
     def _checkpoint(self) -> None:
-        assert self._connector is not None
+        truncate = self.truncate_pending
         try:
-            connection = self._connector()
-            try:
-                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            finally:
-                connection.close()
+            truncated = self._run("TRUNCATE" if truncate else "PASSIVE")
+            if truncate and truncated:
+                self.truncate_pending = False
+                log.info("db.erasure_truncated: the deferred truncation of the log happened",
+                         extra={"event": "db.erasure_truncated"})  # fmt: skip
             self.done += 1
         except sqlite3.Error as error:
             # Tried again after the next CHECKPOINT_EVERY commits.
@@ -181,6 +246,47 @@ class Checkpoints:
                 "db.checkpoint_failed: the SQLite log was not copied back this time",
                 extra={"event": "db.checkpoint_failed", "error": type(error).__name__},
             )
+
+    def _run(self, mode: str, busy_seconds: float | None = None) -> bool:
+        """One checkpoint on a connection of its own (on the calling thread); True when it
+        was complete (for TRUNCATE: the log is empty)."""
+        assert self._connector is not None
+        connection = self._connector()
+        try:
+            if busy_seconds is not None:
+                connection.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
+            [(busy, _log, _copied)] = connection.execute(
+                f"PRAGMA wal_checkpoint({mode})"
+            ).fetchall()
+        finally:
+            connection.close()
+        return busy == 0
+
+    async def truncate(self, budget: float = TRUNCATE_BUDGET_SECONDS) -> bool:
+        """Copies the whole log back and empties it, on a thread: True when done. A reader on
+        an old snapshot or a writer in its transaction keeps a truncation from happening;
+        each try waits for them TRUNCATE_WAIT_SECONDS at most (other writers wait while a
+        try is pending), then the next comes after a pause, for `budget` seconds. Past it,
+        False, and the periodic checkpoints truncate until one succeeds."""
+        if self._connector is None:
+            return True
+        deadline = time.monotonic() + budget
+        pause = 0.05
+        while True:
+            try:
+                truncated = await asyncio.to_thread(self._run, "TRUNCATE", TRUNCATE_WAIT_SECONDS)
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error):
+                    raise
+                truncated = False
+            if truncated:
+                self.truncate_pending = False
+                return True
+            if time.monotonic() + pause > deadline:
+                self.truncate_pending = True
+                return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
     async def wait(self) -> None:
         if self._running is not None:
@@ -213,9 +319,11 @@ class _Cursor(aiosqlite.Cursor):
         self._owner = conn
         self._rows: list[Any] | None = None
 
-    def run(self, many: bool, sql: str, parameters: Any) -> None:
-        """The statement and its rows, timed (CPU of the calling thread) for `_Costs`."""
+    def run(self, many: bool, sql: str, parameters: Any, on_loop: bool = False) -> None:
+        """The statement and its rows, timed for `_Costs`: the CPU of the calling thread, and
+        on the loop the time the loop was held."""
         started = time.thread_time()
+        began = time.perf_counter() if on_loop else 0.0
         try:
             if many:
                 self._rows = None
@@ -225,7 +333,10 @@ class _Cursor(aiosqlite.Cursor):
                 # The rows come with the statement: a statement's result is read whole anyway.
                 self._rows = self._cursor.fetchall() if self._cursor.description else None
         finally:
-            self._owner.file.costs.learn(sql, time.thread_time() - started)
+            costs = self._owner.file.costs
+            costs.learn(sql, time.thread_time() - started)
+            if on_loop and time.perf_counter() - began > LOOP_STALL_SECONDS:
+                costs.stalled(sql)
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> _Cursor:
         await self._owner.statement(self, False, sql, [] if parameters is None else parameters)
@@ -263,16 +374,24 @@ class _Connection(aiosqlite.Connection):
     def __init__(self, connector: Any, file: _File, **options: Any) -> None:
         super().__init__(connector, **options)
         self.file = file
-        self._turn: _Turn | None = None
+        self._hold: _Hold | None = None
+        # Statements and commits under way (on the loop or the thread): a holder that runs
+        # one keeps its turn, in a transaction or not.
+        self._calls = 0
 
     @property
     def closed(self) -> bool:
         return self._connection is None
 
     @property
-    def writing(self) -> bool:
-        """Whether the connection is in a transaction (a write's, since it holds the gate)."""
-        return not self.closed and self._conn.in_transaction
+    def holding(self) -> _Hold | None:
+        """Its turn at the writer gate, if it has one."""
+        return self._hold
+
+    @property
+    def busy(self) -> bool:
+        """Whether the connection runs a statement or is in a transaction."""
+        return not self.closed and (self._calls > 0 or self._conn.in_transaction)
 
     def cursor(self) -> _Cursor:  # type: ignore[override]
         # SQLAlchemy enters the cursor with `async with`; aiosqlite.Cursor supports it.
@@ -289,12 +408,13 @@ class _Connection(aiosqlite.Connection):
 
     async def statement(self, cursor: _Cursor, many: bool, sql: str, parameters: Any) -> None:
         """Runs a statement, after taking the writer gate if it may begin a write."""
-        if self._turn is None and _may_write(sql) and not self._conn.in_transaction:
-            self._turn = await self.file.gate.take(self)
+        self._calls += 1
         try:
+            if self._hold is None and _may_write(sql) and not self._conn.in_transaction:
+                self._hold = await self.file.gate.take(self)
             if self.file.costs.quick(sql):
                 try:
-                    cursor.run(many, sql, parameters)
+                    cursor.run(many, sql, parameters, on_loop=True)
                     return
                 except sqlite3.OperationalError as error:
                     if not _is_busy(error):
@@ -302,19 +422,21 @@ class _Connection(aiosqlite.Connection):
                     # Another process holds the lock: wait for it on the thread.
             await self._execute(self._waiting, partial(cursor.run, many, sql, parameters))
         finally:
+            self._calls -= 1
             self._settle()
 
     def _settle(self) -> None:
         """Gives the gate back once the connection is out of its transaction."""
-        if self._turn is not None and (self.closed or not self._conn.in_transaction):
+        if self._hold is not None and (self.closed or not self._conn.in_transaction):
             self._give_back()
 
     def _give_back(self) -> None:
-        turn, self._turn = self._turn, None
-        if turn is not None:
-            self.file.gate.give_back(turn)
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            self.file.gate.give_back(hold)
 
     async def commit(self) -> None:
+        self._calls += 1
         try:
             if self._connection is None:
                 raise ValueError("Connection closed")  # as aiosqlite says it
@@ -328,6 +450,7 @@ class _Connection(aiosqlite.Connection):
             if wrote:
                 self.file.checkpoints.committed()
         finally:
+            self._calls -= 1
             self._settle()
 
     async def rollback(self) -> None:
@@ -347,26 +470,44 @@ class _Connection(aiosqlite.Connection):
         return super().stop()
 
 
-def async_creator(url: URL, **connect_args: Any) -> Any:
-    """The engine's `async_creator` for a SQLite URL: the dialect's own connect arguments
-    (file, URI options) and `connect_args` (`timeout`: the busy timeout, for statements on
-    the driver's thread), the connection usable from the loop's thread."""
-    args, options = SQLiteDialect_aiosqlite().create_connect_args(url)
-    timeout = float(connect_args.pop("timeout", options.pop("timeout", 5.0)))
-    options = {**options, **connect_args, "check_same_thread": False}
-    connect_file = partial(sqlite3.connect, *args, **options)
-    in_memory = url.database in (None, "", ":memory:") or "memory" in str(url.query)
-    file = _File(timeout, None if in_memory else partial(connect_file, timeout=timeout))
+class Creator:
+    """The engine's `async_creator` for a SQLite file: opens the driver's connections, all
+    sharing one `_File` (the gate, the statements' costs, the checkpoints)."""
 
-    def opened() -> sqlite3.Connection:
-        connection = connect_file(timeout=0.0)  # see `_Connection._waiting`
+    def __init__(self, url: URL, **connect_args: Any) -> None:
+        args, options = SQLiteDialect_aiosqlite().create_connect_args(url)
+        timeout = float(connect_args.pop("timeout", options.pop("timeout", 5.0)))
+        options = {**options, **connect_args, "check_same_thread": False}
+        self._connect_file = partial(sqlite3.connect, *args, **options)
+        in_memory = sqlite_file(url) is None
+        self.file = _File(timeout, None if in_memory else partial(self._open, timeout))
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        return self.file.checkpoints
+
+    def _open(self, timeout: float) -> sqlite3.Connection:
+        connection = self._connect_file(timeout=timeout)
+        # Whatever is deleted is overwritten with zeros, in the file and in the log, on every
+        # connection: an erased name must not stay in a page's free space (SQLite's default
+        # depends on how it was built).
+        connection.execute("PRAGMA secure_delete=ON")
+        return connection
+
+    def _opened(self) -> sqlite3.Connection:
+        connection = self._open(0.0)  # see `_Connection._waiting`
         # Checkpoints come from `Checkpoints`, off the loop, not from a commit on it.
         connection.execute("PRAGMA wal_autocheckpoint=0")
         return connection
 
-    async def connect() -> aiosqlite.Connection:
-        connection = _Connection(opened, file, iter_chunk_size=64)
+    async def __call__(self) -> aiosqlite.Connection:
+        connection = _Connection(self._opened, self.file, iter_chunk_size=64)
         connection._thread.daemon = True  # as SQLAlchemy does: a forgotten one never hangs exit
         return await connection
 
-    return connect
+
+def async_creator(url: URL, **connect_args: Any) -> Creator:
+    """The engine's `async_creator` for a SQLite URL: the dialect's own connect arguments
+    (file, URI options) and `connect_args` (`timeout`: the busy timeout, for statements on
+    the driver's thread), the connection usable from the loop's thread."""
+    return Creator(url, **connect_args)

@@ -370,3 +370,92 @@ def test_a_killed_instance_leaves_no_lock_behind(tmp_path: Path) -> None:
     # PostgreSQL and in-memory databases take no such lock.
     assert db.single_instance_lock("postgresql+asyncpg://u@127.0.0.1/x") is None
     assert db.single_instance_lock("sqlite+aiosqlite:///:memory:") is None
+
+
+def _opened_file(url: str) -> Path:
+    """The file SQLite itself opens for `url` (through the engine's driver), from SQLite."""
+    import sqlite3
+
+    from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
+    from sqlalchemy.engine import make_url
+
+    [name], options = SQLiteDialect_aiosqlite().create_connect_args(make_url(url))
+    connection = sqlite3.connect(name, uri=bool(options.get("uri")))
+    try:
+        [(_, _, file)] = connection.execute("PRAGMA database_list").fetchall()
+    finally:
+        connection.close()
+    return Path(file).resolve()
+
+
+@engines.sqlite_only
+def test_the_lock_sits_beside_the_file_sqlite_opens_for_every_url_form(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data dir"
+    data.mkdir()
+    monkeypatch.chdir(tmp_path)
+    absolute = data / "bot.sqlite3"
+    forms = [
+        f"sqlite+aiosqlite:///{absolute}",
+        "sqlite+aiosqlite:///data dir/bot.sqlite3",  # relative to the working directory
+        "sqlite+aiosqlite:///./data dir/../data dir/bot.sqlite3",
+        f"sqlite+aiosqlite:///file:{absolute}?uri=true",
+        f"sqlite+aiosqlite:///file:{str(absolute).replace(' ', '%20')}?uri=true&mode=rwc",
+        f"sqlite+aiosqlite:///file://{absolute}?uri=true",
+        f"sqlite+aiosqlite:///file://localhost{absolute}?uri=true",
+        "sqlite+aiosqlite:///file:data%20dir/bot.sqlite3?uri=true",
+    ]
+    for url in forms:
+        assert _opened_file(url) == absolute, url
+        held = db.single_instance_lock(url)
+        assert held is not None, url
+        try:
+            assert Path(held.name) == absolute.with_name("bot.sqlite3.lock"), url
+            # Every other spelling of the same file is refused while this one holds it.
+            for other in forms:
+                with pytest.raises(db.InstanceLocked):
+                    db.single_instance_lock(other)
+        finally:
+            held.close()
+    # Nothing was made where a URI read as a path would point (a folder named "file:").
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data dir"]
+    assert sorted(p.name for p in data.iterdir()) == ["bot.sqlite3", "bot.sqlite3.lock"]
+    # In-memory URIs take no lock.
+    for url in (
+        "sqlite+aiosqlite:///file::memory:?uri=true",
+        "sqlite+aiosqlite:///file:shared?mode=memory&cache=shared&uri=true",
+        "sqlite+aiosqlite://",
+    ):
+        assert db.single_instance_lock(url) is None, url
+
+
+@engines.sqlite_only
+def test_a_second_instance_through_a_uri_url_refuses_to_start(tmp_path: Path) -> None:
+    """Two `python -m bot run` on one file, each with the `file:` URI form: the second one is
+    refused (the lock was once put in a `file:` folder of the working directory, so both
+    ran)."""
+    url = f"sqlite+aiosqlite:///file:{tmp_path / 'bot.sqlite3'}?uri=true"
+    first = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from bot import db; held = db.single_instance_lock(sys.argv[1]); "
+         "print('held', flush=True); time.sleep(120)", url],
+        cwd=tmp_path, env=_bot_env(url), stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert first.stdout is not None and first.stdout.readline().strip() == "held"
+        second = subprocess.run(
+            [sys.executable, "-m", "bot", "run"],
+            cwd=tmp_path,
+            env=_bot_env(url),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+    assert second.returncode == 1
+    assert f"another instance of the bot (pid {first.pid})" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert (tmp_path / "bot.sqlite3.lock").exists() and not (tmp_path / "file:").exists()

@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from funnel.broadcasts.segments import (
+    MAX_WINDOW,
     count_segment,
     parse_segment,
     sample_segment,
+    segment_condition,
     segment_lead_ids,
 )
 from funnel.core import store
@@ -53,6 +55,9 @@ def test_a_full_filter_parses(script: Script) -> None:
         ("colour=red", "segment.unknown_key", "colour=red"),
         ("hello", "segment.unknown_word", "hello"),
         ("silent>forever", "segment.bad_duration", "silent>forever"),
+        ("silent>99999999d", "segment.too_long_ago", "silent>99999999d"),
+        ("active<3651d", "segment.too_long_ago", "active<3651d"),
+        ("silent>999999999999999w", "segment.bad_duration", "silent>999999999999999w"),
         ("silent<3d", "segment.bad_activity", "silent<3d"),
         ("active>3d", "segment.bad_activity", "active>3d"),
         ("stage=new stage=engaged", "segment.repeated", "stage=engaged"),
@@ -96,6 +101,27 @@ def test_any_text_is_a_segment_or_a_refusal(text: str) -> None:
         assert refusal.code in ERRORS
     else:
         assert segment.text == " ".join(text.split())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["silent>", "active<"]),
+    st.integers(min_value=1, max_value=10**15),
+    st.sampled_from("smhdw"),
+)
+def test_any_number_is_a_window_or_a_refusal(word: str, amount: int, unit: str) -> None:
+    """A huge number is refused in words; an accepted one builds its SQL (no overflow)."""
+    from tests.conftest import RU_SCRIPT
+
+    try:
+        segment = parse_segment(f"{word}{amount}{unit}", _cached(RU_SCRIPT))
+    except InputError as refusal:
+        assert refusal.code in ("segment.too_long_ago", "segment.bad_duration")
+        assert refusal.code in ERRORS
+    else:
+        window = segment.silent_over or segment.active_within
+        assert window is not None and window <= MAX_WINDOW
+        segment_condition(segment, NOW)
 
 
 _SCRIPTS: dict[object, Script] = {}

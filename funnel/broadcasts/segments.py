@@ -23,6 +23,7 @@ from funnel.script.schema import Script
 __all__ = [
     "KEYS",
     "MAX_FILTER_CHARS",
+    "MAX_WINDOW",
     "Segment",
     "count_segment",
     "parse_segment",
@@ -36,6 +37,9 @@ KEYS = ("stage", "temperature", "source", "version", "answer:<question>", "silen
         "all")  # fmt: skip
 MAX_FILTER_CHARS = 1000
 MAX_VALUES = 50
+# The longest silence or activity window a filter may name: any lead's history fits in it,
+# and `now - window` stays a date (99999999d overflowed the subtraction).
+MAX_WINDOW = timedelta(days=3650)
 TEMPERATURES = ("hot", "warm", "cold")
 _SOURCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _VERSION = re.compile(r"^[A-Za-z0-9_.@:-]{1,100}$")
@@ -80,9 +84,12 @@ def _checked(token: str, values: tuple[str, ...], allowed: Sequence[str]) -> tup
 
 def _duration(token: str, raw: str) -> timedelta:
     try:
-        return parse_duration(raw)
+        window = parse_duration(raw)
     except ValueError:
         raise InputError("segment.bad_duration", token=token) from None
+    if window > MAX_WINDOW:
+        raise InputError("segment.too_long_ago", token=token, limit=MAX_WINDOW.days)
+    return window
 
 
 def parse_segment(text: str, script: Script) -> Segment:

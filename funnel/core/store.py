@@ -156,9 +156,18 @@ async def mark_blocked(session: AsyncSession, user_id: int, at: datetime) -> Non
         await cancel_pending_touches(session, lead.id, "blocked")
 
 
+# Where a person's data was before an erasure: their lead, answers and touches, the
+# notifications about them, and the updates they sent (the inbox, emptied once handled).
+# The session's info names them once an erasure is in its transaction, so that the storage
+# can make the erasure reach the disk after the commit (old row versions, the SQLite log).
+ERASED_TABLES = ("leads", "answers", "touches", "notifications", "inbox")
+ERASURE = "leadbot.erased_tables"
+
+
 async def forget_lead(session: AsyncSession, lead: Lead, at: datetime) -> None:
     """Erases the person and their answers (typed texts and chosen options); the lead stays
     as an anonymous count in the stage log and the report's aggregates."""
+    session.info[ERASURE] = ERASED_TABLES
     await session.execute(
         update(Answer).where(Answer.lead_id == lead.id).values(value=None, option=None)
     )

@@ -29,6 +29,7 @@ ERRORS = {
     "segment.too_many_values": N_("segment.error.too_many_values"),
     "segment.bad_value": N_("segment.error.bad_value"),
     "segment.bad_duration": N_("segment.error.bad_duration"),
+    "segment.too_long_ago": N_("segment.error.too_long_ago"),
     "segment.bad_activity": N_("segment.error.bad_activity"),
     "segment.repeated": N_("segment.error.repeated"),
     "segment.unknown_word": N_("segment.error.unknown_word"),

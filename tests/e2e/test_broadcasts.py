@@ -293,6 +293,27 @@ async def test_segment_preview_shows_size_and_a_sample(world: World) -> None:
     assert "silent>3d" in usage.plain_text
 
 
+async def test_a_huge_number_in_a_segment_is_a_usage_error(world: World) -> None:
+    """`silent>99999999d` once overflowed the date subtraction: now it is refused in words,
+    with the usage, and the bot goes on answering."""
+    await prospect(world, "Лид")
+    for word in ("silent>99999999d", "active<999999999999999s", "silent>999999999999999w"):
+        refusal = await say(world, f"/segment {word}")
+        assert word in refusal.plain_text and "⚠️" in refusal.plain_text
+        assert words("segment.usage")[:30] in refusal.plain_text
+    limit = await say(world, "/segment silent>99999999d")
+    assert limit.plain_text.startswith(
+        "⚠️ " + words("segment.error.too_long_ago", token="silent>99999999d", limit=3650)
+    )
+    # The broadcast flow refuses it the same way at its segment step.
+    step = await say(world, "/broadcast silent>99999999d")
+    assert words("segment.error.too_long_ago", token="silent>99999999d", limit=3650) in (
+        step.plain_text
+    )
+    preview = await say(world, "/segment silent>3650d")
+    assert words("segment.preview.count", n=0) in preview.plain_text
+
+
 async def test_the_split_is_sticky_and_the_report_counts_per_arm(
     world: World, clock: FakeClock
 ) -> None:

@@ -72,3 +72,9 @@ async def test_the_export_header_is_in_english(english: World) -> None:
     # The answer sits under the question's title, not under "1. need".
     assert first[8] == "To change careers" and not header[8].startswith("1.")
     no_cyrillic(document.document.data.decode("utf-8-sig"))
+
+
+async def test_a_huge_segment_number_is_refused_in_english(english: World) -> None:
+    refusal = await ask(english, "/segment silent>99999999d")
+    assert "“silent>99999999d”: at most 3650d" in refusal
+    no_cyrillic(refusal)

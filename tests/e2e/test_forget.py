@@ -4,12 +4,16 @@ same outbox (with its idempotency key)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import select, text
 
+from bot import erasure
+from bot.paths import sqlite_file
 from funnel.core.models import Answer, Base, Lead, Notification
 from handlers.i18n import t
+from tests import engines
 from tests.e2e.conftest import HOT, World, qualify
 
 # The fake CRM's fixtures are shared with the hand-off tests.
@@ -88,3 +92,110 @@ async def test_forget_before_the_card_left_cancels_it(world: World) -> None:
             n.kind: n.status for n in (await session.scalars(select(Notification)))
         }
     assert statuses == {"manager_card": "cancelled"}
+
+
+# Distinctive, so that no other byte sequence of the database matches by chance.
+RARE_NAME, RARE_USERNAME = "Zenobia Quillfeather", "zenobia_qf_7731"
+RARE_ANSWER = "Хочу писать ботов для пасеки Кукушкино-7731"
+
+
+def traces(*values: str) -> list[bytes]:
+    """Each value as SQLite stores it (UTF-8) and as a JSON payload may carry it (escaped)."""
+    found: list[bytes] = []
+    for value in values:
+        found.append(value.encode())
+        found.append(json.dumps(value).strip('"').encode())
+    return found
+
+
+def database_files(world: World) -> dict[str, bytes]:
+    """Every file of the SQLite database as it is on disk now: the file, its log, the log's
+    index, a rollback journal if any."""
+    main = sqlite_file(world.app.settings.database_url)
+    assert main is not None
+    names = [main, *(main.with_name(main.name + tail) for tail in ("-wal", "-shm", "-journal"))]
+    return {path.name: path.read_bytes() for path in names if path.exists()}
+
+
+def where(files: dict[str, bytes], needles: list[bytes]) -> list[str]:
+    return [f"{name}: {needle!r} x{data.count(needle)}"
+            for name, data in files.items() for needle in needles if needle in data]  # fmt: skip
+
+
+@engines.sqlite_only
+async def test_after_forget_no_file_of_the_database_holds_the_person(world: World) -> None:
+    """The name, the username and a typed answer are in no byte of the database's files once
+    /forget is confirmed, while the bot goes on running (its pooled connections open). They
+    were: the write-ahead log kept every page the rows had been on."""
+    user = world.user(RARE_NAME, username=RARE_USERNAME)
+    await user.send("/start vk_ads")
+    await user.next_message()
+    await user.send(RARE_ANSWER)  # the first question takes typed text too
+    message = await user.next_message()
+    for label in HOT[1:]:
+        await user.press(message, label)
+        message = await user.next_message()
+    await delivered(world)  # the managers' card, with the name, went out
+    needles = traces(RARE_NAME, RARE_USERNAME, RARE_ANSWER)
+    before = database_files(world)
+    assert where(before, needles), "the person should be on disk before /forget"
+    assert "bot.sqlite3-wal" in before  # WAL mode: the log is where the copies were
+
+    # Someone else talks meanwhile: their reads and writes keep pooled connections busy.
+    other = world.user("Пётр")
+    await other.send("/start direct")
+    question = await other.next_message()
+
+    await user.send("/forget")
+    confirm = await user.next_message()
+    await user.press(confirm, "Да, удалить")
+    done = await user.next_message()
+    assert "удалены" in done.plain_text
+    await delivered(world)  # the card edited to say so
+    await erasure.settle(world.app.engine)
+
+    after = database_files(world)
+    assert where(after, needles) == []
+    scrubber = erasure.scrubber(world.app.engine)
+    assert scrubber is not None and scrubber.cleaned >= 1
+    # The bot still runs, and what it writes from now on carries nothing of the person.
+    await other.press(question, HOT[0])
+    await other.next_message()
+    await world.admin.send("/stats")
+    await world.admin.next_message()
+    assert where(database_files(world), needles) == []
+
+
+@engines.needs_postgres
+async def test_after_forget_postgresql_vacuums_the_tables_it_touched(world: World) -> None:
+    """The erasure's UPDATEs leave the old row versions (name, answers) as dead tuples until
+    VACUUM: it runs after the commit, on the tables the erasure touched."""
+    from funnel.core.store import ERASED_TABLES
+
+    async def stats() -> dict[str, tuple[int, int]]:
+        async with world.sessions() as session:
+            rows = await session.execute(
+                text("SELECT relname, vacuum_count, n_dead_tup FROM pg_stat_user_tables "
+                     "WHERE relname = ANY(:names)"),
+                {"names": list(ERASED_TABLES)},
+            )  # fmt: skip
+            return {name: (int(count), int(dead)) for name, count, dead in rows.all()}
+
+    user = world.user(RARE_NAME, username=RARE_USERNAME)
+    await user.send("/start vk_ads")
+    await user.next_message()
+    await user.send(RARE_ANSWER)
+    await user.next_message()
+    before = await stats()
+    await user.send("/forget")
+    await user.press(await user.next_message(), "Да, удалить")
+    await user.next_message()
+    await erasure.settle(world.app.engine)
+    after = await stats()
+    assert set(after) == set(ERASED_TABLES)
+    for name in ERASED_TABLES:
+        assert after[name][0] > before.get(name, (0, 0))[0], name  # vacuumed
+        assert after[name][1] == 0, name  # no dead tuple left behind
+    everything = await every_value(world)
+    for trace in (RARE_NAME, RARE_USERNAME, RARE_ANSWER):
+        assert trace not in everything
