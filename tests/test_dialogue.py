@@ -116,8 +116,12 @@ async def test_an_unknown_option_is_not_stored(sessions, script, clock) -> None:
     await run(sessions, script, clock, lambda d: d.start(ANN, None))
     result = await run(sessions, script, clock,
                        lambda d: d.answer(ANN, "need", option_id="hacker"))  # fmt: skip
-    assert "кнопкой" in result.replies[0].text
+    # A button for an option the question does not have was never offered: a stale one.
+    assert result.replies[0].text.startswith(script.texts.stale_button)
+    assert "Вопрос 1 из 4" in result.replies[0].text
     assert (await lead_of(sessions)).position == "need"
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Answer)) == 0
 
 
 async def test_typed_answers(sessions, script, clock) -> None:
