@@ -17,6 +17,7 @@ from aiogram.types import BotCommand, LinkPreviewOptions
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot import db, erasure, middlewares, transactions
+from bot.callback_signing import SignCallbacks
 from bot.delivery_middleware import RateLimitMiddleware, WriteGuardMiddleware
 from bot.dispatcher import create_dispatcher
 from bot.handoff import HandOff
@@ -37,6 +38,7 @@ from funnel.core import store
 from funnel.core.clock import Clock, ScaledClock, SystemClock
 from funnel.handoff.payments import unsendable_offers
 from funnel.reports.digest import daily_digest
+from handlers.callbacks import Signer
 from handlers.i18n import N_, t
 from handlers.views.digest import format_digest_html
 
@@ -83,10 +85,12 @@ def make_limiter(settings: Settings, token: str) -> SendLimiter:
     )
 
 
-def make_bot(settings: Settings, token: str, limiter: SendLimiter) -> Bot:
+def make_bot(settings: Settings, token: str, limiter: SendLimiter, signer: Signer) -> Bot:
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     # First, so the outermost: no request, and no wait for a send slot, inside a write.
     session.middleware(WriteGuardMiddleware())
+    # Signs every request's buttons once, before a 429 makes the limiter send it again.
+    session.middleware(SignCallbacks(signer))
     session.middleware(RateLimitMiddleware(limiter))
     return Bot(
         token,
@@ -116,7 +120,9 @@ class App:
         self.engine: AsyncEngine = db.create_engine(settings.database_url)
         self.sessions = db.sessionmaker(self.engine)
         self.limiter = limiter or make_limiter(settings, token)
-        self.bot = make_bot(settings, token, self.limiter)
+        # The buttons' key: the bot's signature on what it sends, checked on every press.
+        self.signer = Signer.from_token(token)
+        self.bot = make_bot(settings, token, self.limiter, self.signer)
         self.metrics = Metrics()
         # After the limiter's middleware: each request on the wire is counted, 429s included.
         self.bot.session.middleware(RequestMetrics(self.metrics))
@@ -148,7 +154,7 @@ class App:
         self.dispatcher = create_dispatcher(
             settings, self.sessions, self.scripts, self.clock, self.handoff,
             retry_seconds=retry_seconds, outer=[UpdateMetrics(self.metrics)],
-            replies=self.replies,
+            replies=self.replies, signer=self.signer,
         )  # fmt: skip
         # One inbox and one fair intake for both modes (bot/inbox.py, bot/intake.py).
         self.inbox = Inbox(self.sessions, self.clock, self.bot.id)

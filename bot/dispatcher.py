@@ -12,6 +12,7 @@ from aiogram.types import ErrorEvent, TelegramObject
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import logs, transactions
+from bot.callback_signing import VerifyCallbacks
 from bot.handoff import HandOff
 from bot.middlewares import DbSession, PerUserOrder, ask_to_try_again
 from bot.scripts import ScriptHolder
@@ -27,6 +28,7 @@ from handlers import (
     prospect,
     test_funnel,
 )  # fmt: skip
+from handlers.callbacks import Signer
 from handlers.dependencies import BotConfig, HandOffPort, ScriptReloader
 
 log = logging.getLogger("leadbot.dispatcher")
@@ -73,10 +75,12 @@ def create_dispatcher(
     *,
     retry_seconds: float = transactions.DEFAULT_BUDGET_SECONDS,
     outer: Sequence[BaseMiddleware] = (),
+    signer: Signer,
     **extra: Any,
 ) -> Dispatcher:
     """`outer`: update middlewares that see each update once, before the per-user order and
-    the session's retries (the metrics)."""
+    the session's retries (the metrics). `signer`: the key the bot's session signs buttons
+    with; a press it does not verify reaches the routers as a stale button."""
     config = bot_config(settings)
     # The handlers know these by their protocols (handlers/dependencies.py), not by their class.
     reloader: ScriptReloader = scripts
@@ -106,6 +110,8 @@ def create_dispatcher(
         return await handler(event, data)
 
     dp.update.outer_middleware.register(current_script)
+    # Before every router's filters: no handler ever sees data the bot did not send there.
+    dp.callback_query.outer_middleware(VerifyCallbacks(signer))
     # The admins' and managers' commands, the payments and /test_funnel before the
     # prospects' catch-all (it answers every other private command).
     dp.include_routers(

@@ -30,7 +30,7 @@ from funnel.core.errors import InputError
 from funnel.core.models import Broadcast
 from funnel.core.telegram_text import fit_to_telegram
 from funnel.script.schema import Script
-from handlers.callbacks import BroadcastCb, BroadcastReplyCb
+from handlers.callbacks import BroadcastCb, BroadcastReplyCb, StaleCb
 from handlers.dependencies import BotConfig
 from handlers.i18n import N_, t
 from handlers.respond import answer_callback
@@ -413,6 +413,19 @@ def router(config: BotConfig) -> Router:
             return
         report = await broadcasts.broadcast_report(session, broadcast, script, clock.now())
         await message.answer(views.report_html(report, config.zone, lang))
+
+    @r.callback_query(StaleCb.filter(F.of == BroadcastCb.__prefix__), is_admin)
+    async def on_stale_flow_button(query: CallbackQuery, script: Script) -> None:
+        # Forged, or signed for another chat, or from before buttons were signed.
+        await answer_callback(query, t("broadcast.button.stale", lang=script.language))
+
+    @r.callback_query(
+        StaleCb.filter(F.of == BroadcastReplyCb.__prefix__),
+        F.message.chat.type == ChatType.PRIVATE,
+    )
+    async def on_stale_quick_reply(query: CallbackQuery) -> None:
+        # As a tap on a broadcast the lead never received: not counted, nothing said.
+        await answer_callback(query)
 
     @r.callback_query(BroadcastReplyCb.filter(), F.message.chat.type == ChatType.PRIVATE)
     async def on_quick_reply(

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from funnel.core.clock import FakeClock
-from funnel.core.models import Answer, Lead, StageEvent
+from funnel.core.models import Answer, Lead, StageEvent, Touch
 from funnel.core.store import Profile
 from funnel.dialogue.flow import Dialogue, Result
 from funnel.reports.funnel_report import funnel_report
@@ -116,8 +116,12 @@ async def test_an_unknown_option_is_not_stored(sessions, script, clock) -> None:
     await run(sessions, script, clock, lambda d: d.start(ANN, None))
     result = await run(sessions, script, clock,
                        lambda d: d.answer(ANN, "need", option_id="hacker"))  # fmt: skip
-    assert "кнопкой" in result.replies[0].text
+    # A button for an option the question does not have was never offered: a stale one.
+    assert result.replies[0].text.startswith(script.texts.stale_button)
+    assert "Вопрос 1 из 4" in result.replies[0].text
     assert (await lead_of(sessions)).position == "need"
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Answer)) == 0
 
 
 async def test_typed_answers(sessions, script, clock) -> None:
@@ -283,3 +287,46 @@ async def test_a_removed_question_continues_at_the_next_unanswered(
     assert "устарела" in result.replies[0].text
     assert "бюджет" in result.replies[0].text
     assert (await lead_of(sessions)).position == "budget"
+
+
+async def nps_answers(sessions: async_sessionmaker[AsyncSession]) -> list[str | None]:
+    async with sessions() as session:
+        return list(await session.scalars(select(Answer.value).where(Answer.question == "nps")))
+
+
+async def test_a_button_counts_only_where_the_script_offers_it(sessions, script, clock) -> None:
+    await run(sessions, script, clock, lambda d: d.start(ANN, None))
+    # At question 1 neither an NPS score nor a booking is on the lead's screen.
+    for button in ("nps_10", "book"):
+        result = await run(sessions, script, clock, lambda d, b=button: d.press(ANN, b))
+        assert result.replies[0].text.startswith(script.texts.stale_button)
+        assert result.handoff is None
+    assert await events(sessions) == [(None, "new")]
+    assert await nps_answers(sessions) == []
+    # The hot outcome offers booking: it counts, and moves the lead along the funnel.
+    await answer_all(sessions, script, clock, ["career", "now", "full", "self"])
+    result = await run(sessions, script, clock, lambda d: d.press(ANN, "book"))
+    assert result.handoff is not None and (await lead_of(sessions)).stage == "consultation"
+    # The outcome has no NPS scale; only the post-sale touch has, once it was sent.
+    result = await run(sessions, script, clock, lambda d: d.press(ANN, "nps_10"))
+    assert result.replies[0].text.startswith(script.texts.stale_button)
+    async with sessions() as session:
+        lead = (await session.scalars(select(Lead))).one()
+        from funnel.handoff.purchases import record_purchase
+
+        await record_purchase(session, script, lead, 6900, "RUB", None, clock.now())
+        await session.commit()
+    result = await run(sessions, script, clock, lambda d: d.press(ANN, "nps_10"))
+    assert result.replies[0].text.startswith(script.texts.stale_button)  # not sent yet
+    async with sessions() as session:
+        session.add(Touch(lead_id=lead.id, campaign="postsale_nps", step=1, cycle=0,
+                          due_at=clock.now(), status="sent", sent_at=clock.now(),
+                          created_at=clock.now()))  # fmt: skip
+        await session.commit()
+    await run(sessions, script, clock, lambda d: d.press(ANN, "nps_10"))
+    assert await nps_answers(sessions) == ["10"]
+    assert (await lead_of(sessions)).stage == "loyal"
+    # Loyal now, the lead has left the campaign's stages: a second score is stale.
+    result = await run(sessions, script, clock, lambda d: d.press(ANN, "nps_9"))
+    assert result.replies[0].text.startswith(script.texts.stale_button)
+    assert await nps_answers(sessions) == ["10"]

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
 
 from funnel.script.loading import (
     MAX_DEPTH,
@@ -22,8 +23,8 @@ from funnel.script.loading import (
     load_script,
     parse_script,
 )
-from funnel.script.schema import Script
-from handlers.callbacks import AnswerCb, ButtonCb, SystemCb
+from funnel.script.schema import Id, Script
+from handlers.callbacks import TELEGRAM_MAX_BYTES, AnswerCb, ButtonCb, Signer, SystemCb
 from tests.conftest import EN_SCRIPT, RU_SCRIPT
 
 SHIPPED = [RU_SCRIPT, EN_SCRIPT]
@@ -46,7 +47,18 @@ def test_every_button_fits_telegrams_64_bytes(path: Path) -> None:
     packed = [AnswerCb(q=q.id, o=o.id).pack() for q in script.questions for o in q.options]
     packed += [ButtonCb(id=b).pack() for b in script.buttons]
     packed += [SystemCb(op="forget_yes").pack()]
-    assert max(len(p.encode()) for p in packed) <= 64
+    signer = Signer.from_token("1:token")
+    assert max(len(signer.sign(p, -1001234567890).encode()) for p in packed) <= 64
+
+
+def test_the_longest_ids_the_loader_allows_fit_with_their_signature() -> None:
+    ids = TypeAdapter(Id)
+    longest = ids.validate_python("q" + "x" * 23)
+    with pytest.raises(ValidationError):
+        ids.validate_python(longest + "x")
+    packed = AnswerCb(q=longest, o=longest).pack()
+    signed = Signer.from_token("1:token").sign(packed, -1001234567890)
+    assert len(signed.encode()) <= TELEGRAM_MAX_BYTES
 
 
 def test_translation_has_the_same_structure() -> None:

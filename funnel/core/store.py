@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from funnel.core.inputs import parse_lead_id, parse_username
@@ -126,6 +126,22 @@ async def cancel_pending_touches(
         query = query.where(Touch.cycle < before_cycle)
     result = await session.execute(query.values(status="cancelled", reason=reason))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# A touch in one of these may be on the lead's screen: "sending" is on the wire (the lead can
+# tap it before the row says sent), "unknown" left with no answer.
+MAY_HAVE_ARRIVED = ("sending", "sent", "unknown")
+
+
+async def was_sent(session: AsyncSession, lead_id: int, steps: set[tuple[str, int]]) -> bool:
+    """Whether the lead was sent a touch of one of these (campaign, step) pairs."""
+    if not steps:
+        return False
+    matches = or_(*(and_(Touch.campaign == c, Touch.step == n) for c, n in sorted(steps)))
+    query = select(
+        exists().where(Touch.lead_id == lead_id, Touch.status.in_(MAY_HAVE_ARRIVED), matches)
+    )
+    return bool(await session.scalar(query))
 
 
 async def mark_replied(session: AsyncSession, lead: Lead, at: datetime) -> None:

@@ -83,7 +83,9 @@ class Dialogue:
         if lead is None:
             return await self._create(profile, None)
         question = self.script.question(lead.position)
-        if question_id is not None and (question is None or question.id != question_id):
+        if question_id is not None and not _offers(question, question_id, option_id):
+            # Only the question the lead stands at, and one of its options, is on screen
+            # (an older question's buttons, or a script reloaded since): a stale button.
             return Result([self._stale(lead)], lead_id=lead.id)
         if question is None:
             await self._inbound(lead)
@@ -99,7 +101,7 @@ class Dialogue:
         """A call-to-action button from an outcome or a campaign message."""
         lead = await self._lead(profile)
         button = self.script.buttons.get(button_id)
-        if lead is None or button is None:
+        if lead is None or button is None or not await self._offered(lead, button_id):
             return await self._stale_result(profile, lead)
         now = self.clock.now()
         await self._inbound(lead)
@@ -320,6 +322,24 @@ class Dialogue:
             await self._repair_position(lead)
         return lead
 
+    async def _offered(self, lead: Lead, button_id: str) -> bool:
+        """Whether the script offers this button to the lead where it stands: on the outcome
+        of its finished dialogue, or on a touch it was sent of a campaign for its current
+        stage. An NPS button pressed by a lead at question 1, or a campaign's button after
+        the lead left the campaign's stages, was not (any longer) on offer."""
+        if lead.position is None:
+            outcome = getattr(self.script.outcomes, lead.temperature or "disqualified")
+            if button_id in outcome.buttons:
+                return True
+        steps = {
+            (campaign.id, number)
+            for campaign in self.script.campaigns
+            if lead.stage in campaign.stages
+            for number, step in enumerate(campaign.steps, start=1)
+            if button_id in step.buttons
+        }
+        return await store.was_sent(self.session, lead.id, steps)
+
     async def _repair_position(self, lead: Lead) -> None:
         """A marketer removed or renamed the question this lead stood at: go on from the
         first question of the current script the lead has not answered yet."""
@@ -336,6 +356,12 @@ class Dialogue:
         lead.last_inbound_at = now
         store.start_cycle(lead, now)
         await store.mark_replied(self.session, lead, now)
+
+
+def _offers(question: Question | None, question_id: str, option_id: str | None) -> bool:
+    if question is None or question.id != question_id:
+        return False
+    return option_id is None or question.option(option_id) is not None
 
 
 def _source(payload: str | None) -> str:

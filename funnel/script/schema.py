@@ -31,7 +31,8 @@ from funnel.core.telegram_text import check_telegram_html
 from funnel.script.durations import Duration
 
 FORMAT = 1
-# Short ASCII ids keep callback data far below Telegram's 64 bytes.
+# Short ASCII ids keep callback data within Telegram's 64 bytes: the longest, an answer
+# button `a:<question>:<option>`, is 51 bytes, and its signature adds 12 (63).
 Id = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,23}$")]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
 # Room for placeholders: a rendered text must stay under Telegram's 4096 characters.

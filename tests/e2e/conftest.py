@@ -38,6 +38,12 @@ class World:
     def user(self, first_name: str = "Мария", username: str | None = None) -> SimUser:
         return self.emu.add_user(first_name, username=username)
 
+    def signed(self, chat_id: int, data: str) -> str:
+        """`data` as the bot signs a button it sends to `chat_id`: a button of an older
+        version of a message (a card since edited), or one the checks behind the signature
+        must still refuse. Unsigned data is stale before any handler sees it."""
+        return self.app.signer.sign(data, chat_id)
+
 
 # The shipped Russian script's buttons for a hot and for a warm prospect.
 HOT = ["Сменить профессию", "В ближайшие 2 недели", "Готов(а) оплатить сразу", "Я сам(а)"]

@@ -90,7 +90,7 @@ async def test_a_manager_takes_a_card_and_a_second_cannot(world: World) -> None:
         lead = (await session.scalars(select(Lead))).one()
     assert lead.manager_id == world.manager.id
     # The card lost its "take" button; pressing it from an old copy is refused.
-    forged = await second.press_data(card, f"m:take:{lead.id}")
+    forged = await second.press_data(card, world.signed(card.chat_id, f"m:take:{lead.id}"))
     answer = await second.wait_for_answer(forged)
     assert answer.text is not None and "уже в работе" in answer.text
     async with world.sessions() as session:

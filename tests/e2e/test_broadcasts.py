@@ -208,11 +208,13 @@ async def test_the_guided_flow_answers_bad_input_at_every_step(world: World) -> 
     # The time step's "now" is stale; a forged button names no broadcast of this admin.
     stale = await tap(admin, time_step, t("broadcast.button.now", lang=RU))
     assert stale == t("broadcast.button.stale", lang=RU)
+    # Unsigned, a forged button is stale; signed for this chat, it still names no draft.
     forged = await admin.press_data(confirm, "bc:9999:1:send")
-    assert (await admin.wait_for_answer(forged)).text == t("broadcast.button.unknown", lang=RU)
-    huge = await admin.press_data(confirm, "bc:99999999999999999999:1:send")
-    assert (await admin.wait_for_answer(huge)).text == t("broadcast.button.unknown", lang=RU)
-    garbage = await admin.press_data(confirm, "bc:x:y")
+    assert (await admin.wait_for_answer(forged)).text == t("broadcast.button.stale", lang=RU)
+    for data in ("bc:9999:1:send", "bc:99999999999999999999:1:send"):
+        signed = await admin.press_data(confirm, world.signed(admin.id, data))
+        assert (await admin.wait_for_answer(signed)).text == t("broadcast.button.unknown", lang=RU)
+    garbage = await admin.press_data(confirm, world.signed(admin.id, "bc:x:y"))
     await admin.wait_for_answer(garbage)
     # Send, and a double tap on it.
     await tap(admin, confirm, t("broadcast.button.send", lang=RU))

@@ -64,7 +64,8 @@ async def test_a_forged_button_for_a_lead_without_a_card_changes_nothing(
     await qualify(world, WARM, "Борис", username="boris")  # warm: no card
     boris = await lead_id(world, "Борис")
     before = await ledger(world)
-    tap = await world.manager.press_data(card, f"m:{act}:{boris}")
+    # Signed for this chat (as if the key were known): the card check still refuses it.
+    tap = await world.manager.press_data(card, world.signed(card.chat_id, f"m:{act}:{boris}"))
     answer = await world.manager.wait_for_answer(tap)
     assert answer.text is not None and "не из этого чата" in answer.text
     assert await ledger(world) == before

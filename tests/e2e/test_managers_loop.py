@@ -307,8 +307,9 @@ async def test_a_release_from_someone_else_or_for_nothing_changes_nothing(
     anna = (await lead_row(world)).id
     await qualify(world, WARM, "Борис", username="boris")  # warm: no card
     boris = (await lead_row(world, "Борис")).id
-    # Not taken yet: "back to the bot" (a forged or stale button) has nothing to give back.
-    tap = await world.manager.press_data(card, f"m:release:{anna}")
+    chat = world.managers.id
+    # Not taken yet: "back to the bot" (a stale button) has nothing to give back.
+    tap = await world.manager.press_data(card, world.signed(chat, f"m:release:{anna}"))
     answer = await world.manager.wait_for_answer(tap)
     assert answer.text is not None and "ни у кого" in answer.text
     await take(world, card)
@@ -317,7 +318,8 @@ async def test_a_release_from_someone_else_or_for_nothing_changes_nothing(
     # A colleague cannot take a lead away, nor release it.
     ira = world.emu.add_user("Ира")
     world.managers.add_member(ira)
-    tap = await ira.press_data(edited, f"m:take:{anna}")  # a stale "take" on the card
+    # The "take" the card had before it was edited.
+    tap = await ira.press_data(edited, world.signed(chat, f"m:take:{anna}"))
     answer = await ira.wait_for_answer(tap)
     assert answer.text is not None and "уже в работе у Менеджер Олег" in answer.text
     tap = await ira.press(edited, RELEASE)
@@ -326,22 +328,22 @@ async def test_a_release_from_someone_else_or_for_nothing_changes_nothing(
     # Someone in the chat who is not a manager (restricted: may read, not act).
     stranger = world.emu.add_user("Чужой")
     world.managers.add_member(stranger, status="restricted")
-    tap = await stranger.press_data(edited, f"m:release:{anna}")
+    tap = await stranger.press_data(edited, world.signed(chat, f"m:release:{anna}"))
     answer = await stranger.wait_for_answer(tap)
     assert answer.text is not None and "только для менеджеров" in answer.text
-    # A release for a lead this card is not about.
-    tap = await world.manager.press_data(edited, f"m:release:{boris}")
+    # A release for a lead this card is not about (even signed for this chat).
+    tap = await world.manager.press_data(edited, world.signed(chat, f"m:release:{boris}"))
     answer = await world.manager.wait_for_answer(tap)
     assert answer.text is not None and "не из этого чата" in answer.text
     for data in (f"m:release:{anna}:1", "m:release:", f"m:release:0{anna}"):
-        tap = await world.manager.press_data(edited, data)
+        tap = await world.manager.press_data(edited, world.signed(chat, data))
         answer = await world.manager.wait_for_answer(tap)
         assert answer.text is not None and "ничего не изменилось" in answer.text
     after = await ledger(world)
     assert after == before
     # A double tap on the owner's release: the second finds nothing to give back.
     first = await world.manager.press(edited, RELEASE)
-    second = await world.manager.press_data(edited, f"m:release:{anna}")
+    second = await world.manager.press_data(edited, world.signed(chat, f"m:release:{anna}"))
     answers = [await world.manager.wait_for_answer(q) for q in (first, second)]
     assert sorted("снова у бота" in (a.text or "") for a in answers) == [False, True]
     async with world.sessions() as session:
@@ -360,7 +362,8 @@ async def test_buttons_for_a_forgotten_lead_are_refused(world: World, clock: Fak
     await world.app.handoff.tick()
     await world.app.handoff.settle()
     for data in (f"m:release:{anna}", f"m:take:{anna}"):
-        tap = await world.manager.press_data(edited, data)
+        # "take" from the card before it was taken, "release" from the card now.
+        tap = await world.manager.press_data(edited, world.signed(world.managers.id, data))
         answer = await world.manager.wait_for_answer(tap)
         assert answer.text is not None and "удалён" in answer.text
     # The forgotten lead stays in the managers' numbers, as a number.
