@@ -128,6 +128,5 @@ class BroadcastReplyCb(CallbackData, prefix="bq"):
 
 # The prefixes the bot issues: a press claiming another one is stale of no family.
 FAMILIES = frozenset(
-    cls.__prefix__
-    for cls in (AnswerCb, ButtonCb, SystemCb, CardCb, BroadcastCb, BroadcastReplyCb)
+    cls.__prefix__ for cls in (AnswerCb, ButtonCb, SystemCb, CardCb, BroadcastCb, BroadcastReplyCb)
 )

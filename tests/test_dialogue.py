@@ -291,7 +291,7 @@ async def test_a_removed_question_continues_at_the_next_unanswered(
 
 async def nps_answers(sessions: async_sessionmaker[AsyncSession]) -> list[str | None]:
     async with sessions() as session:
-        return list((await session.scalars(select(Answer.value).where(Answer.question == "nps"))))
+        return list(await session.scalars(select(Answer.value).where(Answer.question == "nps")))
 
 
 async def test_a_button_counts_only_where_the_script_offers_it(sessions, script, clock) -> None:

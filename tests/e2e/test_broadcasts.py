@@ -213,9 +213,7 @@ async def test_the_guided_flow_answers_bad_input_at_every_step(world: World) -> 
     assert (await admin.wait_for_answer(forged)).text == t("broadcast.button.stale", lang=RU)
     for data in ("bc:9999:1:send", "bc:99999999999999999999:1:send"):
         signed = await admin.press_data(confirm, world.signed(admin.id, data))
-        assert (await admin.wait_for_answer(signed)).text == t(
-            "broadcast.button.unknown", lang=RU
-        )
+        assert (await admin.wait_for_answer(signed)).text == t("broadcast.button.unknown", lang=RU)
     garbage = await admin.press_data(confirm, world.signed(admin.id, "bc:x:y"))
     await admin.wait_for_answer(garbage)
     # Send, and a double tap on it.
