@@ -34,8 +34,8 @@ SENDING = frozenset({"sendMessage", "sendPhoto", "sendDocument"})
 # The wave's campaign: one step, its text tagged so a delivered message names its touch.
 WAVE_CAMPAIGN = "bench_wave"
 _TOUCH_TAG = re.compile(r"\[touch (\w+)/(\d+)\]")
-# A managers' card carries buttons like "m:take:17": the lead it is about.
-_CARD_BUTTON = re.compile(r"^m:\w+:(\d+)$")
+# A managers' card carries buttons like "m:take:17:<signature>": the lead it is about.
+_CARD_BUTTON = re.compile(r"^m:\w+:(\d+):[\w-]+$")
 
 # The shipped script's questions in order, its "continue" button, answers typed as text.
 QUESTIONS = ["need", "timing", "budget", "authority"]

@@ -168,7 +168,7 @@ class Prospect:
             return self._answer(question)
         for row in message.buttons:
             for button in row:
-                data = button.callback_data or ""
+                data = _unsigned(button.callback_data)
                 chance = self.persona.taps.get(data.removeprefix("b:"), 0.0)
                 if data.startswith("b:") and self.rng.random() < chance:
                     tap = functools.partial(self.user.press, message, button.text)
@@ -179,7 +179,7 @@ class Prospect:
         chosen = None
         for row in message.buttons:
             for button in row:
-                _, _, rest = (button.callback_data or "").partition(":")
+                _, _, rest = _unsigned(button.callback_data).partition(":")
                 question, _, option = rest.partition(":")
                 if self.persona.answers.get(question) == option:
                     chosen = button.text
@@ -496,3 +496,8 @@ async def _print_results(settings: Settings, clock: FakeClock) -> None:
     print(f"Chart: {CHART}")
     print(f"Database: {DATABASE}. Read it again with:")
     print(f"  DATABASE_URL=sqlite+aiosqlite:///{DATABASE} .venv/bin/python -m bot stats")
+
+
+def _unsigned(data: str | None) -> str:
+    """A button's data without the signature the bot appends (its last ":" part)."""
+    return (data or "").rpartition(":")[0]

@@ -179,7 +179,9 @@ def router() -> Router:
     async def on_forged(
         query: CallbackQuery, dialogue: Dialogue, profile: Profile, reply: Reply
     ) -> None:
-        """Data we never issued (forged, or from a much older bot): the current question."""
+        """A stale button: data that failed its signature (forged, copied from another chat,
+        or sent before buttons were signed) arrives as a `StaleCb`; data we never issued at
+        all lands here too. The same answer as a button the dialogue has moved past."""
         await reply(await dialogue.system(profile, "stale"))
 
     @r.my_chat_member(ChatMemberUpdatedFilter(member_status_changed=KICKED))
