@@ -190,9 +190,16 @@ class Courier:
 
     One per outbox, all sharing the bot's rate limiter. `drain()` is the graceful stop."""
 
-    def __init__(self, limiter: SendLimiter | None, name: str) -> None:
+    def __init__(
+        self,
+        limiter: SendLimiter | None,
+        name: str,
+        *,
+        stale_slot_seconds: float = STALE_SLOT_SECONDS,
+    ) -> None:
         self.limiter = limiter
         self.name = name
+        self.stale_slot_seconds = stale_slot_seconds
         self._tasks: set[asyncio.Task[Any]] = set()
         self._on_wire: set[asyncio.Task[Any]] = set()
         self.stopping = False
@@ -224,7 +231,7 @@ class Courier:
             if (
                 chat_id is not None
                 and self.limiter is not None
-                and time.monotonic() - claiming > STALE_SLOT_SECONDS
+                and time.monotonic() - claiming > self.stale_slot_seconds
             ):
                 # The claim's commit stalled (a busy database): the slot it took is long
                 # past and the rows granted meanwhile would leave together, over the rate.

@@ -180,6 +180,23 @@ ERASED_TABLES = ("leads", "answers", "touches", "notifications", "inbox")
 ERASURE = "leadbot.erased_tables"
 
 
+async def forget_replies(session: AsyncSession, chat_id: int) -> None:
+    """Replies kept for sending to a chat carry names and answers: on an erasure they go,
+    sent or not (bot/replies.py keeps them in the updates' inbox rows)."""
+    await session.execute(
+        update(InboxUpdate)
+        .where(InboxUpdate.chat_id == chat_id, InboxUpdate.replies.is_not(None))
+        .values(
+            replies=None,
+            chat_id=None,
+            reply_status=case(
+                (InboxUpdate.reply_status == "planned", "forgotten"),
+                else_=InboxUpdate.reply_status,
+            ),
+        )
+    )
+
+
 async def forget_lead(session: AsyncSession, lead: Lead, at: datetime) -> None:
     """Erases the person and their answers (typed texts and chosen options); the lead stays
     as an anonymous count in the stage log and the report's aggregates."""
@@ -188,20 +205,6 @@ async def forget_lead(session: AsyncSession, lead: Lead, at: datetime) -> None:
         update(Answer).where(Answer.lead_id == lead.id).values(value=None, option=None)
     )
     await cancel_pending_touches(session, lead.id, "forgotten")
-    if lead.chat_id is not None:
-        # Replies kept for sending carry names and answers: they go too, sent or not.
-        await session.execute(
-            update(InboxUpdate)
-            .where(InboxUpdate.chat_id == lead.chat_id, InboxUpdate.replies.is_not(None))
-            .values(
-                replies=None,
-                chat_id=None,
-                reply_status=case(
-                    (InboxUpdate.reply_status == "planned", "forgotten"),
-                    else_=InboxUpdate.reply_status,
-                ),
-            )
-        )
     lead.user_id = None
     lead.chat_id = None
     lead.first_name = lead.last_name = lead.username = lead.language = None

@@ -175,6 +175,8 @@ class Dialogue:
     async def forget(self, profile: Profile) -> Result:
         lead = await self._lead(profile)
         if lead is not None:
+            if lead.chat_id is not None:
+                await store.forget_replies(self.session, lead.chat_id)
             await store.forget_lead(self.session, lead, self.clock.now())
         return Result(
             [Reply(self._text(None, self.script.texts.forgotten))],
