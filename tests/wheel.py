@@ -52,10 +52,7 @@ def copy_build_sources(into: Path) -> Path:
 
 def backend(hook: str, source: Path, out: Path) -> Built:
     """Runs setuptools' `build_wheel` or `build_editable` on `source` into `out`."""
-    code = (
-        "import sys\nfrom setuptools import build_meta\n"
-        f"print(build_meta.{hook}(sys.argv[1]))"
-    )
+    code = f"import sys\nfrom setuptools import build_meta\nprint(build_meta.{hook}(sys.argv[1]))"
     done = subprocess.run(
         [sys.executable, "-c", code, str(out)], cwd=source, capture_output=True, text=True,
         timeout=120,
