@@ -331,11 +331,15 @@ def script_file(value: Any) -> Path:
     if not text:
         return DEFAULT_SCRIPT
     path = Path(text).expanduser()
-    if not path.exists() and not path.is_absolute() and path.parent == Path("scripts"):
+    try:
+        exists = path.exists()
+    except OSError as e:  # a folder on the way this user may not enter
+        raise ValueError(f"'{text}': cannot be reached ({e.strerror or e})") from e
+    if not exists and not path.is_absolute() and path.parent == Path("scripts"):
         candidate = shipped("scripts") / path.name
         if candidate.is_file():
             return candidate
-    if not path.exists():
+    if not exists:
         names = ", ".join(f"scripts/{p.name}" for p in sorted(shipped("scripts").glob("*.yaml")))
         raise ValueError(
             f"'{text}': no such file (from the folder {Path.cwd()}); give the script's full "

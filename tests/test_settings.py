@@ -217,3 +217,18 @@ def test_migrate_refuses_a_script_the_bot_cannot_start_with(tmp_path: Path) -> N
     assert problems and all(p.startswith(f"{bad}:1: ") for p in problems)
     assert last.startswith("settings: SCRIPT_PATH: the bot cannot start with this script")
     assert not database.exists()
+
+
+def test_script_path_behind_a_folder_this_user_cannot_enter_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What stat() says for /root/school.yaml to the service's user (the tests may run as root).
+    def refuse(path: Path, **_: object) -> bool:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "exists", refuse)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None, script_path="/root/school.yaml")
+    assert caught.value.lines == [
+        "SCRIPT_PATH: '/root/school.yaml': cannot be reached (Permission denied)"
+    ]
