@@ -16,12 +16,18 @@ FROM python:3.11-slim
 # No .pyc files written at run time, logs straight to the collector. Two malloc arenas:
 # glibc gives each thread its own (SQLite's driver runs one per connection), ~10 MB each.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 MALLOC_ARENA_MAX=2
-RUN useradd --system --uid 10001 --home-dir /app leadbot \
-    && mkdir -p /app/data && chown leadbot /app/data
+# The bot's user owns only the database's folder; a named volume mounted there starts as a
+# copy of it, owner included, so the user can write the SQLite file it holds.
+RUN groupadd --system --gid 10001 leadbot \
+    && useradd --system --uid 10001 --gid leadbot --home-dir /app --no-create-home leadbot \
+    && mkdir -p /app/data && chown leadbot:leadbot /app/data && chmod 700 /app/data
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels "leadbot[postgres,redis]" \
     && rm -rf /wheels
 WORKDIR /app
+# DATABASE_URL's default, data/leadbot.sqlite3 from /app: kept apart from the container's
+# own layer, so it survives the container (docs/deploy.md mounts a named volume here).
+VOLUME /app/data
 USER leadbot
 # The webhook and /healthz, /metrics (WEBHOOK_LISTEN); TLS is the proxy's in front. Every
 # interface of the container: its port mapping decides who reaches it (the bot's own

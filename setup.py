@@ -8,6 +8,14 @@ pyproject.toml."""
 from setuptools import find_namespace_packages, setup
 
 SHIPPED = {"migrations": ["script.py.mako"], "scripts": ["*.yaml", "README.md", "README.en.md"]}
+# Each folder that holds data is named as a package of its own (`handlers.locales.ru.
+# LC_MESSAGES`): setuptools warns about data in a folder it was not told is a package, for
+# every file, on every install.
+CATALOGS = [
+    f"handlers.locales.{name}"
+    for name in find_namespace_packages(where="locales")
+    if name.endswith(".LC_MESSAGES")
+]
 
 setup(
     packages=[
@@ -15,7 +23,7 @@ setup(
         "bot.shipped.migrations",
         "bot.shipped.migrations.versions",
         "bot.shipped.scripts",
-        "handlers.locales",
+        *CATALOGS,
     ],
     package_dir={
         **{f"bot.shipped.{folder}": folder for folder in SHIPPED},
@@ -23,6 +31,6 @@ setup(
     },
     package_data={
         **{f"bot.shipped.{folder}": files for folder, files in SHIPPED.items()},
-        "handlers.locales": ["*/LC_MESSAGES/*.po"],
+        **{catalog: ["*.po"] for catalog in CATALOGS},
     },
 )

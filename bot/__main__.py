@@ -120,6 +120,22 @@ def _script_problems(path: Path) -> list[str]:
     return []
 
 
+# A setting or a script the bot cannot run with: starting again changes nothing, so the
+# systemd unit does not restart on it (RestartPreventExitStatus=2) and says why once.
+CONFIGURATION_EXIT = 2
+
+
+def _unusable_script(problems: list[str]) -> int:
+    for line in problems:
+        print(line, file=sys.stderr)
+    print(
+        "settings: SCRIPT_PATH: the bot cannot start with this script; fix it (check it with "
+        "`python -m bot check`), or leave SCRIPT_PATH empty for the shipped one",
+        file=sys.stderr,
+    )
+    return CONFIGURATION_EXIT
+
+
 def _warn_about_roles(settings: Settings) -> None:
     for line in settings.warnings():
         print(f"settings: WARNING {line}", file=sys.stderr)
@@ -173,8 +189,7 @@ async def _run(settings: Settings, *, webhook: bool = False) -> int:
     try:
         scripts = ScriptHolder(settings.script_path)
     except ScriptError as e:
-        print("\n".join(e.problems), file=sys.stderr)
-        return 1
+        return _unusable_script(e.problems)
     _warn_about_roles(settings)
     try:
         instance_lock = db.single_instance_lock(settings.database_url)
@@ -294,8 +309,7 @@ async def _start_when_reachable(
             try:
                 app = make_app()
             except ScriptError as e:
-                print("\n".join(e.problems), file=sys.stderr)
-                return 1
+                return _unusable_script(e.problems)
         cause = error.__cause__ if isinstance(error, TelegramNetworkError) else None
         print(
             f"telegram: cannot reach {server} ({type(cause or error).__name__}); "
@@ -508,11 +522,17 @@ async def _broadcast(
 
 async def _migrate(settings: Settings) -> int:
     """The schema to the latest revision; on PostgreSQL under an advisory lock, so instances
-    starting together wait for one another instead of racing (bot/db.py)."""
+    starting together wait for one another instead of racing (bot/db.py). Refused, with
+    nothing changed, when SCRIPT_PATH's script cannot be used."""
     from alembic.util import CommandError
 
     from bot import db
 
+    # migrate is what runs before a start (the unit's ExecStartPre, a deploy job): a script
+    # the bot cannot start with stops it here, before systemd ever starts the bot.
+    problems = _script_problems(settings.script_path)
+    if problems:
+        return _unusable_script(problems)
     engine = db.create_engine(settings.database_url)
     try:
         before = await db.revision(engine)

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     redis_prefix: str = Field(default="leadbot", min_length=1, max_length=64)
 
+    @field_validator("script_path", mode="before")
+    @classmethod
+    def _script(cls, value: Any) -> Any:
+        return script_file(value)
+
     @field_validator("redis_url", mode="before")
     @classmethod
     def _redis(cls, value: Any) -> Any:
@@ -313,6 +318,36 @@ class Settings(BaseSettings):
                 **extra,
             }
         )
+
+
+def script_file(value: Any) -> Path:
+    """SCRIPT_PATH as the file it names. Empty: the shipped Russian script. A path that
+    exists (relative paths from the working directory) is that file. `scripts/NAME.yaml`
+    with no such file in the working directory is the shipped script of that name, so
+    `scripts/en.yaml` means the English script wherever the bot runs (a systemd unit, a
+    container), as it does in the repository. Anything else is refused here, naming the
+    setting, before any command starts."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return DEFAULT_SCRIPT
+    path = Path(text).expanduser()
+    try:
+        exists = path.exists()
+    except OSError as e:  # a folder on the way this user may not enter
+        raise ValueError(f"'{text}': cannot be reached ({e.strerror or e})") from e
+    if not exists and not path.is_absolute() and path.parent == Path("scripts"):
+        candidate = shipped("scripts") / path.name
+        if candidate.is_file():
+            return candidate
+    if not exists:
+        names = ", ".join(f"scripts/{p.name}" for p in sorted(shipped("scripts").glob("*.yaml")))
+        raise ValueError(
+            f"'{text}': no such file (from the folder {Path.cwd()}); give the script's full "
+            f"path, a shipped script ({names}), or leave it empty for scripts/ru.yaml"
+        )
+    if not path.is_file():
+        raise ValueError(f"'{text}' is not a file; give the script's full path, or leave it empty")
+    return path
 
 
 WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")

@@ -14,7 +14,7 @@ from bot import db, write_guard
 from funnel.core.clock import FakeClock
 from funnel.script.loading import load_script
 from funnel.script.schema import Script
-from tests import engines
+from tests import engines, wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 RU_SCRIPT = ROOT / "scripts" / "ru.yaml"
@@ -92,3 +92,9 @@ TEST_TEXTS_YAML = """texts:
   stop_button: "Stop messages"
   manager_will_write: A manager will write
 """
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> wheel.Built:
+    """The application's wheel, built once for the tests that install it."""
+    return wheel.build_wheel(tmp_path_factory.mktemp("wheel"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,15 +17,11 @@ import pytest
 
 from bot.__main__ import _chat, _demo
 from bot.settings import Settings, load_settings
+from tests import wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 EMULATOR = ROOT / "emulator" / "telegram_emulator"
 ROOMS = ("bot", "funnel", "handlers")
-# What a checkout holds beside the sources; none of it is needed to build.
-NOT_SOURCES = shutil.ignore_patterns(
-    ".git", ".venv", "data", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
-    ".hypothesis", ".env",
-)  # fmt: skip
 
 
 def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -52,15 +47,18 @@ def files_under(folder: Path, *patterns: str) -> set[str]:
     }
 
 
+# What setuptools says about data in a folder nobody named as a package: once per file, on
+# every install (`make setup`, `pip install .`).
+UNLISTED_PACKAGE = "is absent from the `packages` configuration"
+
+
 @pytest.mark.slow
 def test_the_wheel_carries_the_application_and_its_data_and_runs_from_any_folder(
-    tmp_path: Path,
+    tmp_path: Path, built_wheel: wheel.Built
 ) -> None:
-    source = tmp_path / "source"
-    shutil.copytree(ROOT, source, ignore=NOT_SOURCES)  # a build leaves build/ behind
-    pip("wheel", "--no-build-isolation", "-w", tmp_path / "wheels", source, cwd=tmp_path)
-    [wheel] = (tmp_path / "wheels").glob("leadbot-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
+    assert UNLISTED_PACKAGE not in built_wheel.warnings
+    assert "Warning" not in built_wheel.warnings, built_wheel.warnings
+    names = set(zipfile.ZipFile(built_wheel.wheel).namelist())
 
     tops = {name.partition("/")[0] for name in names}
     assert {top for top in tops if not top.endswith(".dist-info")} == set(ROOMS)
@@ -77,7 +75,7 @@ def test_the_wheel_carries_the_application_and_its_data_and_runs_from_any_folder
     assert {f"handlers/locales/{f}" for f in catalogs} <= names
 
     installed = tmp_path / "site"
-    pip("install", "--target", installed, wheel, cwd=tmp_path)
+    pip("install", "--target", installed, built_wheel.wheel, cwd=tmp_path)
     elsewhere = tmp_path / "elsewhere"  # not the checkout: nothing to find next to the cwd
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
@@ -100,6 +98,15 @@ def test_the_wheel_carries_the_application_and_its_data_and_runs_from_any_folder
     )
     assert report["stages"][0]["reached"] == 0
     assert (elsewhere / "leads.sqlite3").exists()
+
+
+@pytest.mark.slow
+def test_an_editable_install_warns_about_no_package(tmp_path: Path) -> None:
+    # `make setup`'s `pip install -e .`: the same hooks pip runs, without pip hiding their output.
+    source = wheel.copy_build_sources(tmp_path / "source")
+    built = wheel.backend("build_editable", source, tmp_path / "wheels")
+    assert built.wheel.name.startswith("leadbot-0.1.0")
+    assert UNLISTED_PACKAGE not in built.warnings, built.warnings
 
 
 def imported_roots(path: Path) -> set[str]:

@@ -162,3 +162,73 @@ def test_check_exits_non_zero_naming_a_bad_managers_setting() -> None:
     )  # fmt: skip
     assert run.returncode != 0
     assert "MANAGER_HOURS" in run.stderr + run.stdout
+
+
+def test_script_path_empty_or_a_shipped_name_finds_the_shipped_script_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A service's working directory: no scripts/ folder beside it.
+    monkeypatch.chdir(tmp_path)
+    shipped = RU_SCRIPT.parent
+    for empty in ("", "  "):
+        assert load_settings(_env_file=None, script_path=empty).script_path == RU_SCRIPT
+    assert load_settings(_env_file=None).script_path == RU_SCRIPT
+    for name in ("ru.yaml", "en.yaml"):
+        found = load_settings(_env_file=None, script_path=f"scripts/{name}").script_path
+        assert found == shipped / name
+    # A file of that name in the working directory is the one meant.
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "en.yaml").write_text("format: 1\n", encoding="utf-8")
+    found = load_settings(_env_file=None, script_path="scripts/en.yaml").script_path
+    assert found.resolve() == tmp_path / "scripts" / "en.yaml"
+    own = tmp_path / "school.yaml"
+    own.write_text("format: 1\n", encoding="utf-8")
+    assert load_settings(_env_file=None, script_path=str(own)).script_path == own
+
+
+@pytest.mark.parametrize("value", ["scripts/fr.yaml", "school.yaml", "/nowhere/school.yaml", "."])
+def test_script_path_that_leads_to_no_file_is_named(
+    value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None, script_path=value)
+    [line] = caught.value.lines
+    assert line.startswith(f"SCRIPT_PATH: '{value}'"), line
+    assert "leave it empty" in line
+
+
+def test_migrate_refuses_a_script_the_bot_cannot_start_with(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("format: 1\n", encoding="utf-8")
+    database = tmp_path / "leads.sqlite3"
+    env = {
+        **os.environ,
+        "SCRIPT_PATH": str(bad),
+        "DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "bot", "migrate"], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    # 2: the unit's RestartPreventExitStatus, so systemd does not start it again and again.
+    assert run.returncode == 2 and run.stdout == ""
+    *problems, last = run.stderr.splitlines()
+    assert problems and all(p.startswith(f"{bad}:1: ") for p in problems)
+    assert last.startswith("settings: SCRIPT_PATH: the bot cannot start with this script")
+    assert not database.exists()
+
+
+def test_script_path_behind_a_folder_this_user_cannot_enter_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What stat() says for /root/school.yaml to the service's user (the tests may run as root).
+    def refuse(path: Path, **_: object) -> bool:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "exists", refuse)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None, script_path="/root/school.yaml")
+    assert caught.value.lines == [
+        "SCRIPT_PATH: '/root/school.yaml': cannot be reached (Permission denied)"
+    ]
