@@ -149,7 +149,6 @@ class App:
         # The replies to updates, committed with them (bot/replies.py).
         self.replies = Replies(
             self.bot, self.sessions, self.clock, self.limiter, self.mark_blocked,
-            multi_instance=self.engine.dialect.name != "sqlite",
         )  # fmt: skip
         self.dispatcher = create_dispatcher(
             settings, self.sessions, self.scripts, self.clock, self.handoff,
@@ -203,6 +202,9 @@ class App:
         reaches this instance's WEBHOOK_LISTEN (through a TLS proxy or a load balancer)."""
         if isinstance(self.limiter, SharedRateLimiter):
             await self.limiter.connect()  # Redis unreachable: a clear error, not a start
+        # Only webhook instances on PostgreSQL run side by side (getUpdates has one reader):
+        # a reply another one may be sending is left to it for a while.
+        self.replies.multi_instance = webhook and self.engine.dialect.name != "sqlite"
         await self.prepare()
         self.warn_about_offers()
         if webhook:
