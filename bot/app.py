@@ -21,8 +21,8 @@ from bot.callback_signing import SignCallbacks
 from bot.delivery_middleware import RateLimitMiddleware, WriteGuardMiddleware
 from bot.dispatcher import create_dispatcher
 from bot.handoff import HandOff
-from bot.inbox import Inbox, Poller
-from bot.intake import InboundLimit, Intake
+from bot.inbox import Inbox
+from bot.intake import InboundLimit, Intake, Poller
 from bot.managers_loop import JOB_ID as MANAGERS_JOB_ID
 from bot.managers_loop import ManagersLoop
 from bot.metrics import Metrics, RequestMetrics, UpdateMetrics, install_retry_counter

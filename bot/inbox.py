@@ -3,23 +3,19 @@ before the polling offset confirms it, handled, and marked handled in the commit
 handling (bot/middlewares.py). After a crash the next start handles what is left, and an
 update Telegram delivers again is recognised and skipped.
 
-The `Poller` replaces aiogram's polling loop, which confirms updates as soon as it fetched
-them (an update fetched just before `kill -9` was lost)."""
+The poller and the webhook (bot/intake.py, bot/webhook.py) store through `Inbox` and hand
+what is new to the fair intake."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
-from aiogram.methods import GetUpdates
 from aiogram.types import Update
 from sqlalchemy import Table, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,18 +25,13 @@ from bot import transactions
 from funnel.core.clock import Clock
 from funnel.core.models import InboxUpdate, update_digest
 
-if TYPE_CHECKING:
-    from bot.intake import Intake
-
 log = logging.getLogger("leadbot.inbox")
 
 # Telegram keeps an unconfirmed update for 24 hours; a handled row is kept twice as long so
 # a delivery of it again is still recognised.
 KEEP_HANDLED = timedelta(hours=48)
-POLL_TIMEOUT_SECONDS = 10
 # Rows a purge deletes in one transaction: tens of milliseconds of the writer at most.
 PURGE_BATCH = 5_000
-MAX_BACKOFF_SECONDS = 30.0
 INBOX = cast(Table, InboxUpdate.__table__)
 WAITING = ("planned", "sending")
 
@@ -321,123 +312,3 @@ class Inbox:
 
     async def purge(self) -> int:
         return await purge_all(self.sessions, self.clock.now())
-
-
-class Poller:
-    """Long polling through the inbox: fetch, store, confirm, hand to the intake
-    (bot/intake.py), which handles them fairly.
-
-    `stop()` ends fetching and lets the updates being handled finish (for a while); what is
-    left stays in the inbox for the next start."""
-
-    def __init__(
-        self,
-        bot: Bot,
-        inbox: Inbox,
-        intake: Intake,
-        allowed: list[str],
-        *,
-        poll_timeout: int = POLL_TIMEOUT_SECONDS,
-    ) -> None:
-        self.bot = bot
-        self.inbox = inbox
-        self.intake = intake
-        self.allowed = allowed
-        self.poll_timeout = poll_timeout
-        self._stopping = asyncio.Event()
-
-    async def run(self) -> None:
-        """Handles what a previous run left, then polls until `stop()`."""
-        await self.inbox.open()
-        await resume(self.inbox, self.intake)
-        offset: int | None = None
-        backoff = 1.0
-        while not self._stopping.is_set():
-            await self.intake.wait_for_space()  # fetch only while a handler slot is free
-            try:
-                updates = await self._fetch(offset)
-            except asyncio.CancelledError:
-                raise
-            except (TelegramNetworkError, TelegramAPIError, TimeoutError, OSError) as error:
-                if self._stopping.is_set():
-                    break
-                log.warning(
-                    "polling.retry: Telegram did not answer getUpdates; trying again",
-                    extra={"event": "polling.retry", "error": type(error).__name__,
-                           "retry_in": backoff},
-                )  # fmt: skip
-                # The server may be a new one (a restarted local Bot API server numbers from
-                # the start): ask for what is unconfirmed, not past our old offset. What
-                # was fetched before is recognised in the inbox.
-                offset = None
-                await self._pause(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-                continue
-            backoff = 1.0
-            if not updates:
-                continue
-            try:
-                new = await self.inbox.store(updates)
-            except Exception:
-                # Not stored, so not confirmed: Telegram hands the same updates out again.
-                log.exception("inbox.store_failed", extra={"event": "inbox.store_failed"})
-                await self._pause(backoff)
-                continue
-            offset = updates[-1].update_id + 1  # confirmed by the next getUpdates
-            for stored in new:
-                self.intake.submit(stored)
-
-    async def stop(self, grace_seconds: float = 10.0) -> None:
-        self._stopping.set()
-        await self.intake.drain(grace_seconds)
-
-    @property
-    def handling(self) -> int:
-        return self.intake.count
-
-    async def _fetch(self, offset: int | None) -> list[Update]:
-        fetch = asyncio.ensure_future(
-            self.bot(GetUpdates(offset=offset, timeout=self.poll_timeout,
-                                allowed_updates=self.allowed))
-        )  # fmt: skip
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if not fetch.done():
-            fetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await fetch
-            return []
-        return fetch.result()
-
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-
-
-async def resume(
-    inbox: Inbox, intake: Intake, received_by: datetime | None = None, bot: Bot | None = None
-) -> int:
-    """Hands the intake the stored updates nobody handled (received by `received_by`);
-    returns how many."""
-    left = [(row, payload) for row, payload in await inbox.pending(received_by)
-            if not intake.holds(row)]  # fmt: skip
-    unreadable = []
-    for row, payload in left:
-        try:
-            item = Update.model_validate_json(payload, context={"bot": bot} if bot else None)
-        except ValueError:
-            log.error("inbox.unreadable", extra={"event": "inbox.unreadable", "row": row})
-            unreadable.append(row)
-            continue
-        intake.submit(Stored(row, item))
-    await inbox.mark(unreadable)
-    spawned = len(left) - len(unreadable)
-    if spawned:
-        log.warning(
-            "inbox.resumed: handling updates a stopped process had received",
-            extra={"event": "inbox.resumed", "updates": spawned},
-        )
-    return spawned

@@ -40,7 +40,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import inbox
-from bot.intake import Intake
+from bot.intake import Intake, resume
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.replies import Replies
 from bot.settings import Settings, split_address
@@ -420,7 +420,7 @@ class WebServer:
         await self.app.inbox.open()
         # Only what arrived before this process began: what another instance received
         # meanwhile is that instance's to handle (the sweep takes it if that one dies).
-        await inbox.resume(self.app.inbox, self.handling, self._created_at, self.app.bot)
+        await resume(self.app.inbox, self.handling, self._created_at, self.app.bot)
         self._sweeping = asyncio.create_task(self._sweep())
 
     async def wait(self) -> None:
@@ -451,7 +451,7 @@ class WebServer:
             await asyncio.sleep(SWEEP_SECONDS)
             try:
                 stale = self.app.clock.now() - STALE_AFTER
-                await inbox.resume(self.app.inbox, self.handling, stale, self.app.bot)
+                await resume(self.app.inbox, self.handling, stale, self.app.bot)
                 # Replies an instance that died had committed and not sent.
                 await self.app.replies.recover(orphans_only=True)
                 if time.monotonic() - last_purge > PURGE_EVERY_SECONDS:
