@@ -572,7 +572,10 @@ async def test_a_truncation_a_reader_holds_up_is_tried_again_then_deferred(
         async with file_engine.begin() as connection:
             await connection.execute(text("INSERT INTO t VALUES (:x)"), {"x": x})
     await checkpoints.wait()
-    assert not checkpoints.truncate_pending and _log_size(tmp_path) == 0
+    # The periodic checkpoint truncated (it clears the flag only then). The log's size is
+    # not checked here: the commit that started the checkpoint may append its frames after
+    # the truncation began, which on a loaded machine it sometimes does.
+    assert not checkpoints.truncate_pending
 
 
 async def test_only_a_committed_erasure_is_cleaned_after(
