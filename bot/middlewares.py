@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from sqlalchemy.orm import Session
 
 from bot import inbox, transactions
+from bot.intake import user_of
 from handlers.i18n import t
 
 log = logging.getLogger("leadbot.updates")
@@ -29,16 +30,9 @@ INBOX_ROW = "leadbot.inbox_row"
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 
-def update_user_id(update: Update) -> int | None:
-    event = (
-        update.message
-        or update.edited_message
-        or update.callback_query
-        or update.my_chat_member
-        or update.chat_member
-    )
-    user = getattr(event, "from_user", None)
-    return user.id if user is not None else None
+# The person an update comes from: one reading for the intake's queues and for the order
+# and locks here.
+update_user_id = user_of
 
 
 class PerUserOrder(BaseMiddleware):

@@ -121,14 +121,7 @@ class RateLimiter:
 
     async def acquire(self, chat_id: int | str) -> None:
         """Wait until a message to `chat_id` may be sent; the caller then sends it at once."""
-        key, is_group = _chat_key(chat_id)
-        now = self._monotonic()
-        chat = self._chats.get(key)
-        if chat is None:
-            chat = _Chat(key, self.group_per_minute if is_group else None)
-            self._chats[key] = chat
-        self._promote(now)
-        self._drop_dead_ready()
+        chat, now = self._settle(chat_id)
         if self._free_now(chat, now):
             self._take(chat, now)
             return
@@ -149,6 +142,14 @@ class RateLimiter:
     def try_acquire(self, chat_id: int | str) -> bool:
         """Takes a slot to `chat_id` if one is free right now (nobody waits before it), else
         nothing: True when the caller may send at once."""
+        chat, now = self._settle(chat_id)
+        if self._free_now(chat, now):
+            self._take(chat, now)
+            return True
+        return False
+
+    def _settle(self, chat_id: int | str) -> tuple[_Chat, float]:
+        """The chat's state (made on first use) and now, the queues brought up to now."""
         key, is_group = _chat_key(chat_id)
         now = self._monotonic()
         chat = self._chats.get(key)
@@ -157,10 +158,7 @@ class RateLimiter:
             self._chats[key] = chat
         self._promote(now)
         self._drop_dead_ready()
-        if self._free_now(chat, now):
-            self._take(chat, now)
-            return True
-        return False
+        return chat, now
 
     def _free_now(self, chat: _Chat, now: float) -> bool:
         return (
